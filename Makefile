@@ -1,0 +1,54 @@
+# seedcoder: `make demo` (the main job, arrives with issue [3]) and `make test` (the suite).
+# The venv pins what CI and the GPU box run: torch 2.13.0 (CPU build from local disk here) and Triton 3.6.0.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VERSION := 2.13.0
+TRITON_VERSION := 3.6.0
+RESULTS ?= results
+
+.PHONY: install test lint compile-gate cuda-gate gpu-check bench demo clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# --no-build-isolation: the build must see the torch installed here (isolation would fetch a CUDA torch).
+$(VENV)/.installed: $(BIN)/python setup.py pyproject.toml Makefile
+	$(BIN)/pip install -q --upgrade pip "setuptools>=77" wheel
+	$(BIN)/pip install -q torch==$(TORCH_VERSION) triton==$(TRITON_VERSION)
+	$(BIN)/pip install -q --no-build-isolation -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+lint: install
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest -q --durations=15
+
+# Every Triton kernel configuration compiled for sm_90a and sm_80 without a GPU (registers, shared, spills).
+compile-gate: install
+	env -u TRITON_INTERPRET $(BIN)/python -m seedcoder.kernels.compile_gate --arch 90 80
+
+# The CUDA C++ kernels compiled with nvcc for sm_80 and sm_90a (registers/spills from ptxas).
+cuda-gate:
+	cmake -S . -B build/cmake -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build build/cmake -j2 2>&1 | grep -E "error|Compiling entry|registers|spill"
+
+# On a GPU machine (no network): that box's own python3, no venv. Tests on CUDA, then the kernel benchmarks.
+# Wheels of small optional peers (liger-kernel) may travel in .whl/ (see benchmarks/README or the device notes).
+gpu-check:
+	@if ls .whl/*.whl >/dev/null 2>&1; then $(PY) -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl; fi
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	mkdir -p $(RESULTS)
+	PYTHONPATH=/tmp/site:$$PYTHONPATH $(PY) -m pytest -q -ra tests 2>&1 | tee $(RESULTS)/gpu-tests.log
+	PYTHONPATH=/tmp/site:$$PYTHONPATH $(PY) -m benchmarks.kernels --out $(RESULTS)/kernels 2>&1 | tee $(RESULTS)/kernels.md
+
+bench: install
+	$(BIN)/python -m benchmarks.kernels --out $(RESULTS)/kernels
+
+demo:
+	@echo "make demo arrives with issue [3] (tokenizer -> shards -> pretraining a tiny model). Until then: make test"
+
+clean:
+	rm -rf build *.egg-info $(RESULTS) .pytest_cache .ruff_cache
