@@ -7,14 +7,14 @@ TORCH_VERSION := 2.13.0
 TRITON_VERSION := 3.6.0
 RESULTS ?= results
 
-.PHONY: install test lint compile-gate cuda-gate gpu-check bench demo clean
+.PHONY: install test lint ctest compile-gate cuda-gate gpu-check bench demo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 # --no-build-isolation: the build must see the torch installed here (isolation would fetch a CUDA torch).
 $(VENV)/.installed: $(BIN)/python setup.py pyproject.toml Makefile
-	$(BIN)/pip install -q --upgrade pip "setuptools>=77" wheel
+	$(BIN)/pip install -q --upgrade pip "setuptools>=77" wheel ninja
 	$(BIN)/pip install -q torch==$(TORCH_VERSION) triton==$(TRITON_VERSION)
 	$(BIN)/pip install -q --no-build-isolation -e ".[dev]"
 	touch $@
@@ -24,8 +24,14 @@ install: $(VENV)/.installed
 lint: install
 	$(BIN)/ruff check .
 
-test: lint
+test: lint ctest
 	$(BIN)/python -m pytest -q --durations=15
+
+# C++ unit tests of the data loader (csrc/loader/tests) through CMake/ctest.
+ctest:
+	cmake -S . -B build/cmake -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build build/cmake -j2 --target loader_tests
+	ctest --test-dir build/cmake --output-on-failure
 
 # Every Triton kernel configuration compiled for sm_90a and sm_80 without a GPU (registers, shared, spills).
 compile-gate: install
@@ -33,7 +39,8 @@ compile-gate: install
 
 # The CUDA C++ kernels compiled with nvcc for sm_80 and sm_90a (registers/spills from ptxas).
 cuda-gate:
-	cmake -S . -B build/cmake -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build build/cmake -j2 2>&1 | grep -E "error|Compiling entry|registers|spill"
+	cmake -S . -B build/cmake -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build build/cmake -j2 --target seedcoder_cuda_kernels 2>&1 | grep -E "error|Compiling entry|registers|spill"
 
 # On a GPU machine (no network): that box's own python3, no venv. Tests on CUDA, then the kernel benchmarks.
 # Wheels of small optional peers (liger-kernel) may travel in .whl/ (see benchmarks/README or the device notes).

@@ -1,4 +1,6 @@
-"""Build: the Python package, `kernels/` installed as `seedcoder.kernels`, and the CUDA extension.
+"""Build: the Python package, `kernels/` installed as `seedcoder.kernels`, the data loader and the CUDA extension.
+
+The data loader extension (`seedcoder._C`, sources in csrc/loader/) is built everywhere, CPU-only torch included.
 
 The CUDA extension (`seedcoder._cuda`, sources in csrc/cuda/) is built only where torch has CUDA and nvcc
 is present (the GPU box). On a CPU-only torch it is skipped and the Triton kernels / torch references serve.
@@ -10,7 +12,7 @@ import glob
 import os
 import shutil
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 
 def cuda_extensions():
@@ -37,19 +39,47 @@ def cuda_extensions():
     return [ext], {"build_ext": BuildExtension}
 
 
-ext_modules, cmdclass = cuda_extensions()
+def loader_extension():
+    """seedcoder._C: the C++ data loader (csrc/loader/*.cpp), a CPU torch extension built on every machine.
+
+    No OpenMP, no -march: the CRC32C instruction is chosen at run time, so one build runs on any x86-64 (and ARM,
+    on tables).
+    """
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError:
+        return [], {}
+    here = os.path.dirname(os.path.abspath(__file__))
+    sources = sorted(glob.glob(os.path.join("csrc", "loader", "*.cpp")))
+    if not sources:
+        return [], {}
+    ext = CppExtension(
+        name="seedcoder._C",
+        sources=sources,
+        include_dirs=[os.path.join(here, "csrc", "loader")],
+        extra_compile_args=["-O3", "-std=c++17", "-fvisibility=hidden"],  # hidden: what pybind11 modules want
+    )
+    return [ext], {"build_ext": BuildExtension}
+
+
+cuda_modules, cuda_cmdclass = cuda_extensions()
+loader_modules, loader_cmdclass = loader_extension()
+ext_modules = cuda_modules + loader_modules
+cmdclass = {**cuda_cmdclass, **loader_cmdclass}  # both are {"build_ext": BuildExtension} when present
 
 setup(
     name="seedcoder",
     version="0.1.0",
     description="Seed-Coder reproduction: model-centric code data curation and LLM training on our own kernels",
     python_requires=">=3.10",
-    packages=["seedcoder", "seedcoder.kernels"],
+    packages=find_packages(include=["seedcoder", "seedcoder.*"]) + ["seedcoder.kernels"],
     package_dir={"seedcoder": "seedcoder", "seedcoder.kernels": "kernels"},
-    install_requires=["torch>=2.6", "triton>=3.6", "numpy"],
+    # The kernels import with torch and triton alone; the rest serves data, training and tools.
+    install_requires=["torch>=2.6", "triton>=3.6", "numpy", "crc32c"],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.6", "transformers>=4.50", "safetensors", "liger-kernel"],
+        "dev": ["pytest>=8", "ruff>=0.6", "transformers>=4.50", "tokenizers", "safetensors", "liger-kernel"],
     },
+    entry_points={"console_scripts": ["seedcoder = seedcoder.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

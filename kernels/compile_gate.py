@@ -22,12 +22,11 @@ import time
 if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
     sys.exit("compile_gate: unset TRITON_INTERPRET; interpreted kernels cannot be compiled for a GPU")
 
+import seedcoder.kernels  # noqa: E402,F401  (importing registers every op's specs)
 import triton  # noqa: E402
+from seedcoder.kernels._common import COMPILE_SPECS, CompileSpec  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
-
-import seedcoder.kernels  # noqa: E402,F401  (importing registers every op's specs)
-from seedcoder.kernels._common import COMPILE_SPECS, CompileSpec  # noqa: E402
 
 CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 _RES = re.compile(r"REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)\s+LOCAL:(\d+)")
@@ -48,7 +47,8 @@ def resource_usage(cubin: bytes) -> dict[str, int]:
 def compile_spec(spec: CompileSpec, arch: int) -> dict:
     t0 = time.perf_counter()
     src = ASTSource(fn=spec.fn, signature=spec.signature, constexprs=spec.constexprs)
-    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": spec.num_warps, "num_stages": spec.num_stages})
+    options = {"num_warps": spec.num_warps, "num_stages": spec.num_stages}
+    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
     res = resource_usage(k.asm["cubin"])
     return {
         "kernel": spec.name,

@@ -13,6 +13,9 @@ import torch
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
     os.environ["TRITON_INTERPRET"] = "1"
+    import interpreter_fixes
+
+    interpreter_fixes.apply()
 os.environ["SEEDCODER_POISON_OUTPUTS"] = "1"
 
 DEVICE = torch.device("cuda" if HAS_CUDA else "cpu")

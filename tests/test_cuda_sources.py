@@ -15,7 +15,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CUDA_SOURCES = sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
 BINDINGS = sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cpp")))
-needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None or shutil.which("cmake") is None, reason="nvcc or cmake not installed")
+needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None or shutil.which("cmake") is None,
+                                reason="nvcc or cmake not installed")
 
 
 @needs_nvcc
@@ -23,7 +24,8 @@ def test_cuda_kernels_compile_for_sm80_and_sm90a_without_spills(tmp_path):
     assert CUDA_SOURCES, "no csrc/cuda/*.cu sources"
     build = tmp_path / "build"
     subprocess.run(["cmake", "-S", ROOT, "-B", str(build)], check=True, capture_output=True, text=True)
-    proc = subprocess.run(["cmake", "--build", str(build), "-j2"], capture_output=True, text=True)
+    proc = subprocess.run(["cmake", "--build", str(build), "-j2", "--target", "seedcoder_cuda_kernels"],
+                          capture_output=True, text=True)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
     for arch in ("sm_80", "sm_90a"):

@@ -1,0 +1,1 @@
+"""seedcoder benchmarks: `python -m benchmarks.kernels` (kernel throughput vs peers); shared machinery in common.py."""

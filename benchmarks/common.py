@@ -1,0 +1,629 @@
+"""Shared benchmark machinery: environment header, timing, peers, derived metrics, targets, report writers.
+
+A benchmark is a list of `Case`s (one op, one mode, one shape, one dtype). Each case lists implementations
+(`Impl`: a name and a factory that allocates its inputs and returns a `Prepared` callable) and the op's
+model traffic (`Traffic`: the bytes the op must read and write at minimum, with the formula that produced
+them). `measure_case` runs every implementation on the GPU (`triton.testing.do_bench` for the median and
+p20/p80, the CUDA caching allocator for the peak memory) and records a `Result`, or SKIP(reason) when the
+peer is missing or fails. `build_report` turns cases + results + the environment into rows (GB/s of model
+bytes, % of the measured copy bandwidth, time relative to ours, ...) and target verdicts, computed from
+the rows; the writers emit markdown (stdout), CSV and JSON (written atomically: temp file + rename).
+
+Measuring and reporting are separate halves so that tests can feed the reporting half with fake results on
+a CPU-only machine; such a report is built with fake=True and says so in every output format.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as _dt
+import gc
+import importlib
+import importlib.util
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+GB = 1e9
+MB = 1e6
+QUANTILES = [0.5, 0.2, 0.8]  # median, p20, p80 (the order do_bench returns them in)
+MIN_SAMPLES = 20  # timed calls per implementation at least, however slow the call
+
+
+# ------------------------------------------------------------------------------------------ model traffic
+@dataclass
+class Traffic:
+    """The bytes an op must move at minimum ("model bytes") and the formula that gives them.
+
+    Built term by term: `Traffic().read("x", "N·H", n * h, 2).write("y", "N·H", n * h, 2)`; `total` is
+    the byte count, `formula` the printable sum ("read x[N·H]·2B; write y[N·H]·2B").
+    """
+
+    terms: list[tuple[str, str, str, int, int]] = field(default_factory=list)  # (read|write, name, symbol, count, itemsize)
+
+    def read(self, name: str, symbol: str, count: int, itemsize: int) -> Traffic:
+        self.terms.append(("read", name, symbol, int(count), int(itemsize)))
+        return self
+
+    def write(self, name: str, symbol: str, count: int, itemsize: int) -> Traffic:
+        self.terms.append(("write", name, symbol, int(count), int(itemsize)))
+        return self
+
+    @property
+    def total(self) -> int:
+        return sum(count * itemsize for _, _, _, count, itemsize in self.terms)
+
+    @property
+    def formula(self) -> str:
+        parts = []
+        for direction in ("read", "write"):
+            terms = [f"{name}[{symbol}]·{itemsize}B" for d, name, symbol, _, itemsize in self.terms if d == direction]
+            if terms:
+                parts.append(f"{direction} " + " + ".join(terms))
+        return "; ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------ cases
+class Skip(Exception):
+    """An implementation that cannot run here; the report prints SKIP(reason), never a number."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Prepared:
+    """What gets timed: `fn()` runs once per iteration; do_bench sets `grad_to_none` tensors' .grad to None first."""
+
+    fn: Callable[[], object]
+    grad_to_none: Sequence[torch.Tensor] = ()
+
+
+@dataclass
+class Impl:
+    """One implementation of a case. factory() allocates inputs and returns a Prepared (or raises Skip)."""
+
+    name: str
+    factory: Callable[[], Prepared]
+    ours: bool = False
+    module: str | None = None  # the third-party module it needs (the dry run reports whether it is installed)
+
+
+@dataclass
+class Case:
+    op: str
+    mode: str  # "fwd", "bwd" or "fwd+bwd"
+    shape: str
+    dtype: str
+    traffic: Traffic
+    impls: list[Impl]
+    flops: int = 0  # model FLOPs, for compute-bound cases (fused linear CE); 0 = memory-bound
+    # Outputs every implementation must allocate (e.g. the weight gradient); "extra memory" = peak Δ - these.
+    required_output_bytes: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.op} {self.mode} {self.shape} {self.dtype}"
+
+
+def prepare(mode: str, f: Callable, args: Sequence) -> Prepared:
+    """Wrap `f(*args)` for timing in one mode, after one warm-up call (JIT / torch.compile happen there).
+
+    fwd: time f(*args). bwd: run f once, then time the backward of its outputs with fixed random output
+    gradients (retain_graph), covering every input gradient (dx and dW). fwd+bwd: f returns a scalar
+    loss; time f(*args).backward().
+    """
+    leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    if mode == "fwd":
+        fn = lambda: f(*args)
+    elif mode == "bwd":
+        out = f(*args)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        outs = tuple(o for o in outs if isinstance(o, torch.Tensor) and o.requires_grad)
+        if not outs:
+            raise ValueError("bwd mode: the implementation returned no output that requires grad")
+        grads = tuple(torch.randn_like(o) for o in outs)
+        fn = lambda: torch.autograd.backward(outs, grads, retain_graph=True)
+    elif mode == "fwd+bwd":
+        fn = lambda: f(*args).backward()
+    else:
+        raise ValueError(f"unknown mode {mode!r} (expected fwd, bwd or fwd+bwd)")
+    fn()
+    synchronize()
+    return Prepared(fn, leaves)
+
+
+def compiled(fn: Callable) -> Callable:
+    """torch.compile of a reference, with a fresh dynamo cache: each case compiles for its own shape instead
+    of piling recompiles onto one code object (past the recompile limit dynamo would silently run eager)."""
+    torch._dynamo.reset()
+    return torch.compile(fn, dynamic=False)
+
+
+def optional_import(module: str, attr: str | None = None):
+    """Import a peer; a missing module or attribute raises Skip with the reason."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        raise Skip(f"{e.name or module} not installed") from None
+    except Exception as e:
+        raise Skip(f"import {module} failed: {error_summary(e)}") from None
+    if attr is None:
+        return mod
+    try:
+        return getattr(mod, attr)
+    except AttributeError:
+        raise Skip(f"{module}.{attr} not found (installed version lacks it)") from None
+
+
+def module_available(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def error_summary(e: BaseException, limit: int = 110) -> str:
+    """First line of an exception, shortened, safe inside a markdown table cell."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    text = text.replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ------------------------------------------------------------------------------------------ measuring
+@dataclass
+class Timing:
+    median_ms: float
+    p20_ms: float
+    p80_ms: float
+
+
+@dataclass
+class Result:
+    """One implementation on one case: a timing and peak memory, or a skip reason."""
+
+    impl: str
+    ours: bool = False
+    timing: Timing | None = None
+    peak_bytes: int | None = None
+    skip: str | None = None
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def time_prepared(prepared: Prepared, *, warmup_ms: int, rep_ms: int) -> Timing:
+    from triton.testing import do_bench
+
+    median, p20, p80 = do_bench(prepared.fn, warmup=warmup_ms, rep=rep_ms, grad_to_none=list(prepared.grad_to_none) or None,
+                                quantiles=QUANTILES)
+    return Timing(median, p20, p80)
+
+
+def peak_memory_of(prepared: Prepared) -> int:
+    """Bytes allocated at the peak of one call, above what was allocated before it (gradients included)."""
+    for t in prepared.grad_to_none:
+        t.grad = None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    prepared.fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
+
+
+def measure_case(case: Case, *, warmup_ms: int = 25, rep_ms: int = 100, log=None) -> list[Result]:
+    """Run every implementation of a case on the GPU; a failure of one becomes its SKIP(error summary)."""
+    results = []
+    for impl in case.impls:
+        prepared = None
+        try:
+            prepared = impl.factory()
+            start = time.perf_counter()
+            peak = peak_memory_of(prepared)  # one synchronized call: also tells how long a call takes
+            once_ms = (time.perf_counter() - start) * 1e3
+            # slow cases (e.g. ~100 ms fused linear CE) still get MIN_SAMPLES timed calls for the p20/p80
+            timing = time_prepared(prepared, warmup_ms=math.ceil(max(warmup_ms, 3 * once_ms)),
+                                   rep_ms=math.ceil(max(rep_ms, MIN_SAMPLES * once_ms)))
+            results.append(Result(impl.name, impl.ours, timing, peak))
+        except Skip as s:
+            results.append(Result(impl.name, impl.ours, skip=s.reason))
+        except torch.OutOfMemoryError:
+            results.append(Result(impl.name, impl.ours, skip="out of memory"))
+        except Exception as e:  # a peer that errors is reported, not fatal
+            results.append(Result(impl.name, impl.ours, skip=error_summary(e)))
+        finally:
+            prepared = None
+            gc.collect()
+            torch.cuda.empty_cache()
+        if log is not None:
+            r = results[-1]
+            what = f"SKIP({r.skip})" if r.skip else f"{r.timing.median_ms:.3f} ms"
+            print(f"  {case.label:<55} {impl.name:<24} {what}", file=log, flush=True)
+    return results
+
+
+# ------------------------------------------------------------------------------------------ environment
+def driver_version() -> str:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:
+        pass
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip().splitlines()[0]
+    except Exception:
+        pass
+    return "unknown"
+
+
+def measure_copy_bandwidth(nbytes: int = 2 << 30) -> float:
+    """GB/s of a device-to-device copy of a large buffer: 2·bytes (read + write) / median time."""
+    from triton.testing import do_bench
+
+    def copy_ms() -> float:
+        src = torch.empty(nbytes, dtype=torch.uint8, device="cuda").random_(0, 255)
+        dst = torch.empty_like(src)
+        return do_bench(lambda: dst.copy_(src), warmup=25, rep=200, return_mode="median")
+
+    ms = copy_ms()
+    torch.cuda.empty_cache()  # the buffers died with copy_ms
+    return 2 * nbytes / (ms * 1e-3) / GB
+
+
+def measure_matmul_tflops(n: int = 8192, dtype: torch.dtype = torch.bfloat16) -> float:
+    """TFLOP/s of an n×n×n matmul (2·n³ FLOPs / median time)."""
+    from triton.testing import do_bench
+
+    def matmul_ms() -> float:
+        a = torch.randn(n, n, device="cuda", dtype=dtype)
+        b = torch.randn(n, n, device="cuda", dtype=dtype)
+        return do_bench(lambda: a @ b, warmup=25, rep=200, return_mode="median")
+
+    ms = matmul_ms()
+    torch.cuda.empty_cache()
+    return 2 * n**3 / (ms * 1e-3) / 1e12
+
+
+def collect_environment(*, measure: bool = True, **extra) -> dict:
+    """The header: GPU, versions, date, and (measure=True) the copy bandwidth and bf16 matmul rate."""
+    import triton
+
+    env = {
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda_runtime": torch.version.cuda or "none",
+        "driver": driver_version() if torch.cuda.is_available() else "none",
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        env["compute_capability"] = f"{props.major}.{props.minor}"
+        env["gpu_memory_gb"] = round(props.total_memory / GB, 1)
+        env["sm_count"] = props.multi_processor_count
+    if measure:
+        env["copy_bw_gbps"] = measure_copy_bandwidth()
+        env["matmul_bf16_tflops"] = measure_matmul_tflops()
+    env.update(extra)
+    return env
+
+
+# ------------------------------------------------------------------------------------------ report
+@dataclass
+class Row:
+    op: str
+    mode: str
+    shape: str
+    dtype: str
+    impl: str
+    ours: bool
+    median_ms: float | None
+    p20_ms: float | None
+    p80_ms: float | None
+    model_bytes: int
+    gbps: float | None  # model bytes / median time
+    pct_copy_bw: float | None  # gbps / measured copy bandwidth, in %
+    tflops: float | None  # model FLOPs / median time (compute-bound cases only)
+    pct_matmul: float | None
+    time_vs_ours: float | None  # median / median of the case's first 'ours' implementation (>1: ours is faster)
+    peak_mb: float | None  # max_memory_allocated delta of one call
+    extra_mb: float | None  # peak minus the outputs every implementation must allocate (Case.required_output_bytes)
+    skip: str | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.op} {self.mode} {self.shape} {self.dtype}"
+
+
+def derive_rows(case: Case, results: Sequence[Result], env: dict) -> list[Row]:
+    copy_bw, matmul = env.get("copy_bw_gbps"), env.get("matmul_bf16_tflops")
+    ours = next((r for r in results if r.ours), None)
+    ours_ms = ours.timing.median_ms if ours is not None and ours.timing is not None else None
+    rows = []
+    for r in results:
+        t = r.timing
+        if t is None:
+            rows.append(Row(case.op, case.mode, case.shape, case.dtype, r.impl, r.ours, None, None, None, case.traffic.total,
+                            None, None, None, None, None, None, None, r.skip or "no result"))
+            continue
+        seconds = t.median_ms * 1e-3
+        gbps = case.traffic.total / seconds / GB
+        tflops = case.flops / seconds / 1e12 if case.flops else None
+        rows.append(Row(
+            case.op, case.mode, case.shape, case.dtype, r.impl, r.ours, t.median_ms, t.p20_ms, t.p80_ms, case.traffic.total,
+            gbps, 100 * gbps / copy_bw if copy_bw else None,
+            tflops, 100 * tflops / matmul if (tflops is not None and matmul) else None,
+            t.median_ms / ours_ms if ours_ms else None,
+            r.peak_bytes / MB if r.peak_bytes is not None else None,
+            (r.peak_bytes - case.required_output_bytes) / MB if r.peak_bytes is not None else None,
+            None))
+    return rows
+
+
+COMPARISONS = {">=": lambda v, t: v >= t, ">": lambda v, t: v > t, "<=": lambda v, t: v <= t, "<": lambda v, t: v < t}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal from the issue, checked on every matching row (op, mode; impl: ours unless named).
+
+    metric: "pct_copy_bw" (% of measured copy bandwidth), "speedup_vs" (peer time / row time),
+    "time_ratio_vs" (row time / peer time), "extra_mem_gb" (peak Δ minus required outputs, in GB).
+    """
+
+    description: str
+    op: str
+    mode: str
+    metric: str
+    comparison: str
+    threshold: float
+    peer: str | None = None
+    impl: str | None = None  # None: every 'ours' row
+
+    def needs(self) -> str:
+        unit = {"pct_copy_bw": "%", "speedup_vs": "×", "time_ratio_vs": "×", "extra_mem_gb": " GB"}[self.metric]
+        peer = f" {self.peer}" if self.peer else ""
+        return f"{self.comparison} {self.threshold:g}{unit}{peer}"
+
+
+@dataclass
+class TargetResult:
+    target: str
+    row: str  # case label + impl
+    metric: str
+    measured: float | None
+    needs: str
+    status: str  # PASS, MISS, or N/A
+    note: str = ""
+
+
+def format_metric(metric: str, value: float) -> str:
+    if metric == "pct_copy_bw":
+        return f"{value:.1f}%"
+    if metric in ("speedup_vs", "time_ratio_vs"):
+        return f"{value:.2f}×"
+    if metric == "extra_mem_gb":
+        return f"{value:.2f} GB"
+    return f"{value:g}"
+
+
+def evaluate_targets(targets: Iterable[Target], rows: Sequence[Row]) -> list[TargetResult]:
+    """PASS/MISS for each target on each matching row, computed from the measured rows; N/A (with the reason)
+    when the row or the peer it needs was skipped. A target with no matching row at all reports N/A."""
+    out = []
+    for target in targets:
+        matching = [r for r in rows if r.op == target.op and r.mode == target.mode
+                    and (r.impl == target.impl if target.impl else r.ours)]
+        if not matching:
+            out.append(TargetResult(target.description, f"{target.op} {target.mode}", target.metric, None, target.needs(), "N/A",
+                                    "no such row measured"))
+        for row in matching:
+            where = f"{row.label} {row.impl}"
+            value, note = None, ""
+            peer = None
+            if target.peer:
+                peer = next((r for r in rows if r.label == row.label and r.impl == target.peer), None)
+            if row.skip:
+                note = f"row skipped: {row.skip}"
+            elif target.metric == "pct_copy_bw":
+                value = row.pct_copy_bw
+                note = "" if value is not None else "no copy bandwidth measured"
+            elif target.metric == "extra_mem_gb":
+                value = row.extra_mb * MB / GB if row.extra_mb is not None else None
+                note = "" if value is not None else "no memory measured"
+            elif target.metric in ("speedup_vs", "time_ratio_vs"):
+                if peer is None:
+                    note = f"no {target.peer} row"
+                elif peer.skip or peer.median_ms is None:
+                    note = f"{target.peer} SKIP({peer.skip})"
+                else:
+                    value = (peer.median_ms / row.median_ms if target.metric == "speedup_vs" else row.median_ms / peer.median_ms)
+                    note = f"{target.peer} {peer.median_ms:.3f} ms vs {row.median_ms:.3f} ms"
+            else:
+                raise ValueError(f"unknown target metric {target.metric!r}")
+            if value is None:
+                out.append(TargetResult(target.description, where, target.metric, None, target.needs(), "N/A", note))
+            else:
+                ok = COMPARISONS[target.comparison](value, target.threshold)
+                out.append(TargetResult(target.description, where, target.metric, value, target.needs(), "PASS" if ok else "MISS",
+                                        note))
+    return out
+
+
+@dataclass
+class Report:
+    title: str
+    env: dict
+    rows: list[Row]
+    targets: list[TargetResult]
+    formulas: list[dict]  # {"op", "mode", "formula", "example"}
+    notes: list[str]
+    fake: bool = False  # True only in tests: the timings were injected, not measured
+
+
+FAKE_BANNER = "**TEST-ONLY REPORT: the timings below were injected by a test, they are NOT measurements.**"
+
+
+def build_report(title: str, cases: Sequence[Case], results: dict[str, Sequence[Result]], env: dict,
+                 targets: Sequence[Target], *, notes: Sequence[str] = (), fake: bool = False) -> Report:
+    """results maps Case.label to that case's Results (from measure_case, or a test's fakes)."""
+    rows: list[Row] = []
+    formulas: list[dict] = []
+    seen = set()
+    for case in cases:
+        rows.extend(derive_rows(case, results.get(case.label, []), env))
+        if (case.op, case.mode) not in seen:
+            seen.add((case.op, case.mode))
+            formulas.append({"op": case.op, "mode": case.mode, "formula": case.traffic.formula,
+                             "example": f"{case.shape} {case.dtype}: {case.traffic.total / MB:.1f} MB"
+                             + (f", {case.flops / 1e12:.1f} TFLOP" if case.flops else "")})
+    return Report(title, dict(env), rows, evaluate_targets(targets, rows), formulas, list(notes), fake)
+
+
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return "" if value is None else f"{value:{spec}}{suffix}"
+
+
+ENV_FIELDS = [("gpu", "GPU"), ("compute_capability", "compute capability"), ("gpu_memory_gb", "GPU memory (GB)"),
+              ("driver", "driver"), ("cuda_runtime", "CUDA (torch)"), ("torch", "torch"), ("triton", "triton"),
+              ("python", "python"), ("date_utc", "date"), ("host", "host")]
+
+
+def render_markdown(report: Report) -> str:
+    env = report.env
+    out = io.StringIO()
+    w = lambda line="": out.write(line + "\n")
+    w(f"# {report.title}")
+    w()
+    if report.fake:
+        w(FAKE_BANNER)
+        w()
+    w("| | |")
+    w("|---|---|")
+    for key, name in ENV_FIELDS:
+        if key in env:
+            w(f"| {name} | {env[key]} |")
+    if env.get("copy_bw_gbps") is not None:
+        w(f"| measured copy bandwidth | {env['copy_bw_gbps']:.0f} GB/s (device-to-device copy, 2·bytes / time) |")
+    if env.get("matmul_bf16_tflops") is not None:
+        w(f"| measured bf16 matmul | {env['matmul_bf16_tflops']:.0f} TFLOP/s (8192³, 2·n³ / time) |")
+    extra = [k for k in env if k not in dict(ENV_FIELDS) and k not in ("copy_bw_gbps", "matmul_bf16_tflops")]
+    for key in extra:
+        w(f"| {key} | {env[key]} |")
+    w()
+    w("## Results")
+    w()
+    w("| op | mode | shape | dtype | impl | median ms | p20 ms | p80 ms | GB/s | % copy BW | TFLOP/s | % matmul "
+      "| t / t(ours) | peak Δ MB |")
+    w("|---|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for r in report.rows:
+        if r.skip:
+            w(f"| {r.op} | {r.mode} | {r.shape} | {r.dtype} | {r.impl} | SKIP({r.skip}) | | | | | | | | |")
+            continue
+        w(f"| {r.op} | {r.mode} | {r.shape} | {r.dtype} | {r.impl} | {r.median_ms:.3f} | {r.p20_ms:.3f} | {r.p80_ms:.3f} "
+          f"| {_fmt(r.gbps, '.0f')} | {_fmt(r.pct_copy_bw, '.1f', '%')} | {_fmt(r.tflops, '.0f')} "
+          f"| {_fmt(r.pct_matmul, '.1f', '%')} | {_fmt(r.time_vs_ours, '.2f', '×')} | {_fmt(r.peak_mb, '.1f')} |")
+    w()
+    w("## Targets (computed from the rows above)")
+    w()
+    w("| target | row | measured | needs | result | detail |")
+    w("|---|---|--:|---|---|---|")
+    for t in report.targets:
+        measured = format_metric(t.metric, t.measured) if t.measured is not None else ""
+        w(f"| {t.target} | {t.row} | {measured} | {t.needs} | {t.status} | {t.note} |")
+    w()
+    w("## Model bytes (minimum traffic each op must move; GB/s and % copy BW use these)")
+    w()
+    w("| op | mode | model bytes | example |")
+    w("|---|---|---|---|")
+    for f in report.formulas:
+        w(f"| {f['op']} | {f['mode']} | {f['formula']} | {f['example']} |")
+    if report.notes:
+        w()
+        for note in report.notes:
+            w(f"- {note}")
+    return out.getvalue()
+
+
+CSV_FIELDS = [f.name for f in dataclasses.fields(Row)]
+
+
+def render_csv(report: Report) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS + ["fake_timings"], lineterminator="\n")
+    writer.writeheader()
+    for row in report.rows:
+        writer.writerow({**dataclasses.asdict(row), "fake_timings": report.fake})
+    return out.getvalue()
+
+
+def render_json(report: Report) -> str:
+    payload = {
+        "title": report.title,
+        "fake_timings": report.fake,
+        "environment": report.env,
+        "rows": [dataclasses.asdict(r) for r in report.rows],
+        "targets": [dataclasses.asdict(t) for t in report.targets],
+        "model_bytes": report.formulas,
+        "notes": report.notes,
+    }
+    return json.dumps(payload, indent=2, default=str) + "\n"
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write via a temp file in the same folder + os.replace: readers never see a half-written file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_report(report: Report, out_dir: str, stem: str) -> dict[str, str]:
+    """Write <stem>.md, <stem>.csv and <stem>.json under out_dir; returns {format: path}."""
+    paths = {ext: os.path.join(out_dir, f"{stem}.{ext}") for ext in ("md", "csv", "json")}
+    atomic_write_text(paths["md"], render_markdown(report))
+    atomic_write_text(paths["csv"], render_csv(report))
+    atomic_write_text(paths["json"], render_json(report))
+    return paths
+
+
+def need_gpu_message(what: str) -> str:
+    return (f"{what}: needs a CUDA GPU, and torch {torch.__version__} sees none here; nothing was measured "
+            f"(run it on the GPU machine, e.g. via `make gpu-check`).")
+
+
+def eprint(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)
