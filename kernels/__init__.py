@@ -4,7 +4,23 @@
 
 Each op family lives in one file (Triton kernels, the torch reference, the autograd function and its
 torch custom ops). CUDA tensors run the kernels; CPU tensors run the torch reference, or the kernels in
-Triton's interpreter under TRITON_INTERPRET=1.
+Triton's interpreter under TRITON_INTERPRET=1. The public functions share their modules' names (as in
+quack): import the modules themselves with importlib.import_module("seedcoder.kernels.rms_norm").
 """
 
-# (the op imports are added as each op family lands)
+from .cross_entropy import cross_entropy, cross_entropy_reference
+from .fused_linear_cross_entropy import fused_linear_cross_entropy, fused_linear_cross_entropy_reference
+from .rms_norm import rms_norm, rms_norm_reference
+from .rotary import apply_rotary, rotary_cos_sin, rotary_reference
+
+__all__ = [
+    "apply_rotary",
+    "cross_entropy",
+    "cross_entropy_reference",
+    "fused_linear_cross_entropy",
+    "fused_linear_cross_entropy_reference",
+    "rms_norm",
+    "rms_norm_reference",
+    "rotary_cos_sin",
+    "rotary_reference",
+]
