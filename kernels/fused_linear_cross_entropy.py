@@ -157,7 +157,7 @@ class _FusedLinearCrossEntropyFunction(torch.autograd.Function):
             ctx.save_for_backward(grad_hidden, grad_weight)
         elif reduction == "none":
             ctx.save_for_backward(hidden, weight, labels)
-        return loss.to(hidden.dtype)
+        return loss  # fp32: a summed bf16 loss would keep ~3 significant digits
 
     @staticmethod
     def backward(ctx, grad_loss):
@@ -193,8 +193,8 @@ def fused_linear_cross_entropy(
     """cross_entropy(hidden @ weight.T, labels, ...) without materializing the (N, V) logits.
 
     hidden (..., H), weight (V, H) of the same dtype (fp32/bf16/fp16) and device, labels (...) int64/int32.
-    Options and return value as `cross_entropy` (loss in hidden's dtype; "mean" over non-ignored tokens,
-    0 when there are none). chunk_size: tokens per chunk (default: logits chunk ≤ 512 MiB, see the module
+    Options and return value as `cross_entropy`, but the loss is float32 (float64 for float64 inputs) whatever
+    hidden's dtype ("mean" over non-ignored tokens, 0 when there are none). chunk_size: tokens per chunk (default: logits chunk ≤ 512 MiB, see the module
     docstring). Gradients for mean/sum are computed during forward; see the module docstring for memory.
     """
     check_options(ignore_index, label_smoothing, z_loss, softcap, reduction)
@@ -248,4 +248,4 @@ def fused_linear_cross_entropy_reference(
     logits = hidden.to(compute_dtype) @ weight.to(compute_dtype).t()
     loss = cross_entropy_reference(logits, labels, ignore_index=ignore_index, label_smoothing=label_smoothing,
                                    z_loss=z_loss, softcap=softcap, reduction=reduction)
-    return loss.to(hidden.dtype)
+    return loss.to(compute_dtype)

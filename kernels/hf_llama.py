@@ -12,9 +12,9 @@ What is replaced:
   takes the (B, S, H, D) view back (strided, no copy) with the same tables; the result is transposed back.
   Calls it does not cover (partial rotary, other table shapes or dtypes) go to HF's function.
 - cross_entropy: the causal-LM loss (`LlamaForCausalLM.loss_function`) -> `cross_entropy` on the logits,
-  with HF's label shift, ignore_index and num_items_in_batch (sum / count) semantics. As with Liger, the
-  gradient is written in place into the logits buffer during backward: `output.logits` read after
-  `loss.backward()` holds gradients (clone them before backward if you need them).
+  with HF's label shift, ignore_index and num_items_in_batch (sum / count) semantics. As with Liger, when
+  the logits require grad the loss writes the gradient in place into the logits buffer during the FORWARD:
+  `output.logits` of a training forward holds dlogits (compute metrics under no_grad, or from a clone).
 - fused_linear_cross_entropy: `LlamaForCausalLM.forward`, in training with labels, computes the loss from the
   last hidden states and `lm_head.weight` without materialising logits (the output's logits is None then,
   as in Liger); in eval, or without labels, it runs HF's forward (which still uses the patched loss).

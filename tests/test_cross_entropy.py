@@ -2,8 +2,11 @@
 
 Numerics use the 2x rule of tests/numerics.py: error vs the float64 reference ≤ 2 x the error of plain PyTorch
 at the input dtype (F.cross_entropy, plus softcap / z-loss written in torch ops, which is what a user would run).
+The gradient is checked in the two steps the kernels take (check_grads): the forward writes the gradient for
+grad_output 1 into the logits (2x rule), backward multiplies it by grad_output (bitwise: fp32 product, one rounding).
 """
 
+import importlib
 import subprocess
 import sys
 
@@ -56,6 +59,25 @@ def loss_atol(ref):
     return 2e-6 * max(1.0, ref.detach().abs().max().item())  # a few fp32 ulps of the loss' magnitude
 
 
+def row_grad_output(g, n_rows):
+    """grad_output as one value per row of the (n_rows, V) gradient."""
+    return g.reshape(-1).expand(n_rows) if g.dim() == 0 else g.reshape(-1)
+
+
+def check_grads(name, written, grad, g, ref_grad, base_grad_one):
+    """The gradient in two steps, each checked exactly for what it is.
+
+    written: the logits after forward = the gradient for grad_output == 1, one rounding: 2x rule against the
+    float64 reference (rescaled to grad_output 1, exact in float64) and plain PyTorch backpropagating 1.
+    grad: after backward = written x grad_output in fp32, rounded once more (bitwise; rows with exactly 1 untouched).
+    A grad_output != 1 thus costs a second rounding (up to half an ulp more than plain PyTorch: documented)."""
+    n_rows = written.reshape(-1, written.shape[-1]).shape[0]
+    rows = row_grad_output(g, n_rows).reshape(*written.shape[:-1], 1)
+    assert_close_rule(f"{name} grad (forward-written)", written, ref_grad / rows.double(), base_grad_one, atol=1e-6)
+    expected = (written.float() * rows.float()).to(written.dtype)
+    assert torch.equal(grad, expected), f"{name}: backward is not written x grad_output rounded once"
+
+
 def check_against_reference(logits, labels, reduction, opts, name):
     """Forward and backward of cross_entropy vs the float64 reference, 2x rule against the plain-PyTorch baseline."""
     x_ref = logits.detach().double().requires_grad_()
@@ -65,15 +87,16 @@ def check_against_reference(logits, labels, reduction, opts, name):
     ref = cross_entropy_reference(x_ref, labels, reduction=reduction, **opts)
     base = baseline_loss(x_base, labels, reduction=reduction, **opts)
     out = cross_entropy(x, labels, reduction=reduction, **opts)
+    written = x.detach().clone()  # the forward overwrote the logits with the gradient for grad_output == 1
     assert out.dtype == logits.dtype and out.shape == ref.shape
     assert_close_rule(f"{name} loss", out, ref, base, atol=loss_atol(ref))
 
     g = grad_output_for(out)
     ref.backward(g.double())
-    base.backward(g)
+    base.backward(torch.ones_like(base))
     out.backward(g)
     assert x.grad.dtype == logits.dtype
-    assert_close_rule(f"{name} grad", x.grad, x_ref.grad, x_base.grad, atol=1e-6)
+    check_grads(name, written, x.grad, g, x_ref.grad, x_base.grad)
 
 
 def test_suite_runs_poisoned():
@@ -124,6 +147,7 @@ def test_leading_dims_and_int32_labels(device):
     logits, labels = logits.reshape(2, 5, 300), labels.reshape(2, 5)
     x = logits.clone().requires_grad_()
     out = cross_entropy(x, labels.to(torch.int32), reduction="none", z_loss=1e-3)
+    written = x.detach().clone()
     assert out.shape == (2, 5)
     x_ref = logits.double().requires_grad_()
     ref = cross_entropy_reference(x_ref, labels, reduction="none", z_loss=1e-3)
@@ -132,9 +156,9 @@ def test_leading_dims_and_int32_labels(device):
     ref.backward(g.double())
     x_base = logits.clone().requires_grad_()
     base = baseline_loss(x_base.reshape(-1, 300), labels.reshape(-1), reduction="none", z_loss=1e-3).reshape(2, 5)
-    base.backward(g)
+    base.backward(torch.ones_like(base))
     assert_close_rule("3-d loss", out, ref, base, atol=loss_atol(ref))
-    assert_close_rule("3-d grad", x.grad, x_ref.grad, x_base.grad, atol=1e-6)
+    check_grads("3-d", written, x.grad, g, x_ref.grad, x_base.grad)
 
 
 def test_single_token_1d_logits(device):
@@ -210,19 +234,67 @@ def test_without_grad_logits_are_untouched(device):
     before = logits.clone()
     cross_entropy(logits, labels)
     x = logits.clone().requires_grad_()
+    version = x._version
     with torch.no_grad():
         cross_entropy(x, labels)
-    assert torch.equal(logits, before) and torch.equal(x.detach(), before)
+    assert torch.equal(logits, before) and torch.equal(x.detach(), before) and x._version == version
 
 
-def test_logits_intact_until_backward_then_hold_the_gradient(device):
+def test_forward_writes_the_gradient_and_grad_output_one_leaves_it_untouched(device):
+    """The forward overwrites the logits with the gradient (bumping their version); backward with grad_output 1
+    (loss.backward() of a mean loss) returns that storage bitwise as written."""
     logits, labels = make_inputs(4, 10000, torch.bfloat16, device, seed=10)
     base = logits.clone().requires_grad_()
     x = base * 1  # non-leaf logits, like the output of the LM head
+    version = x._version
     out = cross_entropy(x, labels, z_loss=1e-3)
-    assert torch.equal(x.detach(), logits), "forward must not clobber the logits (metrics may read them)"
+    assert x._version > version, "the in-place write must bump the version counter (misuse then raises)"
+    written = x.detach().clone()
+    x_ref = logits.double().requires_grad_()
+    cross_entropy_reference(x_ref, labels, z_loss=1e-3).backward()
+    torch.testing.assert_close(written.double(), x_ref.grad, atol=1e-6, rtol=1e-2)  # the forward wrote dL/dlogits
     out.backward()
-    assert torch.equal(x.detach(), base.grad), "backward writes the gradient in place into the logits buffer"
+    assert torch.equal(base.grad, written), "grad_output == 1: backward must leave the gradient as the forward wrote it"
+    assert torch.equal(x.detach(), written)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, **DTYPE_IDS)
+def test_backward_rescales_scalar_grad_output(device, dtype):
+    """grad_output 0.7 (e.g. a loss weight): backward multiplies the forward's gradient in fp32, one rounding."""
+    logits, labels = make_inputs(5, 3000, dtype, device, seed=19)
+    for reduction in ("mean", "sum"):
+        x = logits.clone().requires_grad_()
+        out = cross_entropy(x, labels, reduction=reduction, label_smoothing=0.1)
+        written = x.detach().clone()
+        (out * 0.7).backward()
+        g = torch.tensor(0.7, dtype=dtype)
+        assert torch.equal(x.grad, (written.float() * g.float()).to(dtype))
+
+
+def test_backward_rescales_per_row_grad_output(device):
+    """reduction="none": row i is multiplied by grad_output[i]; rows with exactly 1 (and expanded grads) untouched."""
+    logits, labels = make_inputs(6, 9000, torch.bfloat16, device, seed=20)
+    x = logits.clone().requires_grad_()
+    out = cross_entropy(x, labels, reduction="none", softcap=6.0)
+    written = x.detach().clone()
+    g = torch.tensor([0.7, 1.0, 2.0, -0.3, 1.0, 0.0], dtype=torch.bfloat16, device=device)
+    out.backward(g)
+    assert torch.equal(x.grad, (written.float() * g.float()[:, None]).to(torch.bfloat16))
+    assert torch.equal(x.grad[[1, 4]], written[[1, 4]]) and (x.grad[5] == 0).all()
+    # loss.sum().backward(): grad_output is an expanded 1 (stride 0), every row keeps what the forward wrote
+    x = logits.clone().requires_grad_()
+    cross_entropy(x, labels, reduction="none", softcap=6.0).sum().backward()
+    assert torch.equal(x.grad, written)
+
+
+def test_several_row_groups(device, monkeypatch):
+    """The loss-and-grad kernel's ticket order over several row groups, the last one partial (3 + 3 + 1 rows)."""
+    ce_module = importlib.import_module("seedcoder.kernels.cross_entropy")
+    logits, labels = make_inputs(7, 9000, torch.float32, device, seed=21)
+    monkeypatch.setattr(ce_module, "GROUP_BYTES", 3 * 9000 * 4)
+    assert ce_module._rows_per_group(7, 9000, 4) == 3
+    for reduction in REDUCTIONS:
+        check_against_reference(logits, labels, reduction, {"label_smoothing": 0.1, "softcap": 9.0}, f"groups/{reduction}")
 
 
 def test_clone_keeps_logits(device):
@@ -232,17 +304,19 @@ def test_clone_keeps_logits(device):
     assert torch.equal(x.detach(), logits)
 
 
-def test_second_backward_raises_instead_of_wrong_grads(device):
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_second_backward_raises_instead_of_wrong_grads(device, scale):
+    """A second backward would rescale the gradient again: the rescale bumps the version, so it raises."""
     logits, labels = make_inputs(4, 3000, torch.float32, device, seed=12)
     x = logits.clone().requires_grad_()
-    out = cross_entropy(x, labels)
+    out = cross_entropy(x, labels) * scale
     out.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         out.backward()
 
 
 def test_clobbering_logits_saved_by_another_op_raises(device):
-    """exp saves its output for backward; our in-place gradient must make that fail loudly, not silently."""
+    """exp saves its output for backward; our forward's in-place gradient must make that fail loudly, not silently."""
     logits, labels = make_inputs(4, 3000, torch.float32, device, seed=13)
     raw = logits.clone().requires_grad_()
     x = torch.exp(raw * 0.1)
@@ -341,3 +415,28 @@ def test_torch_compile_fullgraph(device, backend, reductions):
         loss_c.backward()
         torch.testing.assert_close(loss_c, loss_eager)
         torch.testing.assert_close(w_c.grad, w_eager.grad)
+
+
+def test_torch_compile_keeps_returned_logits(device):
+    """Under torch.compile the forward writes the gradient to a fresh buffer: logits the graph returns stay intact,
+    and backward rescales that buffer (grad_output 0.5 here)."""
+    torch._dynamo.reset()
+    gen = seeded(22)
+    hidden = torch.randn(5, 16, generator=gen).to(device)
+    weight = torch.randn(2000, 16, generator=gen).to(device)
+    labels = torch.randint(0, 2000, (5,), generator=gen).to(device)
+
+    def step(h, w, y):
+        logits = h @ w.t()
+        return cross_entropy(logits, y, z_loss=1e-3), logits
+
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+    w_c = weight.clone().requires_grad_()
+    loss_c, logits_c = compiled(hidden, w_c, labels)
+    torch.testing.assert_close(logits_c, hidden @ weight.t())
+    (loss_c * 0.5).backward()
+    w_eager = weight.clone().requires_grad_()
+    loss_eager, _ = step(hidden, w_eager, labels)
+    (loss_eager * 0.5).backward()
+    torch.testing.assert_close(loss_c, loss_eager)
+    torch.testing.assert_close(w_c.grad, w_eager.grad)
