@@ -194,8 +194,9 @@ def fused_linear_cross_entropy(
 
     hidden (..., H), weight (V, H) of the same dtype (fp32/bf16/fp16) and device, labels (...) int64/int32.
     Options and return value as `cross_entropy`, but the loss is float32 (float64 for float64 inputs) whatever
-    hidden's dtype ("mean" over non-ignored tokens, 0 when there are none). chunk_size: tokens per chunk (default: logits chunk ≤ 512 MiB, see the module
-    docstring). Gradients for mean/sum are computed during forward; see the module docstring for memory.
+    hidden's dtype ("mean" over non-ignored tokens, 0 when there are none). chunk_size: tokens per chunk
+    (default: logits chunk ≤ 512 MiB, see the module docstring). Gradients for mean/sum are computed during
+    forward; see the module docstring for memory.
     """
     check_options(ignore_index, label_smoothing, z_loss, softcap, reduction)
     _common.check_tensor("hidden", hidden)

@@ -46,7 +46,90 @@ def run_shards_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [add_shards_commands]
+def add_convert_commands(groups: argparse._SubParsersAction) -> None:
+    convert = groups.add_parser(
+        "convert",
+        help="Hugging Face Llama folder <-> seedcoder checkpoint",
+        description="--from-hf HF_DIR --out CKPT_DIR: a Hugging Face Llama folder (config.json + safetensors, e.g. "
+                    "Seed-Coder-8B-Base) to our checkpoint. --to-hf CKPT_DIR --out HF_DIR: our checkpoint (or a "
+                    "trainer checkpoint) to a folder transformers and vLLM load.",
+    )
+    direction = convert.add_mutually_exclusive_group(required=True)
+    direction.add_argument("--from-hf", metavar="HF_DIR", help="Hugging Face folder to convert to our checkpoint")
+    direction.add_argument("--to-hf", metavar="CKPT_DIR", help="our checkpoint directory to convert to Hugging Face")
+    convert.add_argument("--out", required=True, metavar="DIR", help="output directory (must not exist or be empty)")
+    convert.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="cast the weights (default: keep their dtype)")
+    convert.add_argument("--max-shard-size", default="5GB", help="--to-hf: largest safetensors file (default 5GB)")
+    convert.add_argument("--tokenizer", metavar="PATH",
+                         help="--to-hf: tokenizer.json or a folder of tokenizer files to include (default: the "
+                              "files kept from the original HF folder, if any)")
+    convert.set_defaults(handler=run_convert)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from seedcoder.hf_convert import DTYPES, ConvertError, convert_from_hf, convert_to_hf, parse_size
+
+    dtype = DTYPES[args.dtype] if args.dtype else None
+    try:
+        if args.from_hf:
+            if args.tokenizer or args.max_shard_size != "5GB":
+                raise ConvertError("--tokenizer and --max-shard-size apply to --to-hf only")
+            convert_from_hf(args.from_hf, args.out, dtype=dtype)
+        else:
+            convert_to_hf(args.to_hf, args.out, dtype=dtype, max_shard_bytes=parse_size(args.max_shard_size),
+                          tokenizer=args.tokenizer)
+    except ConvertError as error:
+        print(f"seedcoder convert: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_data_commands(groups: argparse._SubParsersAction) -> None:
+    data = groups.add_parser("data", help="build training data: source files -> tokenizer -> shards")
+    commands = data.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    build = commands.add_parser(
+        "build",
+        help="tokenize a folder of source files into a dataset (training a byte-level BPE tokenizer unless given one)",
+        description="SRC is a folder of source files, OUT the dataset directory (plan.json, tokenizer.json, shards, "
+        "manifest.json). Re-running continues an interrupted build.",
+    )
+    build.add_argument("src", metavar="SRC")
+    build.add_argument("out", metavar="OUT")
+    build.add_argument("--tokenizer", metavar="TOKENIZER_JSON", help="use this tokenizer.json instead of training one")
+    build.add_argument("--vocab-size", type=int, default=8192, help="vocabulary of the trained tokenizer (default 8192)")
+    build.add_argument("--include", action="append", metavar="GLOB", help="files to take (repeatable; default '*.py')")
+    build.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="files to skip (repeatable)")
+    build.add_argument("--max-file-kb", type=int, default=1024, help="skip files larger than this (default 1024 KiB)")
+    build.add_argument("--shard-mb", type=int, default=64, help="source MiB per shard (default 64)")
+    build.add_argument("--tokenizer-sample-mb", type=int, default=256, help="MiB of files to train the tokenizer on")
+    build.set_defaults(handler=run_data_build)
+
+
+def run_data_build(args: argparse.Namespace) -> int:
+    from seedcoder.data.build import BuildError, build_dataset
+    from seedcoder.data.shards import ShardError
+
+    try:
+        build_dataset(
+            args.src,
+            args.out,
+            tokenizer=args.tokenizer,
+            vocab_size=args.vocab_size,
+            include=args.include or ["*.py"],
+            exclude=args.exclude,
+            max_file_bytes=args.max_file_kb << 10,
+            shard_bytes=args.shard_mb << 20,
+            tokenizer_sample_bytes=args.tokenizer_sample_mb << 20,
+        )
+    except (BuildError, ShardError) as error:
+        print(f"seedcoder data build: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [add_shards_commands, add_convert_commands,
+                                                                      add_data_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:
