@@ -54,8 +54,10 @@ gpu-check:
 bench: install
 	$(BIN)/python -m benchmarks.kernels --out $(RESULTS)/kernels
 
-demo:
-	@echo "make demo arrives with issue [3] (tokenizer -> shards -> pretraining a tiny model). Until then: make test"
+# The main job: the interpreter's standard library -> tokenizer -> shards -> a tiny model pretrained with
+# torchrun on 2 CPU ranks (GPU when present), interrupted and resumed -> loss curve + a sampled completion.
+demo: install
+	$(BIN)/python -m seedcoder.demo
 
 clean:
 	rm -rf build *.egg-info $(RESULTS) .pytest_cache .ruff_cache

@@ -75,9 +75,12 @@ setup(
     packages=find_packages(include=["seedcoder", "seedcoder.*"]) + ["seedcoder.kernels"],
     package_dir={"seedcoder": "seedcoder", "seedcoder.kernels": "kernels"},
     # The kernels import with torch and triton alone; the rest serves data, training and tools.
-    install_requires=["torch>=2.6", "triton>=3.6", "numpy", "crc32c"],
+    install_requires=[
+        "torch>=2.6", "triton>=3.6", "numpy", "crc32c", "tokenizers", "tqdm", "matplotlib", "tensorboard",
+        'tomli; python_version < "3.11"',
+    ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.6", "transformers>=4.50", "tokenizers", "safetensors", "liger-kernel"],
+        "dev": ["pytest>=8", "ruff>=0.6", "transformers>=4.50", "safetensors", "liger-kernel"],
     },
     entry_points={"console_scripts": ["seedcoder = seedcoder.cli:main"]},
     ext_modules=ext_modules,

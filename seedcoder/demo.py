@@ -1,0 +1,245 @@
+"""`make demo`: the main job, end to end, on real code nobody here wrote: this interpreter's standard library.
+
+    python -m seedcoder.demo [--out runs/demo] [--steps 200] [--fresh]
+
+1. data:    the standard library's *.py files (tests, idlelib and site-packages left out) -> a byte-level BPE
+            tokenizer trained on them -> shards + manifest (`seedcoder.data.build`, resumable)
+2. train:   the "tiny" model (configs/pretrain_tiny_demo.toml) pretrained with
+            `torchrun --nproc_per_node=2 -m seedcoder.train pretrain` on CPU (gloo), or one process per GPU
+            (up to 8) when CUDA is present. Halfway, the demo sends SIGTERM (what a preemption does): every rank
+            finishes its step, a checkpoint is written, and the job exits;
+3. resume:  the same command with --resume continues at the next step, to the end; loss.png is drawn;
+4. sample:  the trained model completes a Python prompt (greedy and temperature sampling, and a fill-in-the-
+            middle prompt in Seed-Coder's SPM format) with a simple sampling loop.
+
+Everything lands under --out (runs/demo): data/, checkpoints/, metrics.jsonl, tensorboard/, loss.png,
+samples.txt, summary.json. Running the demo again continues an interrupted one (--fresh starts over). The demo
+fails (exit 1) if the loss did not fall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs", "pretrain_tiny_demo.toml")
+STDLIB_EXCLUDE = ["site-packages/*", "dist-packages/*", "test/*", "*/test/*", "*/tests/*", "idlelib/*", "*/idle_test/*"]
+PROMPT = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n'
+FIM_PREFIX = "def is_even(n):\n"
+FIM_SUFFIX = "\n\nprint(is_even(4))\n"
+
+
+def banner(text: str) -> None:
+    print(f"\n=== {text} " + "=" * max(0, 100 - len(text)), flush=True)
+
+
+def launch_command(nproc: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
+            "seedcoder.train", "pretrain"]
+
+
+def read_steps(jsonl: str) -> list[dict]:
+    from seedcoder.metrics import read_jsonl
+
+    return read_jsonl(jsonl)
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of `pid` (torchrun's workers), from /proc."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as file:
+                    fields = file.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry))
+    return children
+
+
+def train(out: str, data: str, steps: int, nproc: int, micro_batch: int, *, resume: bool, stop_at: int | None) -> int:
+    """Run the trainer; with stop_at, send SIGTERM once that step is logged. Returns the last logged step."""
+    command = launch_command(nproc) + [
+        "--config", CONFIG, f"--run.out_dir={out}", f"--data.path={data}", f"--train.steps={steps}",
+        f"--train.micro_batch_size={micro_batch}",
+    ] + (["--resume"] if resume else [])
+    print("$ " + " ".join(command), flush=True)
+    environment = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    process = subprocess.Popen(command, cwd=ROOT, env=environment, start_new_session=True)
+    jsonl = os.path.join(out, "metrics.jsonl")
+    stop_sent = False
+    try:
+        while process.poll() is None:
+            time.sleep(0.5)
+            if stop_at is not None and not stop_sent and any(r["step"] >= stop_at for r in read_steps(jsonl)[-3:]):
+                workers = _children(process.pid)
+                print(f"\n[demo] step {stop_at} reached: SIGTERM to the {len(workers)} training processes, as a "
+                      "preemption would", flush=True)
+                for pid in workers:  # each rank finishes its step, checkpoints and exits 0; torchrun then exits 0
+                    os.kill(pid, signal.SIGTERM)
+                stop_sent = True
+    except KeyboardInterrupt:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait()
+        raise
+    records = read_steps(jsonl)
+    last = records[-1]["step"] if records else 0
+    if process.returncode != 0 and not stop_sent:
+        raise SystemExit(f"[demo] training failed (exit {process.returncode})")
+    return last
+
+
+def sample_completions(out: str, data: str, device) -> str:
+    """Greedy and temperature samples from the newest checkpoint, as text."""
+    import torch
+
+    from seedcoder.checkpoint import latest_checkpoint, load_model_only, read_model_config
+    from seedcoder.data.build import load_tokenizer
+    from seedcoder.data.tokenizer_tables import SPECIAL_TOKENS
+    from seedcoder.model import ModelConfig, Transformer
+
+    path = latest_checkpoint(os.path.join(out, "checkpoints"))
+    tokenizer = load_tokenizer(os.path.join(data, "tokenizer.json"))
+    with torch.device(device):
+        model = Transformer(ModelConfig.from_dict(read_model_config(path)))
+    load_model_only(path, model)
+    model.eval()
+    eos = tokenizer.token_to_id(SPECIAL_TOKENS["eos"])
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def complete(prompt_ids: list[int], *, temperature: float, max_new_tokens: int = 120) -> str:
+        ids = sample(model, prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=40, stop_id=eos,
+                     context=256, generator=generator)
+        return tokenizer.decode(ids[len(prompt_ids):], skip_special_tokens=True)
+
+    def encode(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False).ids
+
+    def special(role: str) -> list[int]:
+        return [tokenizer.token_to_id(SPECIAL_TOKENS[role])]
+
+    prompt_ids = encode(PROMPT)
+    fim_ids = special("fim_suffix") + encode(FIM_SUFFIX) + special("fim_prefix") + encode(FIM_PREFIX) + special("fim_middle")
+    parts = [
+        f"checkpoint: {path}",
+        "--- greedy ---",
+        PROMPT + complete(prompt_ids, temperature=0.0),
+        "--- temperature 0.8, top-k 40 ---",
+        PROMPT + complete(prompt_ids, temperature=0.8),
+        "--- fill in the middle (Seed-Coder SPM: <[fim-suffix]> S <[fim-prefix]> P <[fim-middle]>), greedy ---",
+        FIM_PREFIX + "\u2588" + complete(fim_ids, temperature=0.0, max_new_tokens=60) + "\u2588" + FIM_SUFFIX,
+    ]
+    return "\n".join(parts)
+
+
+def sample(model, prompt_ids: list[int], *, max_new_tokens: int, temperature: float, top_k: int, stop_id: int | None,
+           context: int, generator) -> list[int]:
+    """A plain sampling loop (no KV cache: the demo model is tiny): greedy at temperature 0, else top-k sampling."""
+    import torch
+
+    device = next(model.parameters()).device
+    ids = list(prompt_ids)
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            window = torch.tensor([ids[-context:]], device=device)
+            logits = model(window)[0, -1].float()
+            if temperature <= 0:
+                token = int(logits.argmax())
+            else:
+                values, indices = torch.topk(logits / temperature, min(top_k, logits.numel()))
+                token = int(indices[torch.multinomial(torch.softmax(values, dim=-1), 1, generator=generator)])
+            if token == stop_id:
+                break
+            ids.append(token)
+    return ids
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m seedcoder.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=os.path.join(ROOT, "runs", "demo"), help="output directory (default runs/demo)")
+    parser.add_argument("--steps", type=int, default=200, help="optimizer steps in all (default 200)")
+    parser.add_argument("--vocab-size", type=int, default=4096, help="the tokenizer's vocabulary (default 4096)")
+    parser.add_argument("--fresh", action="store_true", help="delete the previous demo run (not its data) first")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from seedcoder.data.build import build_dataset
+    from seedcoder.metrics import read_jsonl
+
+    started = time.perf_counter()
+    out, data = os.path.abspath(args.out), os.path.join(os.path.abspath(args.out), "data")
+    if args.fresh:
+        for name in ("checkpoints", "tensorboard", "metrics.jsonl", "loss.png", "samples.txt", "summary.json"):
+            target = os.path.join(out, name)
+            if os.path.isdir(target):
+                shutil.rmtree(target)
+            elif os.path.exists(target):
+                os.unlink(target)
+    os.makedirs(out, exist_ok=True)
+    cuda = torch.cuda.is_available()
+    nproc = 2 if not cuda else max(n for n in (1, 2, 4, 8) if n <= torch.cuda.device_count())
+    micro_batch = 16 // nproc  # configs/pretrain_tiny_demo.toml: 16 rows of 256 tokens per step
+
+    stdlib = sysconfig.get_paths()["stdlib"]
+    banner(f"1/4 data: {stdlib} (*.py) -> tokenizer -> shards")
+    build_dataset(stdlib, data, vocab_size=args.vocab_size, include=["*.py"], exclude=STDLIB_EXCLUDE, shard_bytes=4 << 20)
+
+    jsonl = os.path.join(out, "metrics.jsonl")
+    from seedcoder.checkpoint import latest_checkpoint
+
+    device_text = f"{nproc} GPU(s)" if cuda else "CPU (gloo, 1 thread each)"
+    if latest_checkpoint(os.path.join(out, "checkpoints")) is None:
+        stop_at = args.steps // 2
+        banner(f"2/4 pretraining: {nproc} processes on {device_text}; interrupted at step {stop_at}")
+        stopped = train(out, data, args.steps, nproc, micro_batch, resume=False, stop_at=stop_at)
+        print(f"[demo] the job stopped after step {stopped}; its checkpoint: "
+              f"{latest_checkpoint(os.path.join(out, 'checkpoints'))}", flush=True)
+    else:
+        banner("2/4 pretraining: a previous demo run exists; continuing it (--fresh starts over)")
+    banner("3/4 resume: the same command with --resume")
+    train(out, data, args.steps, nproc, micro_batch, resume=True, stop_at=None)
+
+    banner("4/4 sampling from the trained model")
+    text = sample_completions(out, data, "cuda" if cuda else "cpu")
+    print(text, flush=True)
+    with open(os.path.join(out, "samples.txt"), "w", encoding="utf-8") as file:
+        file.write(text + "\n")
+
+    records = [r for r in read_jsonl(jsonl) if not r.get("skipped")]
+    window = max(1, len(records) // 5)  # single batches are noisy: compare the first and last fifth of the run
+    first = sum(r["loss"] for r in records[:window]) / window
+    last = sum(r["loss"] for r in records[-window:]) / window
+    summary = {
+        "steps": records[-1]["step"] if records else 0,
+        "processes": nproc,
+        "device": "cuda" if cuda else "cpu",
+        "loss_first_steps": first,
+        "loss_last_steps": last,
+        "tokens_per_s_per_device_median": sorted(r["tokens_per_s_per_device"] for r in records)[len(records) // 2],
+        "wall_time_s": time.perf_counter() - started,
+    }
+    with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as file:
+        json.dump(summary, file, indent=1)
+    banner("done")
+    print(f"loss {first:.3f} (mean of the first {window} steps) -> {last:.3f} (last {window}); "
+          f"{summary['tokens_per_s_per_device_median']:,.0f} tok/s per process; {summary['wall_time_s'] / 60:.1f} min")
+    print(f"outputs: {out}/ (loss.png, metrics.jsonl, tensorboard/, checkpoints/, samples.txt, summary.json)")
+    if not last < first:
+        print("[demo] FAILED: the loss did not fall", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,418 @@
+"""The Llama-3 decoder that every training stage uses (Seed-Coder is a Llama-3 architecture).
+
+    from seedcoder.model import Transformer, model_config
+    cfg = model_config("tiny", vocab_size=tokenizer.get_vocab_size())
+    with torch.device("meta"):
+        model = Transformer(cfg)                 # no memory, no init yet
+    ...parallelize (fully_shard per block)...    # sharding is applied after construction, by the trainer
+    model.to_empty(device="cuda"); model.init_weights(seed=0)
+    loss_sum = model(batch["input_ids"], position_ids=..., cu_seqlens=..., labels=batch["labels"])
+
+Architecture: token embedding -> n_layers x TransformerBlock -> final RMSNorm -> untied output head; no biases.
+A block is pre-norm: h = h + Attention(RMSNorm(h)); h = h + SwiGLU(RMSNorm(h)). Attention is grouped-query
+(n_kv_heads key/value heads shared by n_heads / n_kv_heads query heads each) with rotary position embeddings
+in the Hugging Face `rotate_half` layout, so HF Llama weights load without permuting q/k (hf_convert.py).
+Parameter names follow torchtitan: tok_embeddings, layers.{i}.attention.{wq,wk,wv,wo}, attention_norm,
+feed_forward.{w1 (gate), w2 (down), w3 (up)}, ffn_norm, norm, output.
+
+Kernels: RMSNorm (the second norm of a block fused with the residual add), rotary and the fused linear
+cross-entropy at the head come from `seedcoder.kernels`. CUDA tensors run the Triton kernels; other tensors
+run the kernels' torch references (chosen here, not by TRITON_INTERPRET, so CPU training and tests never go
+through Triton's interpreter).
+
+Packed rows and document masking. The loader packs several documents into a row and gives `position_ids`
+(restarting at 0 in every document) and `cu_seqlens` (document boundaries over the flattened B*S tokens).
+A token attends causally within its own document only. The mask comes from cu_seqlens when given, else from
+position_ids (a new document starts wherever the position is 0); with neither, a row is one causal sequence.
+Rotary uses position_ids (derived from cu_seqlens when only those are given). Attention is one small
+function, `attend`, that gets an `AttentionMask`; today it is PyTorch SDPA (is_causal when every row is one
+document, else a dense (B, 1, S, S) boolean block-diagonal causal mask); flash attention (issue [4]) replaces
+that function and reads cu_seqlens / max_seqlen from the same AttentionMask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seedcoder.kernels import apply_rotary, fused_linear_cross_entropy, fused_linear_cross_entropy_reference, rms_norm
+
+IGNORE_INDEX = -100
+LOSS_REDUCTIONS = ("sum", "mean", "none")
+
+
+# ------------------------------------------------------------------------------------------ config
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of a Llama-3 model. head_dim = dim // n_heads."""
+
+    vocab_size: int
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    ffn_dim: int
+    rope_theta: float = 500_000.0
+    norm_eps: float = 1e-6
+    max_seq_len: int = 32768  # the longest context the model is meant for (nothing is allocated per position)
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "int":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ValueError(f"model config: {f.name} must be a positive integer, got {value!r}")
+            else:  # float fields accept ints (TOML writes 500000 for 500_000.0)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                    raise ValueError(f"model config: {f.name} must be a positive finite number, got {value!r}")
+                object.__setattr__(self, f.name, float(value))
+        if self.dim % self.n_heads:
+            raise ValueError(f"model config: dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"model config: n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads}) "
+                             "for grouped-query attention")
+        if self.head_dim % 2:
+            raise ValueError(f"model config: head_dim = dim / n_heads = {self.head_dim} must be even for rotary embeddings")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
+        if not isinstance(d, Mapping):
+            raise ValueError(f"model config: expected a mapping of fields, got {type(d).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ValueError(f"model config: unknown key(s) {', '.join(map(repr, unknown))} (known: {', '.join(names)})")
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        missing = [name for name in required if name not in d]
+        if missing:
+            raise ValueError(f"model config: missing key(s) {', '.join(map(repr, missing))}")
+        return cls(**d)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # Seed-Coder-8B as released (Llama-3 8B shape, Seed-Coder's 155,136-token vocabulary): ~8.25B parameters.
+    "seedcoder-8b": ModelConfig(vocab_size=155_136, dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, ffn_dim=14336),
+    # ~0.97B parameters in the blocks; 1.61B with the two 155,136 x 2048 vocabulary matrices.
+    "1b": ModelConfig(vocab_size=155_136, dim=2048, n_layers=16, n_heads=32, n_kv_heads=8, ffn_dim=8192),
+    # The demo model; set vocab_size from the tokenizer the demo trains.
+    "tiny": ModelConfig(vocab_size=8192, dim=256, n_layers=4, n_heads=8, n_kv_heads=4, ffn_dim=768, max_seq_len=2048),
+    # Unit tests.
+    "debug": ModelConfig(vocab_size=256, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=192, max_seq_len=512),
+}
+
+
+def model_config(name_or_dict: str | Mapping[str, Any] | ModelConfig, **overrides: Any) -> ModelConfig:
+    """A ModelConfig from a preset name, a ModelConfig, or a dict, with field overrides on top.
+
+    A dict either holds every required field, or names a preset under "preset" and overrides some fields
+    ({"preset": "tiny", "vocab_size": 4096}). Unknown presets and unknown fields raise ValueError naming them.
+    """
+    if isinstance(name_or_dict, ModelConfig):
+        base = name_or_dict.to_dict()
+    elif isinstance(name_or_dict, str):
+        if name_or_dict not in PRESETS:
+            raise ValueError(f"model config: unknown preset {name_or_dict!r} (presets: {', '.join(PRESETS)})")
+        base = PRESETS[name_or_dict].to_dict()
+    elif isinstance(name_or_dict, Mapping):
+        fields = dict(name_or_dict)
+        preset = fields.pop("preset", None)
+        base = model_config(preset).to_dict() if preset is not None else {}
+        base.update(fields)
+    else:
+        raise ValueError(f"model config: expected a preset name, a dict or a ModelConfig, got {type(name_or_dict).__name__}")
+    base.update(overrides)
+    return ModelConfig.from_dict(base)
+
+
+# ------------------------------------------------------------------------------------------ attention
+@dataclass(frozen=True)
+class AttentionMask:
+    """Who attends to whom in a (B, S) batch: causal, and within a document when rows are packed.
+
+    cu_seqlens / max_seqlen: the loader's document boundaries over the flattened B*S tokens (None: unknown).
+    dense: (B, 1, S, S) bool, True where query i may attend key j; None means plain causal rows.
+    """
+
+    cu_seqlens: torch.Tensor | None = None
+    max_seqlen: int | None = None
+    dense: torch.Tensor | None = None
+
+
+def document_ids(batch: int, seqlen: int, *, position_ids: torch.Tensor | None = None,
+                 cu_seqlens: torch.Tensor | None = None, device: torch.device | None = None) -> torch.Tensor:
+    """(B, S) int64: the index of each token's document (from cu_seqlens, else position_ids restarting at 0)."""
+    if cu_seqlens is not None:
+        tokens = torch.arange(batch * seqlen, device=cu_seqlens.device)
+        ids = torch.searchsorted(cu_seqlens[1:].to(torch.int64), tokens, right=True)
+        return ids.view(batch, seqlen).to(device)
+    if position_ids is None:
+        raise ValueError("document_ids: needs position_ids or cu_seqlens")
+    return torch.cumsum(position_ids.expand(batch, seqlen) == 0, dim=-1).to(device)
+
+
+def positions_from_cu_seqlens(cu_seqlens: torch.Tensor, batch: int, seqlen: int) -> torch.Tensor:
+    """(B, S) position ids restarting at 0 at every boundary of cu_seqlens (flattened B*S tokens)."""
+    cu = cu_seqlens.to(torch.int64)
+    tokens = torch.arange(batch * seqlen, device=cu.device)
+    segment = torch.searchsorted(cu[1:], tokens, right=True)
+    return (tokens - cu[segment]).view(batch, seqlen)
+
+
+def check_cu_seqlens(cu_seqlens: torch.Tensor, total_tokens: int) -> None:
+    """Shape and dtype always; the values only for a host tensor (on a GPU that check would sync every step)."""
+    if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2 or cu_seqlens.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"cu_seqlens: expected a 1-D int32/int64 tensor of document boundaries, got shape "
+                         f"{tuple(cu_seqlens.shape)} dtype {cu_seqlens.dtype}")
+    if not cu_seqlens.is_cuda:
+        if int(cu_seqlens[0]) != 0 or int(cu_seqlens[-1]) != total_tokens or bool((cu_seqlens.diff() < 0).any()):
+            shown = cu_seqlens[:8].tolist()
+            raise ValueError(f"cu_seqlens: must rise from 0 to B*S = {total_tokens}, got {shown}"
+                             f"{' ...' if cu_seqlens.numel() > 8 else ''} (last {int(cu_seqlens[-1])})")
+
+
+def build_attention_mask(input_ids: torch.Tensor, *, position_ids: torch.Tensor | None, cu_seqlens: torch.Tensor | None,
+                         max_seqlen: int | None) -> AttentionMask:
+    """The AttentionMask for a batch. Rows that are one document each (cu_seqlens with B + 1 entries, or no
+    document information at all) get the plain causal path, decided from shapes only (no host sync)."""
+    batch, seqlen = input_ids.shape
+    if cu_seqlens is not None:
+        if cu_seqlens.numel() == batch + 1:  # segments never cross rows, so each row is one document
+            return AttentionMask(cu_seqlens, max_seqlen, None)
+    elif position_ids is None:
+        return AttentionMask()
+    docs = document_ids(batch, seqlen, position_ids=position_ids, cu_seqlens=cu_seqlens, device=input_ids.device)
+    causal = torch.ones(seqlen, seqlen, dtype=torch.bool, device=input_ids.device).tril()
+    dense = (docs[:, :, None] == docs[:, None, :]) & causal
+    return AttentionMask(cu_seqlens, max_seqlen, dense.unsqueeze(1))
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
+    """Causal (document-masked) attention: q (B, S, Hq, D), k and v (B, S, Hkv, D) -> (B, S, Hq, D).
+
+    PyTorch SDPA (GQA without repeating k/v). The one function flash attention (issue [4]) swaps out.
+    """
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                         attn_mask=mask.dense, is_causal=mask.dense is None,
+                                         enable_gqa=q.shape[2] != k.shape[2])
+    return out.transpose(1, 2)
+
+
+# ------------------------------------------------------------------------------------------ modules
+def _backend(t: torch.Tensor) -> str:
+    """Kernel backend: the Triton kernels on CUDA, the torch reference elsewhere."""
+    return "triton" if t.is_cuda else "torch"
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.empty(dim))
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
+        """norm(x), or with a residual (norm(x + residual), x + residual): the add fused into the kernel."""
+        return rms_norm(x, self.weight, self.eps, residual, backend=_backend(x))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.rope_theta = cfg.rope_theta
+        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
+        self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor | None, mask: AttentionMask) -> torch.Tensor:
+        batch, seqlen, _ = x.shape
+        q = self.wq(x).view(batch, seqlen, self.n_heads, self.head_dim)
+        k = self.wk(x).view(batch, seqlen, self.n_kv_heads, self.head_dim)
+        v = self.wv(x).view(batch, seqlen, self.n_kv_heads, self.head_dim)
+        q, k = apply_rotary(q, k, position_ids, theta=self.rope_theta, backend=_backend(q))
+        return self.wo(attend(q, k, v, mask).reshape(batch, seqlen, -1))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.w1 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.w2 = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+        self.w3 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class TransformerBlock(nn.Module):
+    """h -> h + attention(norm(h)) -> (that) + feed_forward(norm(that)); the unit of sharding and checkpointing."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attention = Attention(cfg)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.feed_forward = FeedForward(cfg)
+
+    def forward(self, h: torch.Tensor, position_ids: torch.Tensor | None, mask: AttentionMask) -> torch.Tensor:
+        attention_out = self.attention(self.attention_norm(h), position_ids, mask)
+        x, h = self.ffn_norm(attention_out.to(h.dtype), residual=h)  # h = h + attention_out, x = norm(h)
+        return h + self.feed_forward(x)
+
+
+class OutputHead(nn.Module):
+    """The untied LM head. It owns the loss so that a sharded head (FSDP) unshards for the loss path too:
+    the loss reads `weight` directly (fused linear cross-entropy, no logits), inside this module's forward."""
+
+    def __init__(self, dim: int, vocab_size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(vocab_size, dim))
+
+    def forward(self, hidden: torch.Tensor, labels: torch.Tensor | None = None, reduction: str = "sum") -> torch.Tensor:
+        if labels is None:
+            return F.linear(hidden, self.weight)
+        weight = self.weight
+        device_type = hidden.device.type
+        if torch.is_autocast_enabled(device_type):  # custom ops skip autocast: cast like a matmul would be
+            dtype = torch.get_autocast_dtype(device_type)
+            hidden, weight = hidden.to(dtype), weight.to(dtype)
+        elif weight.dtype != hidden.dtype:
+            hidden = hidden.to(weight.dtype)
+        # CPU: the kernel's torch reference, called directly so TRITON_INTERPRET never routes it to the interpreter
+        loss_fn = fused_linear_cross_entropy if hidden.is_cuda else fused_linear_cross_entropy_reference
+        return loss_fn(hidden, weight, labels, ignore_index=IGNORE_INDEX, reduction=reduction)
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if not isinstance(cfg, ModelConfig):
+            raise TypeError(f"Transformer: expected a ModelConfig (see model_config()), got {type(cfg).__name__}")
+        self.cfg = cfg
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.output = OutputHead(cfg.dim, cfg.vocab_size)
+        if not any(p.is_meta for p in self.parameters()):
+            self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self, seed: int | None = None) -> None:
+        """(Re)initialize every parameter in place; after `to_empty` for a meta-built (and sharded) model.
+
+        Linear weights and the embedding ~ N(0, init_std²); the projections that write into the residual stream
+        (attention.wo, feed_forward.w2) ~ N(0, init_std² / (2 n_layers)) (GPT-2 / Megatron); norms 1.
+        Deterministic for a seed and independent of sharding: every parameter is drawn whole, in order, from one
+        generator on its device, and a sharded (DTensor) parameter keeps its own shard of that draw. seed=None
+        draws the seed from torch's global RNG (so torch.manual_seed governs it). A parameter still on the meta
+        device is skipped.
+        """
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        generators: dict[torch.device, torch.Generator] = {}
+        residual_std = self.cfg.init_std / math.sqrt(2 * self.cfg.n_layers)
+        for name, param in self.named_parameters():
+            if param.is_meta:
+                continue
+            if name.endswith("norm.weight"):
+                _fill_(param, None, None)
+                continue
+            std = residual_std if name.endswith(("attention.wo.weight", "feed_forward.w2.weight")) else self.cfg.init_std
+            device = _local(param).device
+            if device not in generators:
+                generators[device] = torch.Generator(device=device).manual_seed(seed)
+            _fill_(param, std, generators[device])
+
+    def forward(self, input_ids: torch.Tensor, *, position_ids: torch.Tensor | None = None,
+                cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None, labels: torch.Tensor | None = None,
+                loss_reduction: str = "sum") -> torch.Tensor:
+        """input_ids (B, S) -> logits (B, S, V), or with labels (B, S) (the next token, -100 = ignored) the loss.
+
+        position_ids (B, S) / cu_seqlens (int32, document boundaries over the flattened B*S tokens) / max_seqlen:
+        the loader's packing information (see the module docstring). The loss is computed from the final hidden
+        states and the head's weight without materializing logits; loss_reduction "sum" (default: the trainer
+        divides by the global count of labels != -100), "mean" (over non-ignored tokens) or "none" ((B, S)).
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids: expected shape (B, S), got {tuple(input_ids.shape)}")
+        if loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(f"loss_reduction: expected one of {LOSS_REDUCTIONS}, got {loss_reduction!r}")
+        batch, seqlen = input_ids.shape
+        if labels is not None and tuple(labels.shape) != (batch, seqlen):
+            raise ValueError(f"labels: shape {tuple(labels.shape)} != input_ids' {(batch, seqlen)}")
+        if position_ids is not None:
+            if position_ids.dim() == 1:
+                position_ids = position_ids.unsqueeze(0)
+            if position_ids.dim() != 2 or position_ids.shape[1] != seqlen or position_ids.shape[0] not in (1, batch):
+                raise ValueError(f"position_ids: expected shape ({batch}, {seqlen}) or (1, {seqlen}), "
+                                 f"got {tuple(position_ids.shape)}")
+            position_ids = position_ids.to(input_ids.device)
+        if cu_seqlens is not None:
+            check_cu_seqlens(cu_seqlens, batch * seqlen)  # before the copy to the GPU, where checking would sync
+            cu_seqlens = cu_seqlens.to(input_ids.device, non_blocking=True)
+        mask = build_attention_mask(input_ids, position_ids=position_ids, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
+        if position_ids is None and cu_seqlens is not None:
+            position_ids = positions_from_cu_seqlens(cu_seqlens, batch, seqlen)
+
+        h = self.tok_embeddings(input_ids)
+        for block in self.layers:
+            h = block(h, position_ids, mask)
+        return self.output(self.norm(h), labels, loss_reduction)
+
+    def num_params(self, exclude_embedding: bool = False) -> int:
+        """Parameter count (global, also when sharded); exclude_embedding leaves out the input embedding table
+        (a lookup, not a matmul); the untied output head is always counted."""
+        total = sum(p.numel() for p in self.parameters())
+        return total - self.tok_embeddings.weight.numel() if exclude_embedding else total
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs (forward + backward) per token at context seq_len, for MFU:
+
+            6 * N  +  6 * L * H * D * S
+        N = parameters without the input embedding (every weight is in one matmul: 2 FLOPs per parameter
+        forward, 4 backward); attention scores and the weighted sum of values cost 4 * S * H * D FLOPs per token
+        and layer forward without masking, 12 * L * H * D * S for the whole training step (torchtitan's / PaLM's
+        term), halved here because causal attention computes only half the score matrix (what flash attention
+        does). Document masking within a packed row skips more; that is not credited (S is the row length).
+        """
+        cfg = self.cfg
+        return 6.0 * self.num_params(exclude_embedding=True) + 6.0 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """The local shard of a DTensor (FSDP2), or the tensor itself."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def _fill_(param: torch.Tensor, std: float | None, generator: torch.Generator | None) -> None:
+    """param <- ones (std None) or N(0, std²) drawn for the whole (unsharded) shape, then sliced to the local shard."""
+    local = _local(param)
+    if std is None:
+        local.fill_(1.0)
+        return
+    full = torch.empty(param.shape, dtype=torch.float32, device=local.device).normal_(0.0, std, generator=generator)
+    if local is not param:  # DTensor: keep this rank's shard of the full draw (no communication)
+        from torch.distributed.tensor import distribute_tensor
+
+        full = distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None).to_local()
+    local.copy_(full)

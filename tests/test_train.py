@@ -1,0 +1,304 @@
+"""The pretraining loop end to end on CPU (gloo), with the debug model on tiny shards made here:
+
+* 2 FSDP ranks give the same losses as one process on the same global batch;
+* a run killed (SIGKILL) in the middle of a checkpoint save resumes from the previous checkpoint and produces
+  the same loss sequence as an uninterrupted run, bitwise; a checkpoint from 2 ranks resumes on 1;
+* SIGTERM stops a run at a step boundary with a checkpoint, and --resume continues at the next step;
+* non-finite steps are skipped with a warning and K in a row stop the run with a checkpoint;
+plus the LR schedule shapes and the metrics log.
+"""
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from seedcoder.checkpoint import FAULT_ENV, latest_checkpoint, list_checkpoints
+from seedcoder.data.shards import ShardWriter, build_manifest, write_manifest
+from seedcoder.lr_schedule import LRSchedule
+from seedcoder.metrics import MetricsLogger, read_jsonl
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 6
+COMMON = [
+    "--model.preset=debug", "--data.seq_len=32", "--data.fim_rate=0", "--data.threads=1", "--train.batch_size=4",
+    "--train.micro_batch_size=1", f"--train.steps={STEPS}", "--schedule.warmup_steps=2", "--optimizer.lr=3e-3",
+    "--checkpoint.interval=2", "--checkpoint.keep=3", "--logging.tensorboard=false", "--logging.plot=false",
+]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Two shards of 300 documents, token ids < 256 with a learnable pattern (arithmetic sequences)."""
+    path = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for shard in range(2):
+        with ShardWriter(path / f"shard-{shard}.scs", vocab_size=256, tokenizer_sha256="0" * 64) as writer:
+            for index in range(150):
+                length, start, stride = int(rng.integers(4, 70)), int(rng.integers(0, 256)), int(rng.integers(1, 5))
+                writer.add((start + stride * np.arange(length)) % 256, score=float(index % 10), language="python",
+                           source="file", content_hash=shard * 1000 + index)
+    write_manifest(path, build_manifest(path))
+    return str(path)
+
+
+def train(out_dir, dataset, *extra, ranks=1, env=None, check=True, wait=True):
+    """Run `seedcoder.train pretrain` in subprocesses (torchrun for ranks > 1); returns the finished process."""
+    command = [sys.executable, "-m", "seedcoder.train", "pretrain", f"--data.path={dataset}", f"--run.out_dir={out_dir}",
+               *COMMON, *extra]
+    if ranks > 1:
+        command[1:3] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "-m", "seedcoder.train"]
+    environment = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    environment.update(OMP_NUM_THREADS="1", **(env or {}))
+    if not wait:
+        return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+    result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=240)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def losses(out_dir):
+    records = read_jsonl(os.path.join(out_dir, "metrics.jsonl"))
+    return [record["step"] for record in records], [record["loss"] for record in records]
+
+
+@pytest.fixture(scope="module")
+def reference_run(dataset, tmp_path_factory):
+    """An uninterrupted single-process run: its output directory."""
+    out_dir = tmp_path_factory.mktemp("reference")
+    train(out_dir, dataset)
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def reference(reference_run):
+    """The uninterrupted run's (steps, losses)."""
+    steps, values = losses(reference_run)
+    assert steps == list(range(1, STEPS + 1))
+    assert all(math.isfinite(value) for value in values) and values[-1] < values[0]  # it learns
+    return steps, values
+
+
+def test_two_ranks_match_one_process_then_resume_on_one_rank(dataset, reference, tmp_path):
+    out_dir = tmp_path / "two"
+    result = train(out_dir, dataset, ranks=2)
+    assert "2 rank(s)" in result.stdout and "1 row(s) x 2 rank(s) x 2 micro-batch(es)" in result.stdout
+    steps, two_ranks = losses(out_dir)
+    assert steps == reference[0]
+    np.testing.assert_allclose(two_ranks, reference[1], rtol=1e-5)
+
+    # drop the last checkpoint and continue from step 4 on a single process: DCP reshards 2 -> 1
+    shutil.rmtree(os.path.join(out_dir, "checkpoints", "step-00000006"))
+    result = train(out_dir, dataset, "--resume")
+    assert "step 4, written by 2 rank(s), now 1" in result.stdout
+    steps, resumed = losses(out_dir)
+    assert steps == reference[0]  # the log holds every step once
+    np.testing.assert_allclose(resumed, two_ranks, rtol=1e-5)
+    np.testing.assert_allclose(resumed, reference[1], rtol=1e-5)
+
+
+def test_kill_during_save_then_resume_is_bitwise(dataset, reference, tmp_path):
+    out_dir = tmp_path / "killed"
+    result = train(out_dir, dataset, env={FAULT_ENV: "checkpoint_publish@4"}, check=False)
+    assert result.returncode == -signal.SIGKILL, result.stdout + result.stderr
+    checkpoints = out_dir / "checkpoints"
+    assert (checkpoints / "step-00000004.tmp" / ".metadata").exists()  # written, never published
+    assert [step for step, _ in list_checkpoints(checkpoints)] == [2]
+    assert losses(out_dir)[0] == [1, 2, 3, 4]
+
+    result = train(out_dir, dataset, "--resume")
+    assert "removed an incomplete checkpoint" in result.stdout and "resumed from" in result.stdout
+    assert not (checkpoints / "step-00000004.tmp").exists()
+    assert losses(out_dir) == reference  # steps 3 and 4 are redone; the sequence is the same to the last bit
+    assert latest_checkpoint(checkpoints).endswith("step-00000006")
+
+
+def test_sigterm_stops_at_a_step_with_a_checkpoint_and_resume_continues(dataset, tmp_path):
+    out_dir = tmp_path / "stopped"
+    process = train(out_dir, dataset, "--train.steps=100000", "--checkpoint.interval=0", wait=False)
+    jsonl = out_dir / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (jsonl.exists() and jsonl.read_text().count("\n") >= 2):
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output
+    stopped_at = losses(out_dir)[0][-1]
+    assert f"stopped at step {stopped_at}/100000 on request" in output
+    assert latest_checkpoint(out_dir / "checkpoints").endswith(f"step-{stopped_at:08d}")
+
+    result = train(out_dir, dataset, f"--train.steps={stopped_at + 2}", "--resume")
+    assert f"step {stopped_at + 1}/{stopped_at + 2}" in result.stdout
+    assert losses(out_dir)[0] == list(range(1, stopped_at + 3))
+
+
+def test_non_finite_steps_are_skipped_then_stop_with_a_checkpoint(dataset, tmp_path):
+    out_dir = tmp_path / "diverged"
+    result = train(out_dir, dataset, "--optimizer.lr=1e30", "--train.max_bad_steps=2", "--schedule.warmup_steps=0",
+                   check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.count("update skipped") == 2 and "2 non-finite steps in a row" in result.stdout
+    records = read_jsonl(out_dir / "metrics.jsonl")
+    assert [record["skipped"] for record in records] == [False, True, True]
+    assert latest_checkpoint(out_dir / "checkpoints").endswith("step-00000003")
+
+
+STAGED = """
+[[stages]]
+name = "short"
+steps = 2
+seq_len = 32
+
+[[stages]]
+name = "long"
+steps = 2
+seq_len = 64
+batch_size = 2
+"""
+
+
+def test_stages_and_init_from_and_resume_across_a_stage_boundary(dataset, reference_run, tmp_path):
+    """Continued pretraining: weights from another run's checkpoint, the context doubling between stages, and a
+    kill in the second stage resumed to the same losses (the second stage's loader starts fresh, then resumes)."""
+    import torch
+
+    from seedcoder.checkpoint import load_model_only
+    from seedcoder.model import Transformer, model_config
+
+    config = tmp_path / "staged.toml"
+    config.write_text(STAGED)
+    start = latest_checkpoint(reference_run / "checkpoints")  # where continued pretraining starts from
+    staged = ["--config", str(config), "--train.steps=4", f"--checkpoint.init_from={start}", "--checkpoint.interval=1",
+              "--optimizer.lr=1e-12"]
+
+    whole = tmp_path / "whole"
+    result = train(whole, dataset, *staged)
+    assert f"model weights from {start}" in result.stdout
+    assert "stage short: steps 1-2, seq_len 32" in result.stdout and "stage long: steps 3-4, seq_len 64" in result.stdout
+    records = read_jsonl(whole / "metrics.jsonl")
+    assert [(r["step"], r["seq_len"], r["tokens"], r["stage"]) for r in records] == \
+        [(1, 32, 128, "short"), (2, 32, 128, "short"), (3, 64, 128, "long"), (4, 64, 128, "long")]
+    started, finished, fresh = (Transformer(model_config("debug")) for _ in range(3))
+    load_model_only(start, started)
+    load_model_only(latest_checkpoint(whole / "checkpoints"), finished)
+    for (name, a), b, c in zip(started.named_parameters(), finished.parameters(), fresh.parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name  # lr 1e-12: the run kept the weights it started from
+        assert not torch.allclose(a, c, atol=1e-3) or name.endswith("norm.weight"), name
+
+    killed = tmp_path / "killed"
+    result = train(killed, dataset, *staged, env={FAULT_ENV: "after_step@3"}, check=False)
+    assert result.returncode == -signal.SIGKILL
+    assert latest_checkpoint(killed / "checkpoints").endswith("step-00000002")  # the end of stage "short"
+    result = train(killed, dataset, *staged, "--resume")
+    assert "step 2, written by 1 rank(s)" in result.stdout and "model weights from" not in result.stdout
+    assert losses(killed) == losses(whole)
+
+
+# ------------------------------------------------------------------------------------------ schedules
+def test_warmup_then_constant():
+    schedule = LRSchedule("constant", lr=1e-3, total_steps=100, warmup_steps=10)
+    assert schedule(1) == pytest.approx(1e-4) and schedule(10) == pytest.approx(1e-3)
+    assert [schedule(step) for step in (11, 50, 100)] == [1e-3] * 3
+
+
+def test_cosine_shape():
+    schedule = LRSchedule("cosine", lr=1.0, total_steps=110, warmup_steps=10, min_lr_ratio=0.1)
+    values = [schedule(step) for step in range(10, 111)]
+    assert values[0] == pytest.approx(1.0) and values[-1] == pytest.approx(0.1)
+    assert schedule(60) == pytest.approx(0.55)  # halfway down
+    assert all(b <= a for a, b in zip(values, values[1:]))
+
+
+def test_wsd_shape():
+    schedule = LRSchedule("wsd", lr=1.0, total_steps=100, warmup_steps=5, decay_fraction=0.2, min_lr_ratio=0.0)
+    assert [schedule(step) for step in (5, 50, 80)] == [1.0, 1.0, 1.0]
+    assert schedule(90) == pytest.approx(0.5) and schedule(100) == pytest.approx(0.0)
+
+
+def test_paper_step_schedule():
+    schedule = LRSchedule("step", lr=3e-4, total_steps=100, milestones=[0.5, 0.75], factors=[10**-0.5, 0.1])
+    assert schedule(49) == pytest.approx(3e-4)
+    assert schedule(50) == pytest.approx(3e-4 / math.sqrt(10)) and schedule(74) == pytest.approx(3e-4 / math.sqrt(10))
+    assert schedule(75) == pytest.approx(3e-5) and schedule(100) == pytest.approx(3e-5)
+
+
+@pytest.mark.parametrize("kwargs", [{"kind": "linear"}, {"lr": 0.0}, {"milestones": [0.5]}, {"kind": "step"}])
+def test_bad_schedules_raise(kwargs):
+    settings = {"kind": "cosine", "lr": 1e-3, "total_steps": 10, **kwargs}
+    with pytest.raises(ValueError):
+        LRSchedule(settings.pop("kind"), **settings)
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def test_metrics_log_and_resume_truncation(tmp_path, capsys):
+    import torch
+
+    def logger(start_step):
+        return MetricsLogger(tmp_path, total_steps=10, start_step=start_step, device=torch.device("cpu"), world_size=2,
+                             flops_per_token=1e6, peak_tflops=None, tensorboard=False, progress_bar=False)
+
+    first = logger(0)
+    for step in (1, 2, 3):
+        record = first.log_step(step, loss=2.0 / step, grad_norm=1.0, lr=1e-3, tokens=4096, loss_tokens=4000,
+                                step_time=2.0, data_time=0.5, seq_len=256)
+    first.close()
+    assert record["tokens_per_s_per_device"] == 1024.0 and record["data_wait_pct"] == 25.0 and record["mfu"] is None
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("step  3/10 | loss 0.6667") and "1,024 tok/s/dev" in line and "MFU n/a" in line
+
+    resumed = logger(2)  # a checkpoint at step 2: step 3 is redone, its old record dropped
+    resumed.log_step(3, loss=0.5, grad_norm=1.0, lr=1e-3, tokens=4096, loss_tokens=4000, step_time=1.0, data_time=0.0,
+                     seq_len=256)
+    resumed.close()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss"]) for r in records] == [(1, 2.0), (2, 1.0), (3, 0.5)]
+
+    with_peak = MetricsLogger(tmp_path / "peak", total_steps=1, start_step=0, device=torch.device("cpu"), world_size=1,
+                              flops_per_token=1e9, peak_tflops=1.0, tensorboard=False, progress_bar=False, jsonl=False)
+    assert with_peak.log_step(1, loss=1.0, grad_norm=1.0, lr=1.0, tokens=1000, loss_tokens=1000, step_time=2.0,
+                              data_time=0.0, seq_len=8)["mfu"] == pytest.approx(0.5)  # 500 tok/s x 1 GFLOP / 1 TFLOP/s
+
+
+# ------------------------------------------------------------------------------------------ parallelize
+def test_activation_checkpointing_keeps_losses_and_gradients(tmp_path):
+    """selective / full recomputation give the same loss and gradients as none, bitwise (packed rows included)."""
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from seedcoder.model import Transformer, model_config
+    from seedcoder.parallelize import parallelize
+
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 256, (2, 32), generator=generator)
+    positions = torch.cat([torch.arange(10), torch.arange(22)]).repeat(2, 1)
+    cu_seqlens = torch.tensor([0, 10, 32, 42, 64], dtype=torch.int32)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        mesh = init_device_mesh("cpu", (1,))
+        results = {}
+        for mode in ("none", "selective", "full"):
+            with torch.device("meta"):
+                model = Transformer(model_config("debug"))
+            parallelize(model, mesh, activation_checkpoint=mode)
+            model.to_empty(device="cpu")
+            model.init_weights(0)
+            loss = model(ids, position_ids=positions, cu_seqlens=cu_seqlens, max_seqlen=22, labels=ids.roll(-1, dims=1))
+            loss.backward()
+            results[mode] = (loss.detach(), [p.grad.full_tensor() for p in model.parameters()])
+            wrapped = "CheckpointWrapper" in type(model.layers[0]).__name__
+            assert wrapped == (mode != "none")
+    finally:
+        dist.destroy_process_group()
+    for mode in ("selective", "full"):
+        assert torch.equal(results[mode][0], results["none"][0])
+        assert all(torch.equal(a, b) for a, b in zip(results[mode][1], results["none"][1], strict=True))
