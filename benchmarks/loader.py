@@ -362,12 +362,7 @@ def main(argv=None) -> int:
             "targets": [{"target": n, "measured": t, "verdict": v} for (n, _, _, t), v in zip(targets, verdicts)],
             "resume_seconds": {"fresh": fresh_resume, "fresh_fim": fresh_resume_fim, "seek": seek_resume},
         }
-        try:
-            from benchmarks.common import atomic_write_text
-        except ImportError:  # pragma: no cover
-            def atomic_write_text(path, text):
-                with open(path, "w") as file:
-                    file.write(text)
+        from benchmarks.common import atomic_write_text
         atomic_write_text(os.path.join(args.out, "loader.md"), report + "\n")
         atomic_write_text(os.path.join(args.out, "loader.json"), json.dumps(record, indent=1) + "\n")
         csv = "loader,tokens_per_s,note\n" + "".join(f"\"{n}\",{v if v is not None else ''},\"{note}\"\n" for n, v, note in rows)

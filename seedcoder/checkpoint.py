@@ -46,7 +46,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from seedcoder.data.shards import _atomic_write, _fsync_directory
+from seedcoder.fileio import atomic_write_text, fsync_directory
 
 MODEL_CONFIG_NAME = "model_config.json"
 TRAIN_STATE_NAME = "train_state.json"
@@ -126,7 +126,7 @@ def remove_incomplete(root: str | os.PathLike) -> list[str]:
 
 def _write_json(path: str, value: Any) -> None:
     text = json.dumps(value, indent=1, sort_keys=False) + "\n"
-    _atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+    atomic_write_text(path, text)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -175,14 +175,14 @@ def save_checkpoint(
         _write_json(os.path.join(temp, MODEL_CONFIG_NAME), dict(model_config))
         record = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": step, "world_size": world_size}
         _write_json(os.path.join(temp, TRAIN_STATE_NAME), {**record, **train_state})
-        _fsync_directory(temp)
+        fsync_directory(temp)
         fault_point("checkpoint_publish", step)
         if os.path.exists(final):  # a checkpoint of the same step from an earlier attempt: replace it
             stale = os.path.join(root, f".{step_dir_name(step)}.deleting")
             os.rename(final, stale)
             shutil.rmtree(stale)
         os.rename(temp, final)
-        _fsync_directory(root)
+        fsync_directory(root)
         if keep is not None:
             prune_checkpoints(root, keep)
     _barrier()

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from seedcoder.data.shards import _atomic_write
+from seedcoder.fileio import atomic_write_text
 
 # Dense (no sparsity) bf16 tensor-core peak per device, in TFLOP/s, from the vendors' data sheets. Matched as a
 # substring of torch.cuda.get_device_name(), first match wins (so the more specific names come first).
@@ -109,7 +109,7 @@ def truncate_jsonl(path: str | os.PathLike, last_step: int) -> None:
         return
     kept = [record for record in read_jsonl(path) if record.get("step", 0) <= last_step]
     text = "".join(json.dumps(record) + "\n" for record in kept)
-    _atomic_write(os.fspath(path), lambda file: file.write(text.encode("utf-8")))
+    atomic_write_text(path, text)
 
 
 def _format_count(value: float) -> str:

@@ -48,7 +48,8 @@ from torch.distributed.tensor import DTensor
 from seedcoder import checkpoint as ckpt
 from seedcoder.config import ConfigError, StageSection, TrainConfig, load_config
 from seedcoder.data.loader import IGNORE_INDEX, ShardLoader
-from seedcoder.data.shards import _atomic_write, load_manifest
+from seedcoder.data.shards import load_manifest
+from seedcoder.fileio import atomic_write_text
 from seedcoder.lr_schedule import LRSchedule
 from seedcoder.metrics import MetricsLogger, plot_loss_curve
 from seedcoder.model import ModelConfig, Transformer, model_config
@@ -280,7 +281,7 @@ def _pretrain(cfg: TrainConfig, dist_env: Distributed) -> int:
         for name in ckpt.remove_incomplete(ckpt_dir):
             say(f"removed an incomplete checkpoint: {os.path.join(ckpt_dir, name)}")
         text = cfg.to_toml()
-        _atomic_write(os.path.join(out_dir, "config.toml"), lambda file: file.write(text.encode("utf-8")))
+        atomic_write_text(os.path.join(out_dir, "config.toml"), text)
 
     # -- model, optimizer, schedule
     model_cfg = build_model_config(cfg)

@@ -35,13 +35,13 @@ from seedcoder.data.shards import (
     MANIFEST_NAME,
     ShardReader,
     ShardWriter,
-    _atomic_write,
     build_manifest,
     content_hash64,
     file_sha256,
     write_manifest,
 )
 from seedcoder.data.tokenizer_tables import SPECIAL_TOKENS
+from seedcoder.fileio import atomic_write_text
 
 PLAN_NAME = "plan.json"
 PLAN_FORMAT = "seedcoder-build-plan"
@@ -162,7 +162,7 @@ def plan_files(
 
 def _write_json(path: str, value: Any) -> None:
     text = json.dumps(value, indent=1) + "\n"
-    _atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+    atomic_write_text(path, text)
 
 
 def _read_texts(src_dir: str, files: Iterable[dict[str, Any]]) -> Iterator[str]:
@@ -199,7 +199,7 @@ def train_tokenizer(texts: Iterable[str], out_path: str, *, vocab_size: int, min
                                   initial_alphabet=alphabet, show_progress=show_progress)
     tokenizer.train_from_iterator(texts, trainer, length=length)
     text = tokenizer.to_str(pretty=True)
-    _atomic_write(out_path, lambda file: file.write(text.encode("utf-8")))
+    atomic_write_text(out_path, text)
     return out_path
 
 

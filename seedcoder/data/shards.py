@@ -51,7 +51,6 @@ import hashlib
 import json
 import math
 import os
-import secrets
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -61,6 +60,7 @@ from typing import IO, Any
 import numpy as np
 
 from seedcoder.data.crc32c import crc32c
+from seedcoder.fileio import atomic_write, atomic_write_text
 
 MAGIC = b"\x89SCS\r\n\x1a\n"  # PNG-style: a non-ASCII byte and CR/LF catch text-mode copies
 FORMAT_VERSION = 1
@@ -274,40 +274,6 @@ def _lookup_enum(enum_type: type[IntEnum], value: int | str, what: str, where: s
     raise TypeError(f"{where}: {what} must be a name or an integer id, got {type(value).__name__}")
 
 
-def _fsync_directory(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: str, write_body) -> None:
-    """Write via a temporary file in the same directory + fsync + os.replace, so readers see the old file or the new."""
-    directory = os.path.dirname(os.path.abspath(path))
-    temp_path = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    # os.open rather than tempfile.mkstemp: mode 0o666 under the umask, like any new file (mkstemp makes it 0o600).
-    fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            write_body(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        try:
-            os.unlink(temp_path)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_directory(directory)
-
-
 class _GrowableArray:
     """An append-only numpy array with amortized doubling, so a shard's tokens end up contiguous without a final concatenate."""
 
@@ -504,7 +470,7 @@ class ShardWriter:
                 written = offset + section.nbytes
             file.write(bytes(position - written))
 
-        _atomic_write(self.path, write_body)
+        atomic_write(self.path, write_body)
         self._closed = True
         self._tokens = _GrowableArray(self.token_dtype)
         self._masks.clear()
@@ -1052,7 +1018,7 @@ def write_manifest(dataset_dir: str | os.PathLike, manifest: Mapping[str, Any]) 
     """Write `dataset_dir/manifest.json` atomically; returns its path."""
     path = os.path.join(os.fspath(dataset_dir), MANIFEST_NAME)
     text = json.dumps(manifest, indent=1, sort_keys=False) + "\n"
-    _atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+    atomic_write_text(path, text)
     return path
 
 

@@ -1,0 +1,44 @@
+"""Atomic file output: a reader (or a process killed mid-write) sees the old file or the new one, never half."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+
+def fsync_directory(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, write_body) -> None:
+    """Write via a temporary file in the same directory + fsync + os.replace, so readers see the old file or the new."""
+    directory = os.path.dirname(os.path.abspath(path))
+    temp_path = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    # os.open rather than tempfile.mkstemp: mode 0o666 under the umask, like any new file (mkstemp makes it 0o600).
+    fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            write_body(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp_path, path)
+    except BaseException:
+        try:
+            os.unlink(temp_path)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_directory(directory)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write(os.fspath(path), lambda file: file.write(text.encode("utf-8")))
