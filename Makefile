@@ -35,7 +35,8 @@ ctest:
 
 # Every Triton kernel configuration compiled for sm_90a and sm_80 without a GPU (registers, shared, spills).
 compile-gate: install
-	env -u TRITON_INTERPRET $(BIN)/python -m seedcoder.kernels.compile_gate --arch 90 80
+	mkdir -p $(RESULTS)
+	env -u TRITON_INTERPRET $(BIN)/python -m seedcoder.kernels.compile_gate --arch 90 80 --jobs 2 --json $(RESULTS)/compile-gate.json
 
 # The CUDA C++ kernels compiled with nvcc for sm_80 and sm_90a (registers/spills from ptxas).
 cuda-gate:

@@ -393,7 +393,8 @@ class Target:
     """A goal from the issue, checked on every matching row (op, mode; impl: ours unless named).
 
     metric: "pct_copy_bw" (% of measured copy bandwidth), "speedup_vs" (peer time / row time),
-    "time_ratio_vs" (row time / peer time), "extra_mem_gb" (peak Δ minus required outputs, in GB).
+    "time_ratio_vs" (row time / peer time), "extra_mem_gb" (peak Δ minus required outputs, in GB),
+    "tflops_vs_case" (row TFLOP/s / TFLOP/s of the same impl in the case of shape `peer`).
     """
 
     description: str
@@ -402,11 +403,13 @@ class Target:
     metric: str
     comparison: str
     threshold: float
-    peer: str | None = None
+    peer: str | None = None  # "tflops_vs_case": the shape of the other case (same op, mode, impl)
     impl: str | None = None  # None: every 'ours' row
+    shape: str | None = None  # None: rows of every shape
 
     def needs(self) -> str:
-        unit = {"pct_copy_bw": "%", "speedup_vs": "×", "time_ratio_vs": "×", "extra_mem_gb": " GB"}[self.metric]
+        unit = {"pct_copy_bw": "%", "speedup_vs": "×", "time_ratio_vs": "×", "extra_mem_gb": " GB",
+                "tflops_vs_case": "× TFLOP/s of"}[self.metric]
         peer = f" {self.peer}" if self.peer else ""
         return f"{self.comparison} {self.threshold:g}{unit}{peer}"
 
@@ -425,7 +428,7 @@ class TargetResult:
 def format_metric(metric: str, value: float) -> str:
     if metric == "pct_copy_bw":
         return f"{value:.1f}%"
-    if metric in ("speedup_vs", "time_ratio_vs"):
+    if metric in ("speedup_vs", "time_ratio_vs", "tflops_vs_case"):
         return f"{value:.2f}×"
     if metric == "extra_mem_gb":
         return f"{value:.2f} GB"
@@ -438,7 +441,8 @@ def evaluate_targets(targets: Iterable[Target], rows: Sequence[Row]) -> list[Tar
     out = []
     for target in targets:
         matching = [r for r in rows if r.op == target.op and r.mode == target.mode
-                    and (r.impl == target.impl if target.impl else r.ours)]
+                    and (r.impl == target.impl if target.impl else r.ours)
+                    and (target.shape is None or r.shape == target.shape)]
         if not matching:
             out.append(TargetResult(target.description, f"{target.op} {target.mode}", target.metric, None, target.needs(), "N/A",
                                     "no such row measured"))
@@ -446,7 +450,10 @@ def evaluate_targets(targets: Iterable[Target], rows: Sequence[Row]) -> list[Tar
             where = f"{row.label} {row.impl}"
             value, note = None, ""
             peer = None
-            if target.peer:
+            if target.metric == "tflops_vs_case":
+                peer = next((r for r in rows if (r.op, r.mode, r.dtype, r.impl, r.shape)
+                             == (row.op, row.mode, row.dtype, row.impl, target.peer)), None)
+            elif target.peer:
                 peer = next((r for r in rows if r.label == row.label and r.impl == target.peer), None)
             if row.skip:
                 note = f"row skipped: {row.skip}"
@@ -456,6 +463,12 @@ def evaluate_targets(targets: Iterable[Target], rows: Sequence[Row]) -> list[Tar
             elif target.metric == "extra_mem_gb":
                 value = row.extra_mb * MB / GB if row.extra_mb is not None else None
                 note = "" if value is not None else "no memory measured"
+            elif target.metric == "tflops_vs_case":
+                if peer is None or peer.tflops is None or row.tflops is None:
+                    note = f"no measured {target.peer} row" if row.tflops is not None else "no TFLOP/s"
+                else:
+                    value = row.tflops / peer.tflops
+                    note = f"{row.tflops:.0f} vs {peer.tflops:.0f} TFLOP/s"
             elif target.metric in ("speedup_vs", "time_ratio_vs"):
                 if peer is None:
                     note = f"no {target.peer} row"

@@ -106,6 +106,8 @@ class CompileSpec:
     constexprs: dict[str, Any] = field(default_factory=dict)
     num_warps: int = 4
     num_stages: int = 3
+    archs: tuple[int, ...] | None = None  # GPU generations this config is for (None: every target)
+    quick: bool = True  # part of the quick gate (`--quick`, run by the test suite); the full gate builds all
 
 
 COMPILE_SPECS: list[CompileSpec] = []

@@ -1,6 +1,6 @@
 """Compile gate: build every Triton kernel configuration for real GPU targets without a GPU.
 
-    python -m seedcoder.kernels.compile_gate [--arch 90 80] [--json out.json]
+    python -m seedcoder.kernels.compile_gate [--arch 90 80] [--json out.json] [--quick] [--jobs N]
 
 For each registered CompileSpec and target it runs `triton.compile(ASTSource(...), target=GPUTarget(...))`,
 then reads registers, shared memory and spilled (local) bytes of the cubin with the cuobjdump that ships
@@ -11,6 +11,7 @@ uses wgmma (only kernels with tl.dot can).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import re
@@ -63,26 +64,44 @@ def compile_spec(spec: CompileSpec, arch: int) -> dict:
     }
 
 
+def spec_index(spec: CompileSpec) -> int:
+    return next(i for i, s in enumerate(COMPILE_SPECS) if s is spec)
+
+
+def _compile_job(job: tuple[int, int]) -> tuple[dict | None, str | None]:
+    """(row, None) or (None, error): runs in a worker process, which registered the same specs on import."""
+    index, arch = job
+    try:
+        return compile_spec(COMPILE_SPECS[index], arch), None
+    except Exception as e:
+        return None, f"{type(e).__name__}: {e}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", type=int, nargs="+", default=[90, 80], help="compute capabilities (90 builds sm_90a)")
     ap.add_argument("--filter", default="", help="only kernels whose name contains this")
     ap.add_argument("--json", help="also write the rows to this JSON file")
+    ap.add_argument("--quick", action="store_true",
+                    help="only the specs marked quick (every kernel, a representative config of the autotuned ones)")
+    ap.add_argument("--jobs", type=int, default=1, help="compile in this many processes")
     args = ap.parse_args(argv)
-    specs = [s for s in COMPILE_SPECS if args.filter in s.name]
+    specs = [s for s in COMPILE_SPECS if args.filter in s.name and (s.quick or not args.quick)]
     if not specs:
         print("compile_gate: no kernels registered (or none match --filter)", file=sys.stderr)
         return 1
     rows, failures = [], []
     print("| kernel | arch | warps | stages | constexprs | regs | shared B | spill (local) B | wgmma | s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for spec in specs:
-        for arch in args.arch:
-            try:
-                r = compile_spec(spec, arch)
-            except Exception as e:  # report every failure, then fail once at the end
-                failures.append(f"{spec.name} sm_{arch}: {type(e).__name__}: {e}")
-                print(f"| {spec.name} | sm_{arch} | FAILED: {type(e).__name__} |")
+    # An sm_90 autotuning config may hold more pipeline stages than sm_80's shared memory: archs limits it.
+    jobs = [(i, arch) for i, spec in enumerate(specs) for arch in args.arch if spec.archs is None or arch in spec.archs]
+    with concurrent.futures.ProcessPoolExecutor(max(1, args.jobs)) as pool:
+        results = pool.map(_compile_job, [(spec_index(specs[i]), arch) for i, arch in jobs])
+        for (i, arch), (r, error) in zip(jobs, results):
+            spec = specs[i]
+            if error is not None:  # report every failure, then fail once at the end
+                failures.append(f"{spec.name} sm_{arch}: {error}")
+                print(f"| {spec.name} | sm_{arch} | FAILED: {error.split(':')[0]} |")
                 continue
             rows.append(r)
             cx = " ".join(f"{k}={v}" for k, v in r["constexprs"].items())

@@ -25,9 +25,11 @@ Packed rows and document masking. The loader packs several documents into a row 
 A token attends causally within its own document only. The mask comes from cu_seqlens when given, else from
 position_ids (a new document starts wherever the position is 0); with neither, a row is one causal sequence.
 Rotary uses position_ids (derived from cu_seqlens when only those are given). Attention is one small
-function, `attend`, that gets an `AttentionMask`; today it is PyTorch SDPA (is_causal when every row is one
-document, else a dense (B, 1, S, S) boolean block-diagonal causal mask); flash attention (issue [4]) replaces
-that function and reads cu_seqlens / max_seqlen from the same AttentionMask.
+function, `attend`, that gets an `AttentionMask`. On CUDA with bf16/fp16 activations it is our flash attention
+(`seedcoder.kernels.flash_attention`): packed documents straight from cu_seqlens / max_seqlen, or plain causal
+rows. Elsewhere, and as the fallback (fp32, head dims over 128, a mask known only from position_ids), it is
+PyTorch SDPA: is_causal when every row is one document, else a dense (B, 1, S, S) boolean block-diagonal causal
+mask.
 """
 
 from __future__ import annotations
@@ -42,7 +44,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seedcoder.kernels import apply_rotary, fused_linear_cross_entropy, fused_linear_cross_entropy_reference, rms_norm
+from seedcoder.kernels import (
+    apply_rotary,
+    flash_attention,
+    fused_linear_cross_entropy,
+    fused_linear_cross_entropy_reference,
+    rms_norm,
+)
 
 IGNORE_INDEX = -100
 LOSS_REDUCTIONS = ("sum", "mean", "none")
@@ -201,11 +209,29 @@ def build_attention_mask(input_ids: torch.Tensor, *, position_ids: torch.Tensor 
     return AttentionMask(cu_seqlens, max_seqlen, dense.unsqueeze(1))
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
+def attention_backend(q: torch.Tensor, mask: AttentionMask) -> str:
+    """"flash" (our kernel) on CUDA for 16-bit activations when the documents are known from cu_seqlens or every
+    row is one document; "sdpa" otherwise."""
+    flash_ok = q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and q.shape[-1] <= 128
+    return "flash" if flash_ok and (mask.cu_seqlens is not None or mask.dense is None) else "sdpa"
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask, *,
+           backend: str | None = None) -> torch.Tensor:
     """Causal (document-masked) attention: q (B, S, Hq, D), k and v (B, S, Hkv, D) -> (B, S, Hq, D).
 
-    PyTorch SDPA (GQA without repeating k/v). The one function flash attention (issue [4]) swaps out.
+    backend: "flash" (seedcoder.kernels.flash_attention, packed documents from mask.cu_seqlens without a dense
+    mask) or "sdpa" (PyTorch SDPA, GQA without repeating k/v); None picks with `attention_backend`.
     """
+    if (backend or attention_backend(q, mask)) == "flash":
+        if mask.cu_seqlens is None:
+            return flash_attention(q, k, v, causal=True)
+        batch, seqlen, n_heads, head_dim = q.shape
+        out = flash_attention(q.reshape(batch * seqlen, n_heads, head_dim), k.reshape(batch * seqlen, -1, head_dim),
+                              v.reshape(batch * seqlen, -1, head_dim), causal=True,
+                              cu_seqlens=mask.cu_seqlens.to(torch.int32),
+                              max_seqlen=mask.max_seqlen or seqlen)  # documents never cross rows: S bounds them
+        return out.view(q.shape)
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                          attn_mask=mask.dense, is_causal=mask.dense is None,
                                          enable_gqa=q.shape[2] != k.shape[2])

@@ -61,7 +61,9 @@ def test_every_case_leads_with_ours_and_names_peers():
         assert case.impls[0].name == "seedcoder" and case.impls[0].ours, case.label
         names = [i.name for i in case.impls]
         assert len(names) == len(set(names)), case.label
-        assert {"torch eager", "torch.compile", "liger"} <= set(names), case.label
+        peers = ({"sdpa-cudnn", "sdpa-flash", "sdpa-efficient", "flex-attention", "flash-attn"} if case.op == "attention"
+                 else {"torch eager", "torch.compile", "liger"})
+        assert peers <= set(names), case.label
     rms = kernels.build_cases(["rms_norm"], torch.bfloat16, quick=True)
     assert "apex" in [i.name for i in rms[0].impls]
 
@@ -248,7 +250,9 @@ def tiny_shapes(monkeypatch, device):
     """The real cases with tiny shapes on the test device (CPU: our kernels and Liger's in Triton's interpreter)."""
     for name, value in [("DEVICE", device), ("RMS_NORM_ROWS", 5), ("RMS_NORM_HIDDEN", (40,)), ("RMS_NORM_HIDDEN_QUICK", (40,)),
                         ("ROTARY_SHAPE", (2, 6, 4, 2, 16)), ("CE_ROWS", (5,)), ("CE_ROWS_QUICK", (5,)), ("VOCAB", 300),
-                        ("FLCE_ROWS", 6), ("FLCE_HIDDEN", 32)]:
+                        ("FLCE_ROWS", 6), ("FLCE_HIDDEN", 32), ("ATTN_HEADS", 4), ("ATTN_KV_HEADS", 2),
+                        ("ATTN_HEAD_DIM", 16), ("ATTN_TOKENS", 64), ("ATTN_SEQLENS_QUICK", (32,)),
+                        ("ATTN_DOC_RANGE", (5, 20)), ("ATTN_VARLEN_ROWS", 2)]:
         monkeypatch.setattr(kernels, name, value)
 
 
@@ -257,8 +261,10 @@ def test_every_implementation_runs_on_tiny_shapes(tiny_shapes, device, op):
     """Each implementation's factory builds its inputs and its timed callable runs (twice: repeated timing calls),
     or it is a SKIP with a reason. torch.compile peers are left out here (minutes of CPU compilation)."""
     # May fail here: the CUDA C++ backend (needs CUDA tensors and the built extension); on the CPU also Liger,
-    # some of whose kernels the Triton interpreter cannot run (e.g. its cross-entropy with numpy 2.x).
-    may_fail = {"seedcoder-cuda"} | ({"liger"} if device.type == "cpu" else set())
+    # some of whose kernels the Triton interpreter cannot run (e.g. its cross-entropy with numpy 2.x), SDPA's
+    # cuDNN / efficient backends (CUDA only) and FlexAttention (no CPU backward).
+    cpu_only_failures = {"liger", "sdpa-cudnn", "sdpa-efficient", "flex-attention"}
+    may_fail = {"seedcoder-cuda"} | (cpu_only_failures if device.type == "cpu" else set())
     ran, skipped = [], {}
     for case in kernels.build_cases([op], torch.float32, quick=True):
         for impl in case.impls:
@@ -274,6 +280,12 @@ def test_every_implementation_runs_on_tiny_shapes(tiny_shapes, device, op):
             except Exception as e:
                 assert impl.name in may_fail, f"{case.label} {impl.name}: {e!r}"
                 skipped[impl.name] = common.error_summary(e)
+    if op == "attention":
+        assert {"seedcoder", "seedcoder-deterministic"} <= set(ran), skipped
+        assert "SDPA's flash backend takes no attention mask" in skipped["sdpa-flash"]  # the varlen cases
+        if device.type == "cuda":  # on the CPU, flex has no backward and cuDNN does not exist
+            assert {"sdpa-cudnn", "sdpa-efficient", "flex-attention"} <= set(ran), skipped
+        return
     if common.module_available(f"seedcoder.kernels.{op}"):
         assert "seedcoder" in ran and "torch eager" in ran, skipped
     else:
