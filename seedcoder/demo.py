@@ -11,10 +11,17 @@
 3. resume:  the same command with --resume continues at the next step, to the end; loss.png is drawn;
 4. sample:  the trained model completes a Python prompt (greedy and temperature sampling, and a fill-in-the-
             middle prompt in Seed-Coder's SPM format) with a simple sampling loop.
+5. curate:  the model-centric pipeline (configs/curate_demo.toml, `seedcoder.curate`) on the standard library and
+            this repository with its git history: ingest, exact and near dedup, syntax filter, decontamination,
+            oracle ratings (the offline rubric proxy unless an endpoint is configured), a scorer trained from the
+            model of step 3, scoring, the bottom 10% dropped, commit samples, repository documents, tokenized
+            shards (the demo's tokenizer) and a report (curate/report/report.md + plots);
+6. pretrain on the curated shards: a short run from scratch on what the pipeline kept; its loss must fall too.
 
 Everything lands under --out (runs/demo): data/, checkpoints/, metrics.jsonl, tensorboard/, loss.png,
-samples.txt, summary.json. Running the demo again continues an interrupted one (--fresh starts over). The demo
-fails (exit 1) if the loss did not fall.
+samples.txt, summary.json, curate/ (one folder per step, report/), curated/ (the second pretraining run).
+Running the demo again continues an interrupted one (--fresh starts over). The demo fails (exit 1) if a loss
+did not fall.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "pretrain_tiny_demo.toml")
+CURATE_CONFIG = os.path.join(ROOT, "configs", "curate_demo.toml")
+CURATED_STEPS = 60  # the short pretraining run on the curated shards
 STDLIB_EXCLUDE = ["site-packages/*", "dist-packages/*", "test/*", "*/test/*", "*/tests/*", "idlelib/*", "*/idle_test/*"]
 PROMPT = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n'
 FIM_PREFIX = "def is_even(n):\n"
@@ -180,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     out, data = os.path.abspath(args.out), os.path.join(os.path.abspath(args.out), "data")
     if args.fresh:
-        for name in ("checkpoints", "tensorboard", "metrics.jsonl", "loss.png", "samples.txt", "summary.json"):
+        for name in ("checkpoints", "tensorboard", "metrics.jsonl", "loss.png", "samples.txt", "summary.json", "curate",
+                     "curated"):
             target = os.path.join(out, name)
             if os.path.isdir(target):
                 shutil.rmtree(target)
@@ -192,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     micro_batch = 16 // nproc  # configs/pretrain_tiny_demo.toml: 16 rows of 256 tokens per step
 
     stdlib = sysconfig.get_paths()["stdlib"]
-    banner(f"1/4 data: {stdlib} (*.py) -> tokenizer -> shards")
+    banner(f"1/6 data: {stdlib} (*.py) -> tokenizer -> shards")
     build_dataset(stdlib, data, vocab_size=args.vocab_size, include=["*.py"], exclude=STDLIB_EXCLUDE, shard_bytes=4 << 20)
 
     jsonl = os.path.join(out, "metrics.jsonl")
@@ -201,25 +211,32 @@ def main(argv: list[str] | None = None) -> int:
     device_text = f"{nproc} GPU(s)" if cuda else "CPU (gloo, 1 thread each)"
     if latest_checkpoint(os.path.join(out, "checkpoints")) is None:
         stop_at = args.steps // 2
-        banner(f"2/4 pretraining: {nproc} processes on {device_text}; interrupted at step {stop_at}")
+        banner(f"2/6 pretraining: {nproc} processes on {device_text}; interrupted at step {stop_at}")
         stopped = train(out, data, args.steps, nproc, micro_batch, resume=False, stop_at=stop_at)
         print(f"[demo] the job stopped after step {stopped}; its checkpoint: "
               f"{latest_checkpoint(os.path.join(out, 'checkpoints'))}", flush=True)
     else:
-        banner("2/4 pretraining: a previous demo run exists; continuing it (--fresh starts over)")
-    banner("3/4 resume: the same command with --resume")
+        banner("2/6 pretraining: a previous demo run exists; continuing it (--fresh starts over)")
+    banner("3/6 resume: the same command with --resume")
     train(out, data, args.steps, nproc, micro_batch, resume=True, stop_at=None)
 
-    banner("4/4 sampling from the trained model")
+    banner("4/6 sampling from the trained model")
     text = sample_completions(out, data, "cuda" if cuda else "cpu")
     print(text, flush=True)
     with open(os.path.join(out, "samples.txt"), "w", encoding="utf-8") as file:
         file.write(text + "\n")
 
+    banner("5/6 curation: standard library + this repository (and its history) -> scored shards")
+    curated_data = curate(out, data)
+
+    banner(f"6/6 pretraining on the curated shards: {CURATED_STEPS} steps from scratch")
+    curated_out = os.path.join(out, "curated")
+    train(curated_out, curated_data, CURATED_STEPS, nproc, micro_batch,
+          resume=latest_checkpoint(os.path.join(curated_out, "checkpoints")) is not None, stop_at=None)
+    curated_first, curated_last, _ = loss_fall(read_jsonl(os.path.join(curated_out, "metrics.jsonl")))
+
     records = [r for r in read_jsonl(jsonl) if not r.get("skipped")]
-    window = max(1, len(records) // 5)  # single batches are noisy: compare the first and last fifth of the run
-    first = sum(r["loss"] for r in records[:window]) / window
-    last = sum(r["loss"] for r in records[-window:]) / window
+    first, last, window = loss_fall(records)
     summary = {
         "steps": records[-1]["step"] if records else 0,
         "processes": nproc,
@@ -227,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         "loss_first_steps": first,
         "loss_last_steps": last,
         "tokens_per_s_per_device_median": sorted(r["tokens_per_s_per_device"] for r in records)[len(records) // 2],
+        "curated_loss_first_steps": curated_first,
+        "curated_loss_last_steps": curated_last,
         "wall_time_s": time.perf_counter() - started,
     }
     with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as file:
@@ -234,11 +253,40 @@ def main(argv: list[str] | None = None) -> int:
     banner("done")
     print(f"loss {first:.3f} (mean of the first {window} steps) -> {last:.3f} (last {window}); "
           f"{summary['tokens_per_s_per_device_median']:,.0f} tok/s per process; {summary['wall_time_s'] / 60:.1f} min")
-    print(f"outputs: {out}/ (loss.png, metrics.jsonl, tensorboard/, checkpoints/, samples.txt, summary.json)")
-    if not last < first:
+    print(f"curated shards: loss {curated_first:.3f} -> {curated_last:.3f} over {CURATED_STEPS} steps")
+    print(f"outputs: {out}/ (loss.png, metrics.jsonl, tensorboard/, checkpoints/, samples.txt, summary.json, "
+          "curate/report/report.md, curated/)")
+    if not last < first or not curated_last < curated_first:
         print("[demo] FAILED: the loss did not fall", file=sys.stderr)
         return 1
     return 0
+
+
+def loss_fall(records: list[dict]) -> tuple[float, float, int]:
+    """Mean loss of the first and last fifth of a run (single batches are noisy), and the window size."""
+    records = [r for r in records if not r.get("skipped")]
+    window = max(1, len(records) // 5)
+    first = sum(r["loss"] for r in records[:window]) / window
+    last = sum(r["loss"] for r in records[-window:]) / window
+    return first, last, window
+
+
+def curate(out: str, data: str) -> str:
+    """The curation pipeline of configs/curate_demo.toml on the standard library and this repository; returns the
+    folder of its tokenized shards. A rerun skips the steps that finished."""
+    from seedcoder.curate.pipeline import run_pipeline
+
+    curate_out = os.path.join(out, "curate")
+    run_pipeline(CURATE_CONFIG, overrides={
+        "out": curate_out,
+        "scorer_train.checkpoint": os.path.join(out, "checkpoints"),  # the model pretrained above
+        "tokenize.tokenizer": os.path.join(data, "tokenizer.json"),  # the same vocabulary as that model
+    })
+    report = os.path.join(curate_out, "report", "report.md")
+    with open(report, encoding="utf-8") as file:
+        print(file.read().split("\n## ")[0], flush=True)  # the per-step table; drop reasons etc. follow in the file
+    print(f"[demo] curation report: {report} (+ report.json and PNG plots beside it)", flush=True)
+    return os.path.join(curate_out, "tokenize")
 
 
 if __name__ == "__main__":
