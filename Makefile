@@ -56,7 +56,8 @@ bench: install
 	$(BIN)/python -m benchmarks.kernels --out $(RESULTS)/kernels
 
 # The main job: the interpreter's standard library -> tokenizer -> shards -> a tiny model pretrained with
-# torchrun on 2 CPU ranks (GPU when present), interrupted and resumed -> loss curve + a sampled completion.
+# torchrun on 2 CPU ranks (GPU when present), interrupted and resumed -> loss curve + a sampled completion ->
+# the curation pipeline (stdlib + this repository's history) -> curated shards -> a second pretraining run.
 demo: install
 	$(BIN)/python -m seedcoder.demo
 
