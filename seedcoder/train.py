@@ -1,5 +1,6 @@
-"""Training entry point. Every stage is a subcommand; this issue brings `pretrain` (pretraining and long-context
-continued pretraining); scorer, sft, dpo and rl come later as their own subcommands in STAGES.
+"""Training entry point. Every stage is a subcommand in STAGES: `pretrain` (pretraining and long-context continued
+pretraining) and `sft` (the same loop on chat shards with an assistant-only loss mask, `seedcoder.posttrain.sft`);
+the scorer trains in `seedcoder.curate.scorer`.
 
     torchrun --nproc_per_node=8 -m seedcoder.train pretrain --config configs/pretrain_1b.toml [--key=value ...] [--resume]
     python -m seedcoder.train pretrain --config configs/pretrain_tiny_demo.toml      # one process, no torchrun needed
@@ -453,6 +454,15 @@ def _pretrain(cfg: TrainConfig, dist_env: Distributed) -> int:
 
 # ------------------------------------------------------------------------------------------ command line
 STAGES: dict[str, Callable[[TrainConfig], int]] = {"pretrain": pretrain}
+
+
+def _sft(cfg: TrainConfig) -> int:  # imported on use: SFT data checks, then this module's pretraining loop
+    from seedcoder.posttrain.sft import sft
+
+    return sft(cfg, loop=pretrain)
+
+
+STAGES["sft"] = _sft
 
 
 def build_parser() -> argparse.ArgumentParser:
