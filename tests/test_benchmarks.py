@@ -251,8 +251,8 @@ def tiny_shapes(monkeypatch, device):
     for name, value in [("DEVICE", device), ("RMS_NORM_ROWS", 5), ("RMS_NORM_HIDDEN", (40,)), ("RMS_NORM_HIDDEN_QUICK", (40,)),
                         ("ROTARY_SHAPE", (2, 6, 4, 2, 16)), ("CE_ROWS", (5,)), ("CE_ROWS_QUICK", (5,)), ("VOCAB", 300),
                         ("FLCE_ROWS", 6), ("FLCE_HIDDEN", 32), ("ATTN_HEADS", 4), ("ATTN_KV_HEADS", 2),
-                        ("ATTN_HEAD_DIM", 16), ("ATTN_TOKENS", 64), ("ATTN_SEQLENS_QUICK", (32,)),
-                        ("ATTN_DOC_RANGE", (5, 20)), ("ATTN_VARLEN_ROWS", 2)]:
+                        ("ATTN_HEAD_DIM", 16), ("ATTN_TOKENS", 32), ("ATTN_SEQLENS_QUICK", (32,)),
+                        ("ATTN_DOC_RANGE", (5, 20)), ("ATTN_VARLEN_ROWS", 1)]:
         monkeypatch.setattr(kernels, name, value)
 
 

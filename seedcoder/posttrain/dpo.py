@@ -1,0 +1,495 @@
+"""DPO: the preference losses, response log-probs under our model, sandbox-judged pair mining, and a training loop.
+
+    from seedcoder.posttrain.dpo import dpo_loss, response_logprobs, mine_pairs, read_pairs, dpo_train
+    # 1. pairs: K samples per prompt from the engine, each run against the prompt's tests in the sandbox
+    pairs = mine_pairs(engine, [{"id": "p0", "prompt": "def add(a, b):", "tests": "assert add(1, 2) == 3"}],
+                       "runs/dpo/pairs.jsonl", k=8, params=SamplingParams(n=8, temperature=0.8, max_tokens=256))
+    # 2. training: reference log-probs computed once from the starting model, then `steps` optimizer steps
+    dpo_train(model, read_pairs("runs/dpo/pairs.jsonl"), steps=100, beta=0.1, loss_type="sigmoid",
+              log_path="runs/dpo/metrics.jsonl")
+
+Losses (`dpo_loss`), from the policy's and the reference's summed response log-probs of the chosen (c) and
+rejected (r) responses, with h = (log pi(c) - log ref(c)) - (log pi(r) - log ref(r)):
+
+* "sigmoid" (DPO, Rafailov et al. 2023): -log sigmoid(beta * h)
+* "ipo" (Azar et al. 2023): (h - 1 / (2 beta))^2
+* "hinge" (SLiC, Zhao et al. 2023): max(0, 1 - beta * h)
+
+averaged over pairs. The implicit rewards are beta * (log pi - log ref) of each response; `reward_accuracy` is the
+fraction of pairs whose chosen reward is above the rejected one and `reward_margin` the mean difference.
+
+`response_logprobs(model, prompts, responses)` gives per-token log-probs of each response given its prompt (token
+ids; the rows are right-padded into one batch, so padding never affects a real token under causal attention);
+`sequence_logprobs` sums them over the response tokens only: the quantity DPO and GRPO (seedcoder.posttrain.grpo)
+both need.
+
+Pair mining writes one JSON object per line: {"id", "prompt", "prompt_ids", "chosen", "chosen_ids", "rejected",
+"rejected_ids"} (token ids exactly as sampled, so training does not depend on re-tokenizing text), atomically
+(seedcoder.fileio). Completions run only in seedcoder.sandbox (seedcoder.posttrain.rewards.unit_test_rewards).
+A prompt is text, token ids, or a chat (a list of {"role", "content"} messages, rendered with Seed-Coder's template).
+
+Checkpoints: `dpo_train(..., checkpoint_dir=...)` writes seedcoder.checkpoint checkpoints (model, optimizer, step,
+shuffle state) and resumes from the newest one found there. Command line (a TOML config with [model], [data],
+[mine], [dpo], [output] tables, `--section.key=value` overrides; configs/dpo_tiny_demo.toml is the toy task):
+
+    python -m seedcoder.posttrain.dpo --config configs/dpo_tiny_demo.toml --output.dir=runs/dpo-tiny
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from seedcoder.fileio import atomic_write_text
+
+LOSS_TYPES = ("sigmoid", "ipo", "hinge")
+
+
+# ------------------------------------------------------------------------------------------ losses
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, *, beta: float = 0.1, loss_type: str = "sigmoid") -> tuple[torch.Tensor, dict]:
+    """The mean preference loss over pairs (module docstring) and its metrics: a dict of floats with
+    reward_accuracy, reward_margin, chosen_reward, rejected_reward (means over pairs). Inputs: (P,) summed
+    response log-probs."""
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type: expected one of {LOSS_TYPES}, got {loss_type!r}")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
+        raise ValueError(f"beta: must be a positive number, got {beta!r}")
+    shape = policy_chosen.shape
+    for name, t in (("policy_rejected", policy_rejected), ("ref_chosen", ref_chosen), ("ref_rejected", ref_rejected)):
+        if t.shape != shape:
+            raise ValueError(f"{name}: shape {tuple(t.shape)} != policy_chosen's {tuple(shape)}")
+    if policy_chosen.numel() == 0:
+        raise ValueError("policy_chosen: no pairs")
+    chosen_logratio = policy_chosen - ref_chosen
+    rejected_logratio = policy_rejected - ref_rejected
+    h = chosen_logratio - rejected_logratio
+    if loss_type == "sigmoid":
+        losses = -F.logsigmoid(beta * h)
+    elif loss_type == "ipo":
+        losses = (h - 1.0 / (2.0 * beta)) ** 2
+    else:
+        losses = torch.relu(1.0 - beta * h)
+    chosen_reward = beta * chosen_logratio.detach()
+    rejected_reward = beta * rejected_logratio.detach()
+    metrics = {
+        "reward_accuracy": (chosen_reward > rejected_reward).float().mean().item(),
+        "reward_margin": (chosen_reward - rejected_reward).mean().item(),
+        "chosen_reward": chosen_reward.mean().item(),
+        "rejected_reward": rejected_reward.mean().item(),
+    }
+    return losses.mean(), metrics
+
+
+# ------------------------------------------------------------------------------------------ log-probs
+def _check_ids(name: str, rows: Sequence[Sequence[int]], allow_empty: bool) -> None:
+    if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence):
+        raise ValueError(f"{name}: expected a list of token-id lists, got {type(rows).__name__}")
+    for i, row in enumerate(rows):
+        if isinstance(row, (str, bytes)) or not isinstance(row, Sequence) or (not allow_empty and len(row) == 0):
+            raise ValueError(f"{name}[{i}]: expected a non-empty list of token ids")
+        if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in row):
+            raise ValueError(f"{name}[{i}]: token ids must be integers >= 0")
+
+
+def response_logprobs(model: torch.nn.Module, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
+                      *, pad_id: int = 0, fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of each response given its prompt: (logprobs, mask), both (B, R) with R the longest
+    response; logprobs[b, j] = log p(responses[b][j] | prompt + responses[b][:j]) in fp32, 0 where mask is False
+    (padding). Differentiable (call under torch.no_grad() for reference / old-policy values).
+
+    fused=False: the model's logits (B, S, V), as the engine computes them (log_softmax in fp32 of the head's
+    output), so log-prob parity with the engine is exact up to kernel differences. fused=True: minus the model's
+    per-token loss (`labels`, reduction "none": the fused linear cross-entropy, which on a GPU never materializes
+    the logits; fp32 head) for long sequences and large vocabularies."""
+    _check_ids("prompts", prompts, allow_empty=False)
+    _check_ids("responses", responses, allow_empty=True)
+    if len(prompts) != len(responses):
+        raise ValueError(f"responses: got {len(responses)} for {len(prompts)} prompts")
+    if not prompts:
+        raise ValueError("prompts: empty batch")
+    device = next(model.parameters()).device
+    width = max(len(p) + len(r) for p, r in zip(prompts, responses))
+    longest = max(len(r) for r in responses)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    targets = torch.zeros((len(prompts), max(longest, 1)), dtype=torch.long)
+    mask = torch.zeros((len(prompts), max(longest, 1)), dtype=torch.bool)
+    index = torch.zeros((len(prompts), max(longest, 1)), dtype=torch.long)  # logit position predicting each token
+    for b, (p, r) in enumerate(zip(prompts, responses)):
+        ids[b, : len(p) + len(r)] = torch.tensor(list(p) + list(r))
+        if r:
+            targets[b, : len(r)] = torch.tensor(list(r))
+            mask[b, : len(r)] = True
+            index[b, : len(r)] = torch.arange(len(p) - 1, len(p) + len(r) - 1)
+    if fused:
+        labels = torch.full((len(prompts), width), -100, dtype=torch.long)
+        rows = torch.arange(len(prompts))[:, None].expand_as(index)
+        labels[rows[mask], index[mask]] = targets[mask]
+        nll = model(ids.to(device), labels=labels.to(device), loss_reduction="none")  # (B, S), 0 where ignored
+        logprobs = -nll.float().gather(1, index.to(device))
+        mask = mask.to(device)
+        logprobs = torch.where(mask, logprobs, torch.zeros_like(logprobs))
+        return logprobs[:, :longest], mask[:, :longest]
+    # the logits at the positions that predict a response token (position len(prompt) - 1 + j predicts token j)
+    logits = model(ids.to(device))  # (B, S, V)
+    logits = logits.gather(1, index.to(device)[:, :, None].expand(-1, -1, logits.shape[-1]))
+    logprobs = logits.float().log_softmax(-1).gather(-1, targets.to(device)[:, :, None])[:, :, 0]
+    mask = mask.to(device)
+    logprobs = torch.where(mask, logprobs, torch.zeros_like(logprobs))
+    return logprobs[:, :longest], mask[:, :longest]
+
+
+def sequence_logprobs(model: torch.nn.Module, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
+                      *, batch_size: int | None = None, pad_id: int = 0, fused: bool = False) -> torch.Tensor:
+    """(B,) sum of the response tokens' log-probs (prompt tokens excluded); batch_size: rows per forward pass."""
+    if batch_size is None:
+        batch_size = max(1, len(prompts))
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: must be a positive integer, got {batch_size!r}")
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        lp, _ = response_logprobs(model, prompts[start:start + batch_size], responses[start:start + batch_size], pad_id=pad_id,
+                                  fused=fused)
+        out.append(lp.sum(-1))
+    if not out:
+        raise ValueError("prompts: empty batch")
+    return torch.cat(out)
+
+
+# ------------------------------------------------------------------------------------------ pairs
+def _problem_field(problem: Any, index: int, key: str) -> Any:
+    if not isinstance(problem, dict) or key not in problem:
+        raise ValueError(f"problems[{index}]: expected a dict with {key!r}")
+    return problem[key]
+
+
+def prompt_token_ids(engine: Any, prompt: Any, where: str = "prompt") -> list[int]:
+    """A prompt's token ids for `engine`: text (encoded by the engine), token ids, or a chat (a list of
+    {"role", "content"} messages: Seed-Coder's template with the assistant generation prompt)."""
+    if isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt):
+        from seedcoder.chat_template import tokenize_chat
+
+        return list(tokenize_chat(prompt, engine.tokenizer).input_ids)
+    return list(engine.encode_prompt(prompt, where))
+
+
+def form_pairs(passed: Sequence[bool], max_pairs: int | None = None) -> list[tuple[int, int]]:
+    """(passing index, failing index) pairs from one prompt's sample outcomes: passing and failing samples are
+    matched in order (each sample used at most once), so min(#pass, #fail) pairs, capped at max_pairs."""
+    good = [i for i, ok in enumerate(passed) if ok]
+    bad = [i for i, ok in enumerate(passed) if not ok]
+    pairs = list(zip(good, bad))
+    return pairs if max_pairs is None else pairs[:max_pairs]
+
+
+def mine_pairs(engine: Any, problems: Sequence[dict], out_path: str | os.PathLike, *, k: int = 8, params: Any = None,
+               language: str = "python", limits: Any = None, max_pairs_per_prompt: int | None = None,
+               workers: int | None = None, reward_fn: Any = None, pass_reward: float = 1.0) -> list[dict]:
+    """Sample k completions per problem ({"prompt": text, token ids or chat messages, "tests": code, optional "id"
+    and "prefix"}),
+    judge each in the sandbox (prefix + extracted code + tests, seedcoder.posttrain.rewards; or `reward_fn(problems,
+    texts)` when given, a sample passing when its reward >= pass_reward), form (passing, failing) pairs and write
+    them to out_path as JSONL (atomically). Returns the pairs; a prompt whose samples all pass or all fail
+    contributes none. max_pairs_per_prompt caps the pairs of one prompt (form_pairs)."""
+    from seedcoder.generate import SamplingParams
+    from seedcoder.posttrain.rewards import unit_test_rewards
+
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ValueError(f"k: must be an integer >= 2 (a pair needs two samples), got {k!r}")
+    params = params or SamplingParams(n=k, temperature=0.8, top_p=0.95)
+    if params.n != k:
+        params = dataclasses.replace(params, n=k)
+    prompts = [_problem_field(p, i, "prompt") for i, p in enumerate(problems)]
+    if reward_fn is None:
+        tests = [_problem_field(p, i, "tests") for i, p in enumerate(problems)]
+    prompt_ids = [prompt_token_ids(engine, p, f"problems[{i}].prompt") for i, p in enumerate(prompts)]
+    outputs = engine.generate(prompt_ids, params)
+    texts = [[c.text for c in group] for group in outputs]
+    if reward_fn is None:
+        rewards = unit_test_rewards(texts, tests, prefixes=[str(p.get("prefix", "")) for p in problems], language=language,
+                                    limits=limits, workers=workers)
+    else:
+        rewards = reward_fn(problems, texts)
+    records = []
+    for i, (problem, group, group_rewards) in enumerate(zip(problems, outputs, rewards)):
+        for good, bad in form_pairs([r >= pass_reward for r in group_rewards], max_pairs_per_prompt):
+            records.append({
+                "id": problem.get("id", str(i)), "prompt": prompts[i] if isinstance(prompts[i], str) else None,
+                "prompt_ids": prompt_ids[i], "chosen": group[good].text, "chosen_ids": list(group[good].token_ids),
+                "rejected": group[bad].text, "rejected_ids": list(group[bad].token_ids),
+            })
+    atomic_write_text(out_path, "".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
+def read_pairs(path: str | os.PathLike) -> list[dict]:
+    """The pairs of a JSONL file written by mine_pairs (each needs prompt_ids, chosen_ids and rejected_ids)."""
+    pairs = []
+    with open(path, encoding="utf-8") as file:
+        for line_no, line in enumerate(file, 1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            for key in ("prompt_ids", "chosen_ids", "rejected_ids"):
+                if key not in record:
+                    raise ValueError(f"{path}:{line_no}: pair without {key!r}")
+            pairs.append(record)
+    return pairs
+
+
+# ------------------------------------------------------------------------------------------ training
+@torch.no_grad()
+def reference_logprobs(model: torch.nn.Module, pairs: Sequence[dict], *,
+                       batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) summed response log-probs of every pair under `model` (the frozen reference), once."""
+    was_training = model.training
+    model.eval()
+    try:
+        prompts = [p["prompt_ids"] for p in pairs]
+        chosen = sequence_logprobs(model, prompts, [p["chosen_ids"] for p in pairs], batch_size=batch_size)
+        rejected = sequence_logprobs(model, prompts, [p["rejected_ids"] for p in pairs], batch_size=batch_size)
+    finally:
+        model.train(was_training)
+    return chosen, rejected
+
+
+def dpo_train(model: torch.nn.Module, pairs: Sequence[dict], *, steps: int, batch_size: int = 8, beta: float = 0.1,
+              loss_type: str = "sigmoid", lr: float = 5e-7, weight_decay: float = 0.0, max_grad_norm: float = 1.0,
+              reference: tuple[torch.Tensor, torch.Tensor] | None = None, ref_model: torch.nn.Module | None = None,
+              seed: int = 0, log_path: str | os.PathLike | None = None, checkpoint_dir: str | os.PathLike | None = None,
+              checkpoint_every: int = 0, keep: int = 2, fused: bool = False) -> list[dict]:
+    """`steps` AdamW steps of the DPO loss on minibatches of `pairs` (shuffled, cycled). Reference log-probs:
+    `reference` (chosen, rejected) when given, else computed once from `ref_model` (default: `model` as passed
+    in, before any step or resume). Logs one JSON line per step to log_path (and returns this call's records):
+    step, loss, reward_accuracy, reward_margin, chosen_reward, rejected_reward, grad_norm, seconds. fused: the
+    policy's log-probs through the fused linear cross-entropy (response_logprobs).
+
+    checkpoint_dir: a checkpoint (seedcoder.checkpoint: model, optimizer, step, shuffle state) every
+    `checkpoint_every` steps (0: only at the end), the newest `keep` kept; a directory that already holds one
+    is resumed from (call again with the same model init, pairs and settings)."""
+    from seedcoder.checkpoint import latest_checkpoint, load_checkpoint, remove_incomplete, save_checkpoint
+
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every: must be an integer >= 0, got {checkpoint_every!r}")
+    if not pairs:
+        raise ValueError("pairs: no preference pairs to train on")
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type: expected one of {LOSS_TYPES}, got {loss_type!r}")
+    if reference is None:
+        reference = reference_logprobs(ref_model if ref_model is not None else model, pairs, batch_size=batch_size)
+    ref_chosen, ref_rejected = reference
+    if ref_chosen.shape != (len(pairs),) or ref_rejected.shape != (len(pairs),):
+        raise ValueError(f"reference: expected two ({len(pairs)},) tensors")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    rng = random.Random(seed)
+    order: list[int] = []
+    start = 1
+    if checkpoint_dir is not None:
+        remove_incomplete(checkpoint_dir)
+        latest = latest_checkpoint(checkpoint_dir)
+        if latest is not None:
+            state = load_checkpoint(latest, model=model, optimizer=optimizer)
+            if state.get("stage") != "dpo":
+                raise ValueError(f"checkpoint_dir: {latest} is not a DPO checkpoint (stage {state.get('stage')!r})")
+            start = int(state["step"]) + 1
+            order = [int(i) for i in state["order"]]
+            version, internal, gauss = state["rng"]
+            rng.setstate((version, tuple(internal), gauss))
+    records = []
+    log = open(log_path, "a", encoding="utf-8") if log_path is not None else None
+    model.train()
+    try:
+        for step in range(start, steps + 1):
+            started = time.perf_counter()
+            batch = []
+            while len(batch) < min(batch_size, len(pairs)):
+                if not order:
+                    order = list(range(len(pairs)))
+                    rng.shuffle(order)
+                batch.append(order.pop())
+            chosen_rejected = [pairs[i]["chosen_ids"] for i in batch] + [pairs[i]["rejected_ids"] for i in batch]
+            prompts = [pairs[i]["prompt_ids"] for i in batch] * 2
+            lp = sequence_logprobs(model, prompts, chosen_rejected, fused=fused)
+            index = torch.tensor(batch)
+            device = lp.device
+            loss, metrics = dpo_loss(lp[: len(batch)], lp[len(batch):], ref_chosen[index].to(device),
+                                     ref_rejected[index].to(device), beta=beta, loss_type=loss_type)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+            record = {"step": step, "loss": loss.item(), **metrics, "grad_norm": float(grad_norm),
+                      "seconds": time.perf_counter() - started}
+            records.append(record)
+            if log is not None:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            if checkpoint_dir is not None and (step == steps or (checkpoint_every and step % checkpoint_every == 0)):
+                save_checkpoint(checkpoint_dir, step, model=model, optimizer=optimizer, model_config=model.cfg.to_dict(),
+                                train_state={"stage": "dpo", "order": order, "rng": list(rng.getstate()),
+                                             "beta": beta, "loss_type": loss_type}, keep=keep)
+    finally:
+        if log is not None:
+            log.close()
+    return records
+
+
+# ------------------------------------------------------------------------------------------ command line
+def load_run_config(path: str | os.PathLike | None, overrides: Sequence[str], defaults: dict[str, dict[str, Any]]
+                    ) -> dict[str, dict[str, Any]]:
+    """A TOML file of [section] tables over `defaults` (every key known, its type that of the default; an int is
+    accepted for a float), then `--section.key=value` overrides (the value read as TOML, else as a string).
+    Unknown sections or keys and wrong types raise ValueError naming them."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+
+    config = {section: dict(values) for section, values in defaults.items()}
+
+    def assign(section: str, key: str, value: Any, where: str) -> None:
+        if section not in config:
+            raise ValueError(f"{where}: unknown section [{section}] (known: {', '.join(config)})")
+        if key not in config[section]:
+            raise ValueError(f"{where}: unknown key {section}.{key} (known: {', '.join(config[section])})")
+        default = config[section][key]
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not type(default):
+            raise ValueError(f"{where}: {section}.{key} must be a {type(default).__name__}, got {value!r}")
+        config[section][key] = value
+
+    if path is not None:
+        with open(path, "rb") as file:
+            raw = tomllib.load(file)
+        for section, table in raw.items():
+            if not isinstance(table, dict):
+                raise ValueError(f"{path}: {section} must be a [section] table")
+            for key, value in table.items():
+                assign(section, key, value, os.fspath(path))
+    for item in overrides:
+        if not item.startswith("--") or "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ValueError(f"override {item!r}: expected --section.key=value")
+        name, text = item[2:].split("=", 1)
+        section, key = name.split(".", 1)
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        if isinstance(config.get(section, {}).get(key), str):
+            value = text
+        assign(section, key, value, "command line")
+    return config
+
+
+def load_policy(model_section: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
+    """(model in train mode, tokenizer) from a [model] table: init_from (a checkpoint: ours, a folder of step-N,
+    or Hugging Face) + tokenizer (default: found next to it); init_from "" = a fresh `preset` model with the toy
+    word-level tokenizer (seedcoder.posttrain.grpo.toy_tokenizer), seeded by `seed`."""
+    from seedcoder.generate import load_model, load_tokenizer_for
+    from seedcoder.model import Transformer, model_config
+
+    torch.manual_seed(model_section["seed"])
+    if model_section["init_from"]:
+        model, directory = load_model(model_section["init_from"], device="cpu" if not torch.cuda.is_available() else None,
+                                      dtype=torch.float32)
+        tokenizer = load_tokenizer_for(directory, model_section["tokenizer"] or None)
+    else:
+        from seedcoder.posttrain.grpo import toy_tokenizer
+
+        tokenizer = toy_tokenizer()
+        model = Transformer(model_config(model_section["preset"], vocab_size=tokenizer.get_vocab_size(),
+                                         init_std=model_section["init_std"]))
+        model.init_weights(seed=model_section["seed"])
+    return model.train(), tokenizer
+
+
+def read_problems(path: str) -> list[dict]:
+    """Problems from a JSONL file: one {"id", "prompt", "tests" | "answer", optional "prefix"} object per line."""
+    problems = []
+    with open(path, encoding="utf-8") as file:
+        for line_no, line in enumerate(file, 1):
+            if line.strip():
+                record = json.loads(line)
+                if not isinstance(record, dict) or "prompt" not in record:
+                    raise ValueError(f"{path}:{line_no}: expected an object with 'prompt'")
+                problems.append(record)
+    if not problems:
+        raise ValueError(f"{path}: no problems")
+    return problems
+
+
+DPO_DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"init_from": "", "tokenizer": "", "preset": "debug", "init_std": 0.02, "seed": 0},
+    "data": {"problems": "", "pairs": "", "reward": "unit_tests"},
+    "mine": {"k": 8, "max_tokens": 256, "temperature": 0.8, "top_p": 0.95, "max_pairs_per_prompt": 4},
+    "dpo": {"steps": 100, "batch_size": 8, "beta": 0.1, "loss_type": "sigmoid", "lr": 5e-7, "weight_decay": 0.0,
+            "max_grad_norm": 1.0, "fused": False, "seed": 0},
+    "output": {"dir": "runs/dpo", "checkpoint_every": 0},
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """python -m seedcoder.posttrain.dpo --config configs/dpo_tiny_demo.toml [--section.key=value ...]: mine pairs
+    (unless [data] pairs names a file) into <dir>/pairs.jsonl, then train; <dir>/metrics.jsonl, <dir>/checkpoints."""
+    import argparse
+
+    from seedcoder.generate import Engine, SamplingParams
+    from seedcoder.posttrain.grpo import toy_problems
+    from seedcoder.posttrain.rewards import prefix_reward_fn
+
+    parser = argparse.ArgumentParser(prog="python -m seedcoder.posttrain.dpo", description=main.__doc__)
+    parser.add_argument("--config", help="TOML file (sections: " + ", ".join(DPO_DEFAULTS) + ")")
+    args, overrides = parser.parse_known_args(argv)
+    cfg = load_run_config(args.config, overrides, DPO_DEFAULTS)
+    out = cfg["output"]["dir"]
+    os.makedirs(out, exist_ok=True)
+    model, tokenizer = load_policy(cfg["model"])
+    if cfg["data"]["pairs"]:
+        pairs = read_pairs(cfg["data"]["pairs"])
+    else:
+        problems = read_problems(cfg["data"]["problems"]) if cfg["data"]["problems"] else toy_problems()
+        if cfg["data"]["reward"] not in ("unit_tests", "prefix"):
+            raise ValueError(f"data.reward: expected 'unit_tests' or 'prefix', got {cfg['data']['reward']!r}")
+        m = cfg["mine"]
+        engine = Engine(copy.deepcopy(model), tokenizer, max_batch=64, seed=cfg["model"]["seed"])
+        params = SamplingParams(n=m["k"], temperature=m["temperature"], top_p=m["top_p"], max_tokens=m["max_tokens"],
+                                seed=cfg["model"]["seed"])
+        pairs = mine_pairs(engine, problems, os.path.join(out, "pairs.jsonl"), k=m["k"], params=params,
+                           max_pairs_per_prompt=m["max_pairs_per_prompt"] or None,
+                           reward_fn=prefix_reward_fn if cfg["data"]["reward"] == "prefix" else None)
+        print(json.dumps({"mined_pairs": len(pairs), "problems": len(problems)}), flush=True)
+        if not pairs:
+            print("no (passing, failing) pair was found: nothing to train on", flush=True)
+            return 1
+    d = cfg["dpo"]
+    records = dpo_train(model, pairs, steps=d["steps"], batch_size=d["batch_size"], beta=d["beta"], loss_type=d["loss_type"],
+                        lr=d["lr"], weight_decay=d["weight_decay"], max_grad_norm=d["max_grad_norm"], seed=d["seed"],
+                        fused=d["fused"], log_path=os.path.join(out, "metrics.jsonl"),
+                        checkpoint_dir=os.path.join(out, "checkpoints"), checkpoint_every=cfg["output"]["checkpoint_every"])
+    if records:
+        print(json.dumps(records[-1]), flush=True)
+    return 0
+
+
+__all__ = ["DPO_DEFAULTS", "LOSS_TYPES", "dpo_loss", "dpo_train", "form_pairs", "load_policy", "load_run_config", "main",
+           "mine_pairs", "prompt_token_ids", "read_pairs", "read_problems", "reference_logprobs", "response_logprobs",
+           "sequence_logprobs"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

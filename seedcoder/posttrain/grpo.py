@@ -1,0 +1,509 @@
+"""GRPO-style RL with the paper's DAPO settings: advantages, the clipped token-level loss, filters, a log-prob
+parity monitor and the training loop (one process; the engine is embedded and synced from the trainer each step).
+
+    from seedcoder.posttrain.grpo import GRPOConfig, grpo_train
+    from seedcoder.posttrain.rewards import make_unit_test_reward_fn
+    grpo_train(model, tokenizer, problems, make_unit_test_reward_fn(), GRPOConfig(group_size=16, max_tokens=16384),
+               log_path="runs/rl/metrics.jsonl")
+
+One step: `prompts_per_step` prompts (only those the curriculum keeps) -> the engine, its weights copied from the
+trainer's model, samples `group_size` completions of each at temperature `temperature`, top-p 1 and no repetition
+penalty (so the sampling distribution is the model's and the importance ratio is exact) -> `reward_fn(problems,
+texts)` -> group-normalised advantages -> filters -> the clipped token-level loss -> one AdamW step per
+`ppo_epochs`. Every step logs one JSON line.
+
+* Advantages (`group_advantages`): A = (r - mean(group)) / (std(group) + eps), std unbiased (torch.std, as verl);
+  a group whose rewards are all equal gets A = 0 exactly.
+* Loss (`grpo_token_loss`, DAPO): ratio = exp(logp - logp_old) per token; per-token loss
+  max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high)) with clip_low 0.2 and clip_high 0.28
+  (asymmetric "clip-higher"); optional KL to a frozen reference, kl_coef * (exp(ref - logp) - (ref - logp) - 1)
+  (the k3 estimator; off by default, kl_coef 0); the sum over every token of every sample divided by the number of
+  tokens (token-level, not per-sample averaging).
+* Overlong filtering (`overlong_keep`): samples cut by max_tokens (finish_reason "length") get no loss.
+* Curriculum (`CurriculumFilter`): a prompt whose latest pass rate exceeds 0.875 is dropped from later steps, and
+  a group whose samples all pass is dropped from this step's loss (`informative_groups`).
+* Progressive length (`GRPOConfig.length_schedule`): e.g. 16K tokens with 16 samples, then 32K with 32.
+* Parity (`ParityMonitor`): the trainer recomputes the log-probs of the engine's samples (the old-policy values
+  of the ratio) and compares them with the engine's `model_logprobs`; when the mean absolute difference exceeds
+  `tolerance` it warns (warnings.warn) and counts. Silent mismatches between sampler and trainer are the classic
+  RL bug (a different kernel, stale weights, a tokenization slip).
+
+Prompts: a problem's "prompt" is text, token ids, or a chat (a list of {"role", "content"} messages, rendered
+with Seed-Coder's template and its generation prompt). Checkpoints: `checkpoint_dir` gets seedcoder.checkpoint
+checkpoints (model, optimizer, step, curriculum, prompt order); a directory holding one is resumed from.
+
+Command line (a TOML config with [model], [data], [grpo] = GRPOConfig fields, [output]; `--section.key=value`
+overrides; see configs/grpo_tiny_demo.toml, the toy task of `toy_problems` + `toy_tokenizer`):
+
+    python -m seedcoder.posttrain.grpo --config configs/grpo_tiny_demo.toml --output.dir=runs/grpo-tiny
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from seedcoder.posttrain.dpo import prompt_token_ids, response_logprobs
+
+
+# ------------------------------------------------------------------------------------------ advantages
+def group_advantages(rewards: torch.Tensor, *, eps: float = 1e-6) -> torch.Tensor:
+    """rewards (P, G): G samples of each of P prompts -> (r - group mean) / (group std + eps), std unbiased; a
+    group of equal rewards gets exactly 0 (also G = 1)."""
+    if not isinstance(rewards, torch.Tensor) or rewards.dim() != 2 or rewards.numel() == 0:
+        raise ValueError(f"rewards: expected a non-empty (prompts, group_size) tensor, got "
+                         f"{tuple(rewards.shape) if isinstance(rewards, torch.Tensor) else type(rewards).__name__}")
+    if not (isinstance(eps, (int, float)) and eps > 0):
+        raise ValueError(f"eps: must be a positive number, got {eps!r}")
+    rewards = rewards.double()
+    mean = rewards.mean(dim=1, keepdim=True)
+    std = rewards.std(dim=1, keepdim=True) if rewards.shape[1] > 1 else torch.zeros_like(mean)
+    centered = rewards - mean
+    equal = (rewards == rewards[:, :1]).all(dim=1, keepdim=True)
+    return torch.where(equal, torch.zeros_like(centered), centered / (std + eps)).float()
+
+
+# ------------------------------------------------------------------------------------------ loss
+def grpo_token_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                    *, clip_low: float = 0.2, clip_high: float = 0.28, ref_logprobs: torch.Tensor | None = None,
+                    kl_coef: float = 0.0, num_tokens: int | float | None = None) -> tuple[torch.Tensor, dict]:
+    """The DAPO token-level clipped loss (module docstring). logprobs / old_logprobs / ref_logprobs / mask: (N, T)
+    per response token; advantages: (N,) per sample (broadcast over its tokens). num_tokens: the divisor (default
+    mask.sum(); pass the whole batch's count when a batch is split into micro-batches). Returns (loss, metrics)."""
+    if logprobs.dim() != 2:
+        raise ValueError(f"logprobs: expected (samples, tokens), got {tuple(logprobs.shape)}")
+    for name, t in (("old_logprobs", old_logprobs), ("mask", mask)) + ((("ref_logprobs", ref_logprobs),) if ref_logprobs
+                                                                         is not None else ()):
+        if t.shape != logprobs.shape:
+            raise ValueError(f"{name}: shape {tuple(t.shape)} != logprobs' {tuple(logprobs.shape)}")
+    if advantages.shape != logprobs.shape[:1]:
+        raise ValueError(f"advantages: expected shape ({logprobs.shape[0]},), got {tuple(advantages.shape)}")
+    for name, value in (("clip_low", clip_low), ("clip_high", clip_high), ("kl_coef", kl_coef)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name}: must be a number >= 0, got {value!r}")
+    if clip_low >= 1:
+        raise ValueError(f"clip_low: must be < 1 (the ratio's lower bound is 1 - clip_low), got {clip_low!r}")
+    if kl_coef > 0 and ref_logprobs is None:
+        raise ValueError("ref_logprobs: needed when kl_coef > 0")
+    mask = mask.to(logprobs.dtype)
+    count = float(mask.sum()) if num_tokens is None else float(num_tokens)
+    if count <= 0:
+        raise ValueError("mask: no response tokens to average over")
+    adv = advantages.to(logprobs.dtype)[:, None]
+    ratio = torch.exp(logprobs - old_logprobs.detach())
+    unclipped = -adv * ratio
+    clipped = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+    per_token = torch.maximum(unclipped, clipped)
+    kl = None
+    if kl_coef > 0:
+        delta = ref_logprobs.detach() - logprobs
+        kl = torch.exp(delta) - delta - 1.0
+        per_token = per_token + kl_coef * kl
+    loss = (per_token * mask).sum() / count
+    with torch.no_grad():
+        active = mask > 0
+        n = max(int(active.sum()), 1)
+        was_clipped = (clipped > unclipped) & active
+        metrics = {
+            "clip_fraction": int(was_clipped.sum()) / n,
+            "clip_low_fraction": int((was_clipped & (ratio < 1 - clip_low)).sum()) / n,
+            "clip_high_fraction": int((was_clipped & (ratio > 1 + clip_high)).sum()) / n,
+            "ratio_mean": float((ratio * mask).sum()) / n,
+            "kl": float((kl * mask).sum()) / n if kl is not None else 0.0,
+        }
+    return loss, metrics
+
+
+# ------------------------------------------------------------------------------------------ filters
+def overlong_keep(finish_reasons: Sequence[str]) -> list[bool]:
+    """Overlong filtering: False for a sample cut by max tokens (finish_reason "length"), True otherwise."""
+    keep = []
+    for i, reason in enumerate(finish_reasons):
+        if reason not in ("stop", "length"):
+            raise ValueError(f"finish_reasons[{i}]: expected 'stop' or 'length', got {reason!r}")
+        keep.append(reason != "length")
+    return keep
+
+
+def informative_groups(passed: torch.Tensor) -> torch.Tensor:
+    """passed (P, G) bool -> (P,) bool: False for a group whose samples all pass (dropped from the step)."""
+    if passed.dim() != 2:
+        raise ValueError(f"passed: expected (prompts, group_size), got {tuple(passed.shape)}")
+    return ~passed.bool().all(dim=1)
+
+
+class CurriculumFilter:
+    """Tracks each prompt's latest pass rate; `keep(id)` is False once it exceeds max_pass_rate (0.875)."""
+
+    def __init__(self, max_pass_rate: float = 0.875):
+        if not isinstance(max_pass_rate, (int, float)) or not 0 <= max_pass_rate <= 1:
+            raise ValueError(f"max_pass_rate: must be in [0, 1], got {max_pass_rate!r}")
+        self.max_pass_rate = float(max_pass_rate)
+        self.pass_rates: dict[str, float] = {}
+
+    def update(self, prompt_id: str, passed: Sequence[bool]) -> None:
+        if len(passed) == 0:
+            raise ValueError(f"passed: no samples for prompt {prompt_id!r}")
+        self.pass_rates[prompt_id] = sum(bool(p) for p in passed) / len(passed)
+
+    def keep(self, prompt_id: str) -> bool:
+        return self.pass_rates.get(prompt_id, 0.0) <= self.max_pass_rate
+
+    def active(self, prompt_ids: Sequence[str]) -> list[str]:
+        return [p for p in prompt_ids if self.keep(p)]
+
+    def state_dict(self) -> dict:
+        return {"max_pass_rate": self.max_pass_rate, "pass_rates": dict(self.pass_rates)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.max_pass_rate = float(state["max_pass_rate"])
+        self.pass_rates = {str(k): float(v) for k, v in state["pass_rates"].items()}
+
+
+# ------------------------------------------------------------------------------------------ parity
+def pad_logprobs(rows: Sequence[Sequence[float]], like: torch.Tensor) -> torch.Tensor:
+    """Per-sample lists of log-probs -> a tensor shaped like `like` (N, T), zero-padded."""
+    out = torch.zeros(like.shape, dtype=torch.float32)
+    for i, row in enumerate(rows):
+        if len(row) > like.shape[1]:
+            raise ValueError(f"rows[{i}]: {len(row)} log-probs, more than {like.shape[1]} positions")
+        out[i, : len(row)] = torch.tensor(list(row), dtype=torch.float32)
+    return out.to(like.device)
+
+
+class ParityMonitor:
+    """Compares the trainer's log-probs of sampled tokens with the engine's; warns and counts on drift."""
+
+    def __init__(self, tolerance: float = 1e-3):
+        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance > 0:
+            raise ValueError(f"tolerance: must be a positive number, got {tolerance!r}")
+        self.tolerance = float(tolerance)
+        self.checks = 0
+        self.warnings = 0
+        self.last: dict[str, float] = {}
+
+    def check(self, trainer_logprobs: torch.Tensor, engine_logprobs: torch.Tensor, mask: torch.Tensor, *,
+              step: int | None = None) -> dict[str, float]:
+        """Mean and max |trainer - engine| over the masked tokens; warns when the mean exceeds the tolerance."""
+        if trainer_logprobs.shape != engine_logprobs.shape or trainer_logprobs.shape != mask.shape:
+            raise ValueError(f"engine_logprobs / mask: shapes {tuple(engine_logprobs.shape)} / {tuple(mask.shape)} must "
+                             f"equal trainer_logprobs' {tuple(trainer_logprobs.shape)}")
+        diff = (trainer_logprobs.detach().float() - engine_logprobs.float().to(trainer_logprobs.device)).abs()
+        diff = diff[mask.bool()]
+        mean = float(diff.mean()) if diff.numel() else 0.0
+        self.checks += 1
+        self.last = {"parity_mean_abs_diff": mean, "parity_max_abs_diff": float(diff.max()) if diff.numel() else 0.0,
+                     "parity_warnings": self.warnings}
+        if mean > self.tolerance:
+            self.warnings += 1
+            self.last["parity_warnings"] = self.warnings
+            where = f" at step {step}" if step is not None else ""
+            warnings.warn(f"log-prob parity{where}: the trainer and the engine differ by {mean:.3g} nats per token on "
+                          f"average (tolerance {self.tolerance:g}): stale weights or a numerics mismatch", RuntimeWarning,
+                          stacklevel=2)
+        return dict(self.last)
+
+
+# ------------------------------------------------------------------------------------------ training
+@dataclass
+class GRPOConfig:
+    """The loop's settings (module docstring); paper-style defaults where the paper gives them."""
+
+    steps: int = 100
+    prompts_per_step: int = 8
+    group_size: int = 16
+    max_tokens: int = 16384
+    temperature: float = 1.0
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    ppo_epochs: int = 1
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    kl_coef: float = 0.0
+    adv_eps: float = 1e-6
+    max_pass_rate: float = 0.875
+    pass_reward: float = 1.0  # a sample "passes" (curriculum) when its reward is at least this
+    filter_overlong: bool = True
+    parity_tolerance: float = 1e-3
+    fused_logprobs: bool = False  # response_logprobs(fused=True): no (B, S, V) logits on a GPU
+    seed: int = 0
+    # progressive length: "STEP:MAX_TOKENS:GROUP_SIZE,..." = from STEP on, that many tokens and samples per prompt
+    # (e.g. "1:16384:16,301:32768:32", the paper's 16K x 16 then 32K x 32); "" = max_tokens / group_size throughout
+    length_schedule: str = ""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "str":
+                if not isinstance(value, str):
+                    raise ValueError(f"GRPOConfig.{f.name}: must be a string, got {value!r}")
+                continue
+            if f.type == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < (0 if f.name == "seed"
+                                                                                                       else 1)):
+                raise ValueError(f"GRPOConfig.{f.name}: must be a positive integer, got {value!r}")
+            if f.type == "float" and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                                      or value < 0):
+                raise ValueError(f"GRPOConfig.{f.name}: must be a finite number >= 0, got {value!r}")
+        if self.lr <= 0:
+            raise ValueError(f"GRPOConfig.lr: must be > 0, got {self.lr!r}")
+        self.schedule()  # validates length_schedule
+
+    def schedule(self) -> list[tuple[int, int, int]]:
+        """length_schedule parsed: [(first step, max_tokens, group_size)], sorted by step."""
+        stages = []
+        for part in filter(None, (p.strip() for p in self.length_schedule.split(","))):
+            fields = part.split(":")
+            if len(fields) != 3 or not all(f.strip().isdigit() and int(f) > 0 for f in fields):
+                raise ValueError(f"GRPOConfig.length_schedule: {part!r} is not STEP:MAX_TOKENS:GROUP_SIZE (positive integers)")
+            stages.append(tuple(int(f) for f in fields))
+        if len({s[0] for s in stages}) != len(stages):
+            raise ValueError(f"GRPOConfig.length_schedule: a step appears twice in {self.length_schedule!r}")
+        return sorted(stages)
+
+    def stage(self, step: int) -> tuple[int, int]:
+        """(max_tokens, group_size) at `step` (1-based)."""
+        current = (self.max_tokens, self.group_size)
+        for first, max_tokens, group_size in self.schedule():
+            if step >= first:
+                current = (max_tokens, group_size)
+        return current
+
+
+@torch.no_grad()
+def sync_weights(target: torch.nn.Module, source: torch.nn.Module) -> None:
+    """Copy source's parameters and buffers into target in place (the engine's model from the trainer's)."""
+    target_state = target.state_dict()
+    source_state = source.state_dict()
+    if target_state.keys() != source_state.keys():
+        raise ValueError("source: its parameter names differ from the target model's")
+    for name, tensor in source_state.items():
+        target_state[name].copy_(tensor)
+
+
+def grpo_train(model: torch.nn.Module, tokenizer: Any, problems: Sequence[dict], reward_fn, config: GRPOConfig | None = None,
+               *, log_path: str | os.PathLike | None = None, engine: Any = None, ref_model: torch.nn.Module | None = None,
+               checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 0, keep: int = 2) -> list[dict]:
+    """Train `model` in place with GRPO (module docstring). problems: dicts with "prompt" (text or token ids) and
+    "id" (default its index) plus what reward_fn reads; reward_fn(problems, texts) -> rewards per sample.
+    engine: default an Engine on a copy of model (synced every step). ref_model (KL only): default a frozen copy
+    of `model` as passed in. Returns this call's per-step records, also appended to log_path as JSONL.
+
+    checkpoint_dir: a checkpoint (seedcoder.checkpoint: model, optimizer, step, curriculum, prompt order) every
+    `checkpoint_every` steps (0: only at the end), the newest `keep` kept; when the directory already holds one,
+    training resumes from it (call again with the same model init, problems and config after a kill). Sampling
+    is seeded per step, so a resumed run draws the same samples as an uninterrupted one."""
+    from seedcoder.checkpoint import latest_checkpoint, load_checkpoint, remove_incomplete, save_checkpoint
+    from seedcoder.generate import Engine, SamplingParams
+
+    config = config or GRPOConfig()
+    if not problems:
+        raise ValueError("problems: nothing to train on")
+    ids = []
+    for i, problem in enumerate(problems):
+        if not isinstance(problem, dict) or "prompt" not in problem:
+            raise ValueError(f"problems[{i}]: expected a dict with 'prompt'")
+        ids.append(str(problem.get("id", i)))
+    if len(set(ids)) != len(ids):
+        raise ValueError("problems: ids must be unique")
+    if engine is None:
+        widest = max([config.group_size] + [g for _, _, g in config.schedule()])
+        engine = Engine(copy.deepcopy(model), tokenizer, max_batch=max(1, min(64, config.prompts_per_step * widest)),
+                        seed=config.seed)
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every: must be an integer >= 0, got {checkpoint_every!r}")
+    if config.kl_coef > 0 and ref_model is None:
+        ref_model = copy.deepcopy(model).eval()  # before any resume: the starting policy
+        for p in ref_model.parameters():
+            p.requires_grad_(False)
+    if config.kl_coef == 0:
+        ref_model = None
+    prompt_ids = [prompt_token_ids(engine, p["prompt"], f"problems[{i}].prompt") for i, p in enumerate(problems)]
+    by_id = dict(zip(ids, range(len(problems))))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    curriculum = CurriculumFilter(config.max_pass_rate)
+    monitor = ParityMonitor(config.parity_tolerance)
+    rng = random.Random(config.seed)
+    order: list[str] = []
+    start = 1
+    if checkpoint_dir is not None:
+        remove_incomplete(checkpoint_dir)
+        latest = latest_checkpoint(checkpoint_dir)
+        if latest is not None:
+            state = load_checkpoint(latest, model=model, optimizer=optimizer)
+            if state.get("stage") != "grpo":
+                raise ValueError(f"checkpoint_dir: {latest} is not a GRPO checkpoint (stage {state.get('stage')!r})")
+            start = int(state["step"]) + 1
+            curriculum.load_state_dict(state["curriculum"])
+            order = [str(i) for i in state["order"]]
+            version, internal, gauss = state["rng"]
+            rng.setstate((version, tuple(internal), gauss))
+            monitor.warnings = int(state["parity_warnings"])
+    records = []
+    log = open(log_path, "a", encoding="utf-8") if log_path is not None else None
+    try:
+        for step in range(start, config.steps + 1):
+            started = time.perf_counter()
+            active = curriculum.active(ids)
+            if not active:
+                break  # every prompt is solved beyond the curriculum's threshold
+            batch: list[str] = []
+            while len(batch) < min(config.prompts_per_step, len(active)):
+                if not order:
+                    order = list(active)
+                    rng.shuffle(order)
+                candidate = order.pop()
+                if curriculum.keep(candidate) and candidate not in batch:
+                    batch.append(candidate)
+            index = [by_id[i] for i in batch]
+            sync_weights(engine.model, model)
+            max_tokens, group_size = config.stage(step)
+            params = SamplingParams(n=group_size, temperature=config.temperature, top_p=1.0, repetition_penalty=1.0,
+                                    max_tokens=max_tokens, seed=config.seed * 1_000_003 + step)
+            outputs = engine.generate([prompt_ids[i] for i in index], params)
+            texts = [[c.text for c in group] for group in outputs]
+            rewards = torch.tensor(reward_fn([problems[i] for i in index], texts), dtype=torch.float32)
+            if rewards.shape != (len(index), group_size):
+                raise ValueError(f"reward_fn: returned shape {tuple(rewards.shape)}, expected {(len(index), group_size)}")
+            passed = rewards >= config.pass_reward
+            for prompt_id, row in zip(batch, passed.tolist()):
+                curriculum.update(prompt_id, row)
+            advantages = group_advantages(rewards, eps=config.adv_eps)
+            keep_group = informative_groups(passed)
+            samples = []  # (prompt ids, completion, advantage)
+            overlong = 0
+            for g, (i, group) in enumerate(zip(index, outputs)):
+                fits = overlong_keep([c.finish_reason for c in group]) if config.filter_overlong else [True] * len(group)
+                overlong += fits.count(False)
+                if not keep_group[g]:
+                    continue
+                for s, completion in enumerate(group):
+                    if fits[s] and completion.token_ids:
+                        samples.append((prompt_ids[i], completion, float(advantages[g, s])))
+            record: dict[str, Any] = {
+                "step": step, "prompts": len(index), "reward_mean": float(rewards.mean()),
+                "pass_rate": float(passed.float().mean()), "dropped_all_correct_groups": int((~keep_group).sum()),
+                "overlong_samples": overlong, "samples_trained": len(samples),
+                "max_tokens": max_tokens, "group_size": group_size,
+                "response_tokens_mean": sum(len(c.token_ids) for g in outputs for c in g) / (len(index) * group_size),
+                "active_prompts": len(active),
+            }
+            if samples:
+                prompts = [s[0] for s in samples]
+                responses = [list(s[1].token_ids) for s in samples]
+                adv = torch.tensor([s[2] for s in samples])
+                with torch.no_grad():
+                    old_logprobs, mask = response_logprobs(model, prompts, responses, fused=config.fused_logprobs)
+                    ref_logprobs = (response_logprobs(ref_model, prompts, responses, fused=config.fused_logprobs)[0]
+                                    if ref_model is not None else None)
+                engine_lp = pad_logprobs([s[1].model_logprobs or [] for s in samples], old_logprobs)
+                record.update(monitor.check(old_logprobs, engine_lp, mask, step=step))
+                model.train()
+                for _ in range(config.ppo_epochs):
+                    logprobs, _ = response_logprobs(model, prompts, responses, fused=config.fused_logprobs)
+                    loss, metrics = grpo_token_loss(logprobs, old_logprobs, adv.to(logprobs.device), mask,
+                                                    clip_low=config.clip_low, clip_high=config.clip_high,
+                                                    ref_logprobs=ref_logprobs, kl_coef=config.kl_coef)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                    optimizer.step()
+                record.update({"loss": loss.item(), **metrics, "grad_norm": float(grad_norm), "tokens": int(mask.sum())})
+            else:
+                record["skipped"] = True  # every group all-correct or every sample overlong: nothing to learn from
+            record["seconds"] = time.perf_counter() - started
+            records.append(record)
+            if log is not None:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            if checkpoint_dir is not None and (step == config.steps or (checkpoint_every and step % checkpoint_every == 0)):
+                save_checkpoint(checkpoint_dir, step, model=model, optimizer=optimizer, model_config=model.cfg.to_dict(),
+                                train_state={"stage": "grpo", "curriculum": curriculum.state_dict(), "order": order,
+                                             "rng": list(rng.getstate()), "parity_warnings": monitor.warnings,
+                                             "config": dataclasses.asdict(config)}, keep=keep)
+    finally:
+        if log is not None:
+            log.close()
+    return records
+
+
+# ------------------------------------------------------------------------------------------ toy task + command line
+TOY_VOCAB = ("Write", *"0123456789", "x", "y")
+
+
+def toy_tokenizer() -> Any:
+    """The toy task's word-level tokenizer: the specials (bos, eos, <unk>), "Write", the digits, x and y (16 tokens;
+    words split on whitespace, decoded without spaces)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    from seedcoder.data.tokenizer_tables import BOS_TOKEN, EOS_TOKEN
+
+    tokens = [BOS_TOKEN, EOS_TOKEN, "<unk>", *TOY_VOCAB]
+    tokenizer = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.add_special_tokens([BOS_TOKEN, EOS_TOKEN])
+    tokenizer.decoder = decoders.Fuse()
+    return tokenizer
+
+
+def toy_problems(digits: str = "0123456789") -> list[dict]:
+    """The toy verifiable task: {"id": d, "prompt": "Write d", "answer": d}; rewards.prefix_reward_fn scores it."""
+    return [{"id": d, "prompt": f"Write {d}", "answer": d} for d in digits]
+
+
+GRPO_DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"init_from": "", "tokenizer": "", "preset": "debug", "init_std": 0.02, "seed": 0},
+    "data": {"problems": "", "reward": "unit_tests", "format_weight": 0.1},
+    "grpo": {f.name: f.default for f in dataclasses.fields(GRPOConfig)},
+    "output": {"dir": "runs/grpo", "checkpoint_every": 0},
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """python -m seedcoder.posttrain.grpo --config configs/grpo_tiny_demo.toml [--section.key=value ...]: GRPO on
+    [data] problems (JSONL; "" = the toy task) with [data] reward "unit_tests" (sandbox + format) or "prefix";
+    <dir>/metrics.jsonl (one line per step) and <dir>/checkpoints (resumed from when present)."""
+    import argparse
+
+    from seedcoder.posttrain.dpo import load_policy, load_run_config, read_problems
+    from seedcoder.posttrain.rewards import make_unit_test_reward_fn, prefix_reward_fn
+
+    parser = argparse.ArgumentParser(prog="python -m seedcoder.posttrain.grpo", description=main.__doc__)
+    parser.add_argument("--config", help="TOML file (sections: " + ", ".join(GRPO_DEFAULTS) + ")")
+    args, overrides = parser.parse_known_args(argv)
+    cfg = load_run_config(args.config, overrides, GRPO_DEFAULTS)
+    if cfg["data"]["reward"] not in ("unit_tests", "prefix"):
+        raise ValueError(f"data.reward: expected 'unit_tests' or 'prefix', got {cfg['data']['reward']!r}")
+    out = cfg["output"]["dir"]
+    os.makedirs(out, exist_ok=True)
+    model, tokenizer = load_policy(cfg["model"])
+    problems = read_problems(cfg["data"]["problems"]) if cfg["data"]["problems"] else toy_problems()
+    reward_fn = (prefix_reward_fn if cfg["data"]["reward"] == "prefix"
+                 else make_unit_test_reward_fn(format_weight=cfg["data"]["format_weight"]))
+    records = grpo_train(model, tokenizer, problems, reward_fn, GRPOConfig(**cfg["grpo"]),
+                         log_path=os.path.join(out, "metrics.jsonl"), checkpoint_dir=os.path.join(out, "checkpoints"),
+                         checkpoint_every=cfg["output"]["checkpoint_every"])
+    for record in records:
+        print(json.dumps({k: record[k] for k in ("step", "reward_mean", "pass_rate", "samples_trained") if k in record}),
+              flush=True)
+    return 0
+
+
+__all__ = ["CurriculumFilter", "GRPOConfig", "ParityMonitor", "group_advantages", "grpo_token_loss", "grpo_train",
+           "GRPO_DEFAULTS", "informative_groups", "main", "overlong_keep", "pad_logprobs", "sync_weights", "toy_problems",
+           "toy_tokenizer"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
