@@ -7,7 +7,7 @@ TORCH_VERSION := 2.13.0
 TRITON_VERSION := 3.6.0
 RESULTS ?= results
 
-.PHONY: install test lint ctest compile-gate cuda-gate gpu-check bench demo clean
+.PHONY: install test test-slow lint ctest compile-gate cuda-gate gpu-check bench demo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,8 +24,12 @@ install: $(VENV)/.installed
 lint: install
 	$(BIN)/ruff check .
 
+# Two pytest workers (pytest-xdist) on the 2 cores; tests marked slow (the nvcc compile checks) run in test-slow.
 test: lint ctest
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" --durations=15
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow --durations=15
 
 # C++ unit tests of the data loader (csrc/loader/tests) through CMake/ctest.
 ctest:

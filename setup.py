@@ -107,7 +107,7 @@ setup(
         "fastapi", "uvicorn", "safetensors",
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.6", "transformers>=4.50", "safetensors", "liger-kernel", "datasketch"],
+        "dev": ["pytest>=8", "pytest-xdist", "ruff>=0.6", "transformers>=4.50", "safetensors", "liger-kernel", "datasketch"],
     },
     entry_points={"console_scripts": ["seedcoder = seedcoder.cli:main"]},
     ext_modules=ext_modules,

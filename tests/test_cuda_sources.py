@@ -1,6 +1,7 @@
 """The CUDA C++ kernels compile with nvcc for sm_80 and sm_90a through CMakeLists.txt (no GPU needed) without
 register spills, and the torch bindings compile against torch's headers (syntax check: a CPU torch has no
-CUDA libraries to link)."""
+CUDA libraries to link). Slow (2-4 minutes of nvcc and g++ on 2 cores): `make test-slow` runs them, `make test`
+leaves them out."""
 
 import glob
 import os
@@ -15,6 +16,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CUDA_SOURCES = sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
 BINDINGS = sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cpp")))
+pytestmark = pytest.mark.slow
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None or shutil.which("cmake") is None,
                                 reason="nvcc or cmake not installed")
 
