@@ -61,7 +61,8 @@ bench: install
 
 # The main job: the interpreter's standard library -> tokenizer -> shards -> a tiny model pretrained with
 # torchrun on 2 CPU ranks (GPU when present), interrupted and resumed -> loss curve + a sampled completion ->
-# the curation pipeline (stdlib + this repository's history) -> curated shards -> a second pretraining run.
+# the curation pipeline (stdlib + this repository's history) -> curated shards -> a second pretraining run ->
+# SFT -> DPO -> RL -> HumanEval on the result.
 demo: install
 	$(BIN)/python -m seedcoder.demo
 

@@ -17,9 +17,16 @@
             model of step 3, scoring, the bottom 10% dropped, commit samples, repository documents, tokenized
             shards (the demo's tokenizer) and a report (curate/report/report.md + plots);
 6. pretrain on the curated shards: a short run from scratch on what the pipeline kept; its loss must fall too.
+7-10. post-training (seedcoder.posttrain.demo) of the model of step 3: SFT on chats made from the standard
+            library and the toy problems' solutions (`torchrun -m seedcoder.train sft`, its loss must fall) ->
+            sft/; DPO on (passing, failing) pairs mined from the SFT model on toy problems with unit tests, judged
+            in the sandbox -> dpo/; RL (GRPO, unit-test + format reward) from the DPO model (the SFT model when
+            no pair was mined) -> rl/; HumanEval (164 problems, greedy, `seedcoder eval humaneval` on the
+            embedded engine) on the RL model -> eval/.
 
 Everything lands under --out (runs/demo): data/, checkpoints/, metrics.jsonl, tensorboard/, loss.png,
-samples.txt, summary.json, curate/ (one folder per step, report/), curated/ (the second pretraining run).
+samples.txt, summary.json, curate/ (one folder per step, report/), curated/ (the second pretraining run),
+sft/, dpo/, rl/, eval/ and posttrain_summary.json (steps 7-10).
 Running the demo again continues an interrupted one (--fresh starts over). The demo fails (exit 1) if a loss
 did not fall.
 """
@@ -190,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     out, data = os.path.abspath(args.out), os.path.join(os.path.abspath(args.out), "data")
     if args.fresh:
         for name in ("checkpoints", "tensorboard", "metrics.jsonl", "loss.png", "samples.txt", "summary.json", "curate",
-                     "curated"):
+                     "curated", "sft", "dpo", "rl", "eval", "posttrain_summary.json"):
             target = os.path.join(out, name)
             if os.path.isdir(target):
                 shutil.rmtree(target)
@@ -202,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     micro_batch = 16 // nproc  # configs/pretrain_tiny_demo.toml: 16 rows of 256 tokens per step
 
     stdlib = sysconfig.get_paths()["stdlib"]
-    banner(f"1/6 data: {stdlib} (*.py) -> tokenizer -> shards")
+    banner(f"1/10 data: {stdlib} (*.py) -> tokenizer -> shards")
     build_dataset(stdlib, data, vocab_size=args.vocab_size, include=["*.py"], exclude=STDLIB_EXCLUDE, shard_bytes=4 << 20)
 
     jsonl = os.path.join(out, "metrics.jsonl")
@@ -211,29 +218,33 @@ def main(argv: list[str] | None = None) -> int:
     device_text = f"{nproc} GPU(s)" if cuda else "CPU (gloo, 1 thread each)"
     if latest_checkpoint(os.path.join(out, "checkpoints")) is None:
         stop_at = args.steps // 2
-        banner(f"2/6 pretraining: {nproc} processes on {device_text}; interrupted at step {stop_at}")
+        banner(f"2/10 pretraining: {nproc} processes on {device_text}; interrupted at step {stop_at}")
         stopped = train(out, data, args.steps, nproc, micro_batch, resume=False, stop_at=stop_at)
         print(f"[demo] the job stopped after step {stopped}; its checkpoint: "
               f"{latest_checkpoint(os.path.join(out, 'checkpoints'))}", flush=True)
     else:
-        banner("2/6 pretraining: a previous demo run exists; continuing it (--fresh starts over)")
-    banner("3/6 resume: the same command with --resume")
+        banner("2/10 pretraining: a previous demo run exists; continuing it (--fresh starts over)")
+    banner("3/10 resume: the same command with --resume")
     train(out, data, args.steps, nproc, micro_batch, resume=True, stop_at=None)
 
-    banner("4/6 sampling from the trained model")
+    banner("4/10 sampling from the trained model")
     text = sample_completions(out, data, "cuda" if cuda else "cpu")
     print(text, flush=True)
     with open(os.path.join(out, "samples.txt"), "w", encoding="utf-8") as file:
         file.write(text + "\n")
 
-    banner("5/6 curation: standard library + this repository (and its history) -> scored shards")
+    banner("5/10 curation: standard library + this repository (and its history) -> scored shards")
     curated_data = curate(out, data)
 
-    banner(f"6/6 pretraining on the curated shards: {CURATED_STEPS} steps from scratch")
+    banner(f"6/10 pretraining on the curated shards: {CURATED_STEPS} steps from scratch")
     curated_out = os.path.join(out, "curated")
     train(curated_out, curated_data, CURATED_STEPS, nproc, micro_batch,
           resume=latest_checkpoint(os.path.join(curated_out, "checkpoints")) is not None, stop_at=None)
     curated_first, curated_last, _ = loss_fall(read_jsonl(os.path.join(curated_out, "metrics.jsonl")))
+
+    from seedcoder.posttrain.demo import run_posttrain
+
+    posttrain = run_posttrain(out, nproc, banner)  # steps 7-10: SFT -> DPO -> RL -> HumanEval, each banner its own
 
     records = [r for r in read_jsonl(jsonl) if not r.get("skipped")]
     first, last, window = loss_fall(records)
@@ -246,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         "tokens_per_s_per_device_median": sorted(r["tokens_per_s_per_device"] for r in records)[len(records) // 2],
         "curated_loss_first_steps": curated_first,
         "curated_loss_last_steps": curated_last,
+        **{key: value for key, value in posttrain.items() if not key.endswith("_checkpoint")},
         "wall_time_s": time.perf_counter() - started,
     }
     with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as file:
@@ -254,9 +266,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loss {first:.3f} (mean of the first {window} steps) -> {last:.3f} (last {window}); "
           f"{summary['tokens_per_s_per_device_median']:,.0f} tok/s per process; {summary['wall_time_s'] / 60:.1f} min")
     print(f"curated shards: loss {curated_first:.3f} -> {curated_last:.3f} over {CURATED_STEPS} steps")
+    dpo_text = (f", reward accuracy {posttrain['dpo_reward_accuracy_last_steps']:.2f}, margin "
+                f"{posttrain['dpo_reward_margin_last_steps']:+.4f}" if posttrain["dpo_mined_pairs"] else " (no DPO steps)")
+    print(f"SFT: loss {posttrain['sft_loss_first_steps']:.3f} -> {posttrain['sft_loss_last_steps']:.3f}; DPO: "
+          f"{posttrain['dpo_mined_pairs']} mined pairs{dpo_text}; RL reward per step: "
+          + ", ".join(f"{r:.3f}" for r in posttrain["rl_reward_per_step"])
+          + f"; HumanEval pass@1 {posttrain['humaneval_pass@1']:.4f}")
     print(f"outputs: {out}/ (loss.png, metrics.jsonl, tensorboard/, checkpoints/, samples.txt, summary.json, "
-          "curate/report/report.md, curated/)")
-    if not last < first or not curated_last < curated_first:
+          "curate/report/report.md, curated/, sft/, dpo/, rl/, eval/humaneval/results.json)")
+    sft_fell = posttrain["sft_loss_last_steps"] < posttrain["sft_loss_first_steps"]
+    if not last < first or not curated_last < curated_first or not sft_fell:
         print("[demo] FAILED: the loss did not fall", file=sys.stderr)
         return 1
     return 0
