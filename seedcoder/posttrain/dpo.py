@@ -264,6 +264,26 @@ def reference_logprobs(model: torch.nn.Module, pairs: Sequence[dict], *,
     return chosen, rejected
 
 
+def resume_checkpoint(checkpoint_dir: str | None, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                      rng: random.Random, *, stage: str) -> dict[str, Any] | None:
+    """Load the newest complete checkpoint of a single-process post-training loop (DPO or GRPO) into model,
+    optimizer and rng; its train state, or None when there is none (incomplete ones are removed first)."""
+    from seedcoder.checkpoint import latest_checkpoint, load_checkpoint, remove_incomplete
+
+    if checkpoint_dir is None:
+        return None
+    remove_incomplete(checkpoint_dir)
+    latest = latest_checkpoint(checkpoint_dir)
+    if latest is None:
+        return None
+    state = load_checkpoint(latest, model=model, optimizer=optimizer)
+    if state.get("stage") != stage:
+        raise ValueError(f"checkpoint_dir: {latest} is not a {stage.upper()} checkpoint (stage {state.get('stage')!r})")
+    version, internal, gauss = state["rng"]
+    rng.setstate((version, tuple(internal), gauss))
+    return state
+
+
 def dpo_train(model: torch.nn.Module, pairs: Sequence[dict], *, steps: int, batch_size: int = 8, beta: float = 0.1,
               loss_type: str = "sigmoid", lr: float = 5e-7, weight_decay: float = 0.0, max_grad_norm: float = 1.0,
               reference: tuple[torch.Tensor, torch.Tensor] | None = None, ref_model: torch.nn.Module | None = None,
@@ -278,7 +298,7 @@ def dpo_train(model: torch.nn.Module, pairs: Sequence[dict], *, steps: int, batc
     checkpoint_dir: a checkpoint (seedcoder.checkpoint: model, optimizer, step, shuffle state) every
     `checkpoint_every` steps (0: only at the end), the newest `keep` kept; a directory that already holds one
     is resumed from (call again with the same model init, pairs and settings)."""
-    from seedcoder.checkpoint import latest_checkpoint, load_checkpoint, remove_incomplete, save_checkpoint
+    from seedcoder.checkpoint import save_checkpoint
 
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
         raise ValueError(f"checkpoint_every: must be an integer >= 0, got {checkpoint_every!r}")
@@ -298,17 +318,10 @@ def dpo_train(model: torch.nn.Module, pairs: Sequence[dict], *, steps: int, batc
     rng = random.Random(seed)
     order: list[int] = []
     start = 1
-    if checkpoint_dir is not None:
-        remove_incomplete(checkpoint_dir)
-        latest = latest_checkpoint(checkpoint_dir)
-        if latest is not None:
-            state = load_checkpoint(latest, model=model, optimizer=optimizer)
-            if state.get("stage") != "dpo":
-                raise ValueError(f"checkpoint_dir: {latest} is not a DPO checkpoint (stage {state.get('stage')!r})")
-            start = int(state["step"]) + 1
-            order = [int(i) for i in state["order"]]
-            version, internal, gauss = state["rng"]
-            rng.setstate((version, tuple(internal), gauss))
+    state = resume_checkpoint(checkpoint_dir, model, optimizer, rng, stage="dpo")
+    if state is not None:
+        start = int(state["step"]) + 1
+        order = [int(i) for i in state["order"]]
     records = []
     log = open(log_path, "a", encoding="utf-8") if log_path is not None else None
     model.train()

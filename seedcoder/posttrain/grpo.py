@@ -54,7 +54,7 @@ from typing import Any
 
 import torch
 
-from seedcoder.posttrain.dpo import prompt_token_ids, response_logprobs
+from seedcoder.posttrain.dpo import prompt_token_ids, response_logprobs, resume_checkpoint
 
 
 # ------------------------------------------------------------------------------------------ advantages
@@ -304,7 +304,7 @@ def grpo_train(model: torch.nn.Module, tokenizer: Any, problems: Sequence[dict],
     `checkpoint_every` steps (0: only at the end), the newest `keep` kept; when the directory already holds one,
     training resumes from it (call again with the same model init, problems and config after a kill). Sampling
     is seeded per step, so a resumed run draws the same samples as an uninterrupted one."""
-    from seedcoder.checkpoint import latest_checkpoint, load_checkpoint, remove_incomplete, save_checkpoint
+    from seedcoder.checkpoint import save_checkpoint
     from seedcoder.generate import Engine, SamplingParams
 
     config = config or GRPOConfig()
@@ -337,19 +337,12 @@ def grpo_train(model: torch.nn.Module, tokenizer: Any, problems: Sequence[dict],
     rng = random.Random(config.seed)
     order: list[str] = []
     start = 1
-    if checkpoint_dir is not None:
-        remove_incomplete(checkpoint_dir)
-        latest = latest_checkpoint(checkpoint_dir)
-        if latest is not None:
-            state = load_checkpoint(latest, model=model, optimizer=optimizer)
-            if state.get("stage") != "grpo":
-                raise ValueError(f"checkpoint_dir: {latest} is not a GRPO checkpoint (stage {state.get('stage')!r})")
-            start = int(state["step"]) + 1
-            curriculum.load_state_dict(state["curriculum"])
-            order = [str(i) for i in state["order"]]
-            version, internal, gauss = state["rng"]
-            rng.setstate((version, tuple(internal), gauss))
-            monitor.warnings = int(state["parity_warnings"])
+    state = resume_checkpoint(checkpoint_dir, model, optimizer, rng, stage="grpo")
+    if state is not None:
+        start = int(state["step"]) + 1
+        curriculum.load_state_dict(state["curriculum"])
+        order = [str(i) for i in state["order"]]
+        monitor.warnings = int(state["parity_warnings"])
     records = []
     log = open(log_path, "a", encoding="utf-8") if log_path is not None else None
     try:
