@@ -41,16 +41,10 @@ from seedcoder.curate.scorer import (
 from seedcoder.data.build import train_tokenizer
 from seedcoder.model import model_config
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 FAST = {"model": "debug", "batch_size": 16, "max_tokens": 128, "plot": False, "device": "cpu"}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The models here are tiny: one intra-op thread is as fast, and far faster on a busy machine (no spinning)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def synthetic_rows(n: int, seed: int = 0) -> pa.Table:

@@ -38,15 +38,9 @@ CORPUS = ["def add(a, b):\n    return a + b\n", "print(7)\nprint(3)\n", "x = [1,
 
 
 # the resume tests save single-process DCP checkpoints, which torch warns about
-pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,8 @@ from seedcoder.generate import (
 )
 from seedcoder.model import Transformer, model_config
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CORPUS = [
     "def add(a, b):\n    return a + b\n",
     "class Point:\n    def __init__(self, x, y):\n        self.x = x\n        self.y = y\n",
@@ -46,14 +48,6 @@ CORPUS = [
 ] * 8
 PROMPTS = ["def add(a, b):", "import os\n", "class Point:\n    def __init__(self, x, y):\n        self.x = x\n", "fo"]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the machine is shared, and tiny matmuls only lose from thread hand-offs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -31,15 +31,9 @@ from seedcoder.posttrain.grpo import toy_problems as make_toy_problems
 from seedcoder.posttrain.rewards import prefix_reward_fn
 
 # the resume tests save single-process DCP checkpoints, which torch warns about
-pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import time
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
@@ -24,19 +23,14 @@ from seedcoder.generate import Engine, SamplingParams  # noqa: E402
 from seedcoder.model import Transformer, model_config  # noqa: E402
 from seedcoder.serve import add_serve_commands, create_app  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CORPUS = ["def add(a, b):\n    return a + b\n", "import os\nfor name in os.listdir('.'):\n    print(name)\n",
           "class Point:\n    def __init__(self, x):\n        self.x = x\n"] * 8
 PROMPT = "def add(a, b):"
 MESSAGES = [{"role": "user", "content": "Write add(a, b)."}]
 MODEL = "tiny-test"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the engine thread included: tiny matmuls on a shared machine
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

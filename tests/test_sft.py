@@ -32,6 +32,8 @@ from seedcoder.posttrain.sft import (
     weight_to_score,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLORS = ["red", "blue", "green", "gold", "pink", "gray", "teal", "navy"]
 
@@ -41,13 +43,6 @@ def chat(i, system="Be brief."):
     messages = [{"role": "user", "content": f"Color of item {i}?"}, {"role": "assistant", "content": COLORS[i % 8]}]
     return ([{"role": "system", "content": system}] if system else []) + messages
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
