@@ -1,23 +1,39 @@
-# seedcoder: `make demo` (the main job, arrives with issue [3]) and `make test` (the suite).
-# The venv pins what CI and the GPU box run: torch 2.13.0 (CPU build from local disk here) and Triton 3.6.0.
+# seedcoder: `make demo` (the main job) and `make test` (the suite).
+# Every package that either installs comes from requirements.lock, exact versions, nothing resolved at install time
+# (torch 2.13.0 CPU from local disk here, Triton 3.6.0); `make lock` refreshes that file on purpose.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+LOCK := requirements.lock
 TORCH_VERSION := 2.13.0
 TRITON_VERSION := 3.6.0
 RESULTS ?= results
 
-.PHONY: install test test-slow lint ctest compile-gate cuda-gate gpu-check bench demo clean
+.PHONY: install lock test test-slow lint ctest compile-gate cuda-gate gpu-check gpu-bench bench demo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-# --no-build-isolation: the build must see the torch installed here (isolation would fetch a CUDA torch).
-$(VENV)/.installed: $(BIN)/python setup.py pyproject.toml Makefile
-	$(BIN)/pip install -q --upgrade pip "setuptools>=77" wheel ninja
-	$(BIN)/pip install -q torch==$(TORCH_VERSION) triton==$(TRITON_VERSION)
-	$(BIN)/pip install -q --no-build-isolation -e ".[dev]"
+# --no-deps: the lock is the whole set; `pip check` proves it is consistent. --no-build-isolation: the build must see
+# the torch installed here (isolation would fetch a CUDA torch).
+$(VENV)/.installed: $(BIN)/python setup.py pyproject.toml Makefile $(LOCK)
+	$(BIN)/pip install -q --no-deps $$(grep -E '^(pip|setuptools|wheel)==' $(LOCK))
+	$(BIN)/pip install -q --no-deps -r $(LOCK)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $@
+
+# Resolve the dev install afresh in a scratch venv and write its exact versions to requirements.lock (then commit it).
+lock:
+	rm -rf build/lock-venv && $(PY) -m venv build/lock-venv
+	build/lock-venv/bin/pip install -q --upgrade pip "setuptools>=77" wheel ninja
+	build/lock-venv/bin/pip install -q torch==$(TORCH_VERSION) triton==$(TRITON_VERSION)
+	build/lock-venv/bin/pip install -q --no-build-isolation -e ".[dev]"
+	{ echo "# Exact versions of everything make test / make demo install (Python $$(build/lock-venv/bin/python -c 'import platform; print(platform.python_version())'), CPU torch)."; \
+	  echo "# Made by \`make lock\` on $$(date -u +%Y-%m-%d); do not edit by hand."; \
+	  build/lock-venv/bin/pip freeze --all --exclude-editable | grep -v '^seedcoder'; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf build/lock-venv
 
 install: $(VENV)/.installed
 

@@ -1,4 +1,4 @@
-"""Build: the Python package, `kernels/` installed as `seedcoder.kernels`, the data loader and the CUDA extension.
+"""Build: the Python package, `kernels/*.py` installed inside `seedcoder.kernels`, the data loader and the CUDA extension.
 
 The data loader extension (`seedcoder._C`, sources in csrc/loader/) is built everywhere, CPU-only torch included.
 
@@ -13,6 +13,7 @@ import os
 import shutil
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 
 def cuda_extensions():
@@ -83,22 +84,34 @@ def minhash_extension():
     return [ext], {}
 
 
+class build_py_with_kernels(build_py):
+    """A wheel carries kernels/*.py inside seedcoder/kernels/ (see seedcoder/kernels/__init__.py for why kernels/ has
+    no __init__.py of its own); an editable install finds them through the package's search path instead."""
+
+    def run(self):
+        super().run()
+        if self.editable_mode:
+            return
+        for src in sorted(glob.glob(os.path.join("kernels", "*.py"))):
+            self.copy_file(src, os.path.join(self.build_lib, "seedcoder", "kernels", os.path.basename(src)))
+
+
 cuda_modules, cuda_cmdclass = cuda_extensions()
 loader_modules, loader_cmdclass = loader_extension()
 minhash_modules, minhash_cmdclass = minhash_extension()
 ext_modules = cuda_modules + loader_modules + minhash_modules
-cmdclass = {**cuda_cmdclass, **loader_cmdclass, **minhash_cmdclass}  # each {"build_ext": BuildExtension} or empty
+cmdclass = {**cuda_cmdclass, **loader_cmdclass, **minhash_cmdclass, "build_py": build_py_with_kernels}
 
 setup(
     name="seedcoder",
     version="0.1.0",
     description="Seed-Coder reproduction: model-centric code data curation and LLM training on our own kernels",
     python_requires=">=3.10",
-    packages=find_packages(include=["seedcoder", "seedcoder.*"]) + ["seedcoder.kernels"],
-    package_dir={"seedcoder": "seedcoder", "seedcoder.kernels": "kernels"},
+    packages=find_packages(include=["seedcoder", "seedcoder.*"]),
     # The kernels import with torch and triton alone; the rest serves data, training and tools.
     install_requires=[
-        "torch>=2.6", "triton>=3.6", "numpy", "crc32c", "tokenizers", "tqdm", "matplotlib", "tensorboard",
+        # tested: torch 2.11+cu130 (the GPU box), 2.13 CPU (CI); the exact set is requirements.lock
+        "torch>=2.11", "triton>=3.6", "numpy", "crc32c", "tokenizers", "tqdm", "matplotlib", "tensorboard",
         'tomli; python_version < "3.11"',
         # curation ([5]): Parquet datasets, Ray executor, tree-sitter grammars shipped in the wheel (1.x downloads
         # them at run time), HumanEval for decontamination, BM25 for commit context, the OpenAI client for oracles
@@ -108,6 +121,11 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-xdist", "ruff>=0.6", "transformers>=4.50", "safetensors", "liger-kernel", "datasketch"],
+        # GPU-box peers and engines that do not install on the CPU machine, so requirements.lock cannot hold them:
+        # pinned here to the versions we measured against.
+        "vllm": ["vllm==0.33.0"],
+        "flash-attn": ["flash-attn==2.8.3.post2"],
+        "dali": ["nvidia-dali-cuda130==2.4.0"],
     },
     entry_points={"console_scripts": ["seedcoder = seedcoder.cli:main"]},
     ext_modules=ext_modules,
