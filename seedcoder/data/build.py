@@ -1,4 +1,4 @@
-"""A folder of source files -> a tokenizer -> shards: the minimal data path until curation (issue [5]) exists.
+"""A folder of source files -> a tokenizer -> shards, with no curation: the quick data path (`seedcoder curate` is the full one).
 
     seedcoder data build SRC_DIR OUT_DIR [--vocab-size 8192 | --tokenizer tokenizer.json] [--include '*.py' ...]
     build_dataset("src/", "data/", vocab_size=8192, include=["*.py"])         # the same from Python
