@@ -14,6 +14,13 @@ kill during a save leaves `step-N.tmp` (removed at the next start) and the previ
 oldest complete checkpoints beyond `keep` are removed (renamed away first, so a half-deleted directory never
 looks complete). For multi-node runs, `root` must be on a filesystem every node sees.
 
+Damage. A complete checkpoint can still be damaged later (a truncated copy, a full disk, a lost file).
+`resume_latest` checks the newest one's files against its DCP metadata (`checkpoint_damage`: every shard file
+present and as long as the metadata says; the JSON files and RNG files readable) and then loads it; a damaged
+one (or one DCP cannot read) is skipped with one warning line naming it and the problem, and moved aside to
+`step-N.damaged/` once an older one has loaded, so that later saves and pruning never mistake it for the newest.
+When every checkpoint is damaged it raises CheckpointError and moves nothing.
+
 Resharding. Model and optimizer state are saved as DTensor shards with their global shapes (the state dict
 API of torch.distributed.checkpoint.state_dict), so a checkpoint written by N ranks loads on M ranks, or into a
 plain single-device model (`load_model_only`, used for model-only init and for sampling).
@@ -46,6 +53,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
+from seedcoder.errors import UserError
 from seedcoder.fileio import atomic_write_text, fsync_directory
 
 MODEL_CONFIG_NAME = "model_config.json"
@@ -53,11 +61,12 @@ TRAIN_STATE_NAME = "train_state.json"
 CHECKPOINT_FORMAT = "seedcoder-checkpoint"
 CHECKPOINT_VERSION = 1
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+DAMAGED_SUFFIX = ".damaged"
 FAULT_ENV = "SEEDCODER_FAULT_INJECT"
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint directory that is missing, incomplete or does not fit the model."""
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint directory that is missing, incomplete, damaged or does not fit the model."""
 
 
 def fault_point(point: str, step: int) -> None:
@@ -85,6 +94,31 @@ def _world_size() -> int:
 def _barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def _from_rank0(value: Any) -> Any:
+    """Rank 0's `value` on every rank (collective when a process group of several ranks exists)."""
+    if _world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _within(message: str, path: str) -> str:
+    """An error message about checkpoint `path` without its leading path (the caller names the checkpoint)."""
+    for prefix in (path + os.sep, path + ": "):
+        message = message.removeprefix(prefix)
+    return message
+
+
+def _failure_reasons(error: CheckpointException) -> str:
+    """The distinct errors of the ranks a DCP CheckpointException wraps, as one line."""
+    reasons = set()
+    for failure in error.failures.values():
+        exc = failure[0] if isinstance(failure, tuple) else failure
+        reasons.add(" ".join(f"{type(exc).__name__}: {exc}".split()))
+    return "; ".join(sorted(reasons))
 
 
 def step_dir_name(step: int) -> str:
@@ -209,7 +243,9 @@ def read_train_state(path: str | os.PathLike) -> dict[str, Any]:
             state = json.load(file)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: not a complete checkpoint (no {TRAIN_STATE_NAME})") from None
-    if state.get("format") != CHECKPOINT_FORMAT or state.get("version") != CHECKPOINT_VERSION:
+    except (OSError, ValueError) as error:  # ValueError: not JSON (truncated) or not UTF-8
+        raise CheckpointError(f"{state_path}: unreadable ({error})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or state.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{state_path}: not a {CHECKPOINT_FORMAT} v{CHECKPOINT_VERSION} train state")
     return state
 
@@ -218,9 +254,14 @@ def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
     config_path = os.path.join(os.fspath(path), MODEL_CONFIG_NAME)
     try:
         with open(config_path, encoding="utf-8") as file:
-            return json.load(file)
+            config = json.load(file)
     except FileNotFoundError:
         raise CheckpointError(f"{os.fspath(path)}: no {MODEL_CONFIG_NAME} (not a seedcoder checkpoint)") from None
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{config_path}: unreadable ({error})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_path}: expected a JSON object, got {type(config).__name__}")
+    return config
 
 
 def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -232,7 +273,10 @@ def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
     train_state = read_train_state(path)
     model_state, optimizer_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state}
-    dcp.load(state, checkpoint_id=path)
+    try:
+        dcp.load(state, checkpoint_id=path)
+    except CheckpointException as error:  # raised on every rank alike (DCP gathers the ranks' errors)
+        raise CheckpointError(f"{path}: cannot load the model and optimizer state: {_failure_reasons(error)}") from None
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     rng_path = os.path.join(path, "rng", f"rank-{_rank():05d}.pt")
     if train_state.get("world_size") == _world_size() and os.path.exists(rng_path):
@@ -241,6 +285,83 @@ def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])
     return train_state
+
+
+def checkpoint_damage(path: str | os.PathLike) -> str | None:
+    """What is wrong with the files of complete checkpoint `path`, as "<file>: <problem>", or None when they look
+    intact: the JSON files and `.metadata` readable, every shard file DCP's metadata names present and at least
+    as long as the metadata says, the RNG files readable. Reads no tensor data (DCP keeps no checksums)."""
+    path = os.fspath(path)
+    try:
+        read_train_state(path)
+        read_model_config(path)
+    except CheckpointError as error:
+        return _within(str(error), path)
+    try:
+        metadata = dcp.FileSystemReader(path).read_metadata()
+    except Exception as error:  # missing, truncated (EOFError) or garbage (UnpicklingError, ...)
+        return f".metadata: unreadable ({type(error).__name__}: {error})"
+    needed: dict[str, int] = {}
+    for info in metadata.storage_data.values():
+        needed[info.relative_path] = max(needed.get(info.relative_path, 0), info.offset + info.length)
+    for name, length in sorted(needed.items()):
+        try:
+            size = os.path.getsize(os.path.join(path, name))
+        except OSError:
+            return f"{name}: missing"
+        if size < length:
+            return f"{name}: truncated ({size:,} bytes, the metadata needs {length:,})"
+    rng_dir = os.path.join(path, "rng")
+    for name in sorted(os.listdir(rng_dir)) if os.path.isdir(rng_dir) else []:
+        try:
+            torch.load(os.path.join(rng_dir, name), weights_only=True)
+        except Exception as error:
+            return f"rng/{name}: unreadable ({type(error).__name__}: {error})"
+    return None
+
+
+def resume_latest(root: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  model_config: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]] | None:
+    """Restore the newest intact checkpoint under `root` (collective); returns (its path, its train state), or None
+    when `root` holds no complete checkpoint.
+
+    A damaged checkpoint (`checkpoint_damage`, or one DCP fails to read) is skipped: once an older one has loaded,
+    rank 0 prints one warning line per skipped checkpoint, naming it and the problem, and moves it aside to
+    `step-N.damaged`. CheckpointError when every checkpoint is damaged (nothing moved), or when the newest intact
+    one was written for another model than `model_config` (a config change, not damage: nothing is skipped).
+    """
+    root = os.fspath(root)
+    found = [path for _, path in reversed(list_checkpoints(root))] if _rank() == 0 else None
+    found = _from_rank0(found)
+    damaged: list[tuple[str, str]] = []
+    for path in found:
+        problem = _from_rank0(checkpoint_damage(path) if _rank() == 0 else None)
+        if problem is None and model_config is not None:
+            saved, current = read_model_config(path), dict(model_config)
+            if saved != current:
+                changed = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
+                raise CheckpointError(f"{path}: written for another model: the model config differs in {', '.join(changed)}")
+        if problem is None:
+            try:
+                state = load_checkpoint(path, model=model, optimizer=optimizer)
+            except CheckpointError as error:  # the same on every rank; the next load overwrites every tensor again
+                problem = _within(str(error), path)
+        if problem is not None:
+            damaged.append((path, problem))
+            continue
+        if _rank() == 0:
+            for bad, why in damaged:
+                aside = bad + DAMAGED_SUFFIX
+                shutil.rmtree(aside, ignore_errors=True)  # an older copy of the same damaged step
+                os.rename(bad, aside)
+                print(f"WARNING: checkpoint {bad} is damaged ({why}); moved it to {aside} and resumed from an older one",
+                      flush=True)
+        _barrier()
+        return path, state
+    if damaged:
+        listing = "; ".join(f"{os.path.basename(path)}: {problem}" for path, problem in damaged)
+        raise CheckpointError(f"{root}: every checkpoint is damaged ({listing}); move them away to start from step 0")
+    return None
 
 
 def load_model_only(path: str | os.PathLike, model: torch.nn.Module) -> None:
@@ -260,8 +381,7 @@ def load_model_only(path: str | os.PathLike, model: torch.nn.Module) -> None:
             warnings.simplefilter("ignore", UserWarning)
             dcp.load({"model": model_state}, checkpoint_id=path, no_dist=full)
     except CheckpointException as error:  # a BaseException wrapping each rank's error (missing keys, shapes)
-        reasons = "; ".join(sorted({str(failure) for failure in error.failures.values()}))
-        raise CheckpointError(f"{path}: cannot load the model weights: {reasons}") from None
+        raise CheckpointError(f"{path}: cannot load the model weights: {_failure_reasons(error)}") from None
     set_model_state_dict(model, model_state, options=options)
 
 
@@ -269,6 +389,7 @@ __all__ = [
     "CheckpointError",
     "MODEL_CONFIG_NAME",
     "TRAIN_STATE_NAME",
+    "checkpoint_damage",
     "fault_point",
     "latest_checkpoint",
     "list_checkpoints",
@@ -278,6 +399,7 @@ __all__ = [
     "read_model_config",
     "read_train_state",
     "remove_incomplete",
+    "resume_latest",
     "save_checkpoint",
     "step_dir_name",
 ]

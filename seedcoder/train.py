@@ -8,13 +8,15 @@ the scorer trains in `seedcoder.curate.scorer`.
 The same code runs on CPU (gloo) and GPU (nccl), on one machine or many (torchrun's rendezvous; see README).
 A pretraining run, top to bottom (`pretrain`):
 
-  1. processes: one per device; a 1-D device mesh over all ranks.
+  1. processes: one per device; a 1-D device mesh over all ranks. Under torchrun every rank dies with the agent
+     that started it (`die_with_launcher`), so killing torchrun, even with SIGKILL, leaves no rank behind.
   2. model: built on the meta device (no memory), sharded with FSDP2 per block (`seedcoder.parallelize`),
      materialized on the device and initialized (`init_weights(seed)`: the same weights for any number of ranks),
      or its weights loaded from `checkpoint.init_from` (continued pretraining from a pretraining checkpoint).
   3. optimizer: AdamW (fused on CUDA), weight decay on matrices only; the LR schedule (`seedcoder.lr_schedule`).
   4. resume: with `--resume`, the newest complete checkpoint restores model, optimizer, step, stage, the data
-     loader's position and RNG; any number of ranks (DCP reshards).
+     loader's position and RNG; any number of ranks (DCP reshards). A damaged one (a truncated or missing file)
+     is skipped with a warning naming it and the problem, for the newest intact one (`checkpoint.resume_latest`).
   5. steps: per stage (`[[stages]]`: the context grows 8K -> 32K in continued pretraining), a `ShardLoader` feeds
      `micro_batch_size` rows per rank per micro-batch; `batch_size / (micro_batch_size * ranks)` micro-batches
      are accumulated. The loss is the mean over every non-masked token of the global batch: each micro-batch's
@@ -25,12 +27,16 @@ A pretraining run, top to bottom (`pretrain`):
   6. checkpoints every `checkpoint.interval` steps, at a stage's end, at the end, and when SIGTERM/SIGINT asks
      the run to stop (preemption: every rank finishes the step, saves, exits 0; resume with `--resume`).
   7. logs: one line per step, metrics.jsonl, TensorBoard, and loss.png at the end (`seedcoder.metrics`).
+
+Bad input (a config key, a damaged shard or checkpoint) ends the run with one line on stderr from rank 0 and exit
+code 2 (`seedcoder.errors`); a traceback means a bug of ours.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import math
 import os
 import signal
@@ -50,14 +56,17 @@ from seedcoder import checkpoint as ckpt
 from seedcoder.config import ConfigError, StageSection, TrainConfig, load_config
 from seedcoder.data.loader import IGNORE_INDEX, ShardLoader
 from seedcoder.data.shards import load_manifest
+from seedcoder.errors import exit_on_user_error
 from seedcoder.fileio import atomic_write_text
 from seedcoder.lr_schedule import LRSchedule
 from seedcoder.metrics import MetricsLogger, plot_loss_curve
-from seedcoder.model import ModelConfig, Transformer, model_config
+from seedcoder.model import ModelConfig, Transformer, check_cu_seqlens, model_config
 from seedcoder.parallelize import describe, parallelize
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 EXIT_BAD_STEPS = 1
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_LAUNCHER_PID = os.getppid()  # the process that started this one, as early as this module can tell
 
 
 # ------------------------------------------------------------------------------------------ processes
@@ -80,8 +89,26 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def die_with_launcher() -> None:
+    """Under torchrun, have the kernel SIGKILL this rank when the torchrun agent that started it dies, however it
+    dies (kill -9 included). The agent starts every rank in a session of its own, so nothing else reaches the ranks
+    then: they would train on as orphans. The parent-death signal fires when the *thread* that forked this process
+    exits; torch.distributed.elastic forks its workers from the agent's main thread, so that is the agent's exit.
+    If the agent died before the prctl call, this process has been re-parented: exit now. (An agent that dies
+    during this interpreter's first imports, before this module recorded its parent, is not caught.)"""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return  # not a torchrun worker (a plain process keeps running when its shell goes away)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != _LAUNCHER_PID:
+        print(f"seedcoder.train: the torchrun agent (pid {_LAUNCHER_PID}) is gone; exiting", file=sys.stderr, flush=True)
+        os._exit(1)
+
+
 def init_distributed(device_kind: str) -> Distributed:
     """One process group over every rank (torchrun's environment; a 1-rank group when run without torchrun)."""
+    die_with_launcher()
     if "RANK" not in os.environ:  # plain `python -m seedcoder.train`: a group of one, same code path
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -233,6 +260,8 @@ def clip_grad_norm_(parameters: list[torch.nn.Parameter], max_norm: float) -> to
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    # the document boundaries are checked here, on the host: on the GPU the check would cost a sync every step
+    check_cu_seqlens(batch["cu_seqlens"], *batch["input_ids"].shape, max_seqlen=int(batch["max_seqlen"]))
     return {
         "input_ids": batch["input_ids"].to(device, non_blocking=True),
         "labels": batch["labels"].to(device, non_blocking=True),
@@ -294,15 +323,13 @@ def _pretrain(cfg: TrainConfig, dist_env: Distributed) -> int:
     # -- where to start: a checkpoint of this run, a model to start from, or step 0
     step, stage_of_loader, loader_state = 0, -1, None
     counters = {"tokens_seen": 0, "skipped_steps": 0, "bad_steps_in_a_row": 0, "elapsed_s": 0.0}
-    resume_path = ckpt.latest_checkpoint(ckpt_dir) if cfg.checkpoint.resume else None
-    if cfg.checkpoint.resume and resume_path is None:
-        say(f"--resume: no complete checkpoint in {ckpt_dir}; starting at step 0")
+    resume_path, state = None, None
+    if cfg.checkpoint.resume:  # the newest intact checkpoint; damaged newer ones are skipped with a warning
+        resume_path, state = ckpt.resume_latest(ckpt_dir, model=model, optimizer=optimizer,
+                                                model_config=model_cfg.to_dict()) or (None, None)
+        if resume_path is None:
+            say(f"--resume: no complete checkpoint in {ckpt_dir}; starting at step 0")
     if resume_path is not None:
-        saved_model, current_model = ckpt.read_model_config(resume_path), model_cfg.to_dict()
-        if saved_model != current_model:
-            changed = sorted(k for k in set(saved_model) | set(current_model) if saved_model.get(k) != current_model.get(k))
-            raise ConfigError(f"--resume: the model config differs from the checkpoint's {resume_path} in {', '.join(changed)}")
-        state = ckpt.load_checkpoint(resume_path, model=model, optimizer=optimizer)
         step, stage_of_loader, loader_state = state["step"], state["stage"], state["loader"]
         counters.update({key: state[key] for key in counters if key in state})
         say(f"resumed from {resume_path} (step {step}, written by {state['world_size']} rank(s), now {dist_env.world_size})")
@@ -478,15 +505,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit codes: 0 done (or stopped on request), 1 too many non-finite steps, 2 bad input (one line on stderr:
+    a config key, a damaged shard or checkpoint; see seedcoder.errors)."""
     args, overrides = build_parser().parse_known_args(argv)
-    try:
+
+    def run() -> int:
         cfg = load_config(args.config, overrides)
         if args.resume:
             cfg.checkpoint.resume = True
         return STAGES[args.stage](cfg)
-    except ConfigError as error:
-        print(f"seedcoder.train: {error}", file=sys.stderr, flush=True)
-        return 2
+
+    return exit_on_user_error("seedcoder.train", run)
 
 
 if __name__ == "__main__":

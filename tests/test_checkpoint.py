@@ -144,3 +144,64 @@ def test_incomplete_directories_are_not_checkpoints(tmp_path):
     (root / "step-00000008.tmp").mkdir()
     (root / "notes").mkdir()
     assert ckpt.list_checkpoints(root) == [] and ckpt.latest_checkpoint(root) is None
+
+
+def test_damage_is_named_and_resume_takes_the_newest_intact_checkpoint(tmp_path, capsys):
+    root = tmp_path / "ckpt"
+    with process_group(tmp_path) as mesh:
+        model = sharded_model(mesh)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        states = {}
+        for step in (1, 2, 3):
+            train_steps(model, optimizer, 1, seed=step)
+            save(root, step, model, optimizer)
+            states[step] = full_state(model)
+        step1, step2, step3 = (root / ckpt.step_dir_name(step) for step in (1, 2, 3))
+        assert [ckpt.checkpoint_damage(path) for path in (step1, step2, step3)] == [None] * 3
+
+        (step2 / "train_state.json").write_text('{"format": "seedcoder-checkpoint", "vers')  # cut short
+        shard = step3 / "__0_0.distcp"
+        shard.write_bytes(bytes(shard.stat().st_size))  # the right size, all zeros: only DCP's load finds out
+        assert ckpt.checkpoint_damage(step2).startswith("train_state.json: unreadable (")
+        assert ckpt.checkpoint_damage(step3) is None
+
+        fresh = sharded_model(mesh, seed=9)
+        path, state = ckpt.resume_latest(root, model=fresh, optimizer=torch.optim.AdamW(fresh.parameters()),
+                                         model_config=fresh.cfg.to_dict())
+        assert path == str(step1) and state["step"] == 1
+        for name, tensor in full_state(fresh).items():
+            assert torch.equal(tensor, states[1][name]), name
+        warnings = capsys.readouterr().out.splitlines()
+        assert len(warnings) == 2 and all(line.startswith("WARNING: checkpoint ") for line in warnings)
+        assert f"{step3} is damaged (cannot load the model and optimizer state: " in warnings[0]
+        assert f"{step2} is damaged (train_state.json: unreadable (" in warnings[1]
+        assert sorted(os.listdir(root)) == ["step-00000001", "step-00000002.damaged", "step-00000003.damaged"]
+
+        with pytest.raises(ckpt.CheckpointError, match="written for another model: the model config differs in dim"):
+            ckpt.resume_latest(root, model=fresh, optimizer=torch.optim.AdamW(fresh.parameters()),
+                               model_config={**fresh.cfg.to_dict(), "dim": 128})
+
+        (step1 / "rng" / "rank-00000.pt").write_bytes(b"PK")
+        assert ckpt.checkpoint_damage(step1).startswith("rng/rank-00000.pt: unreadable (")
+        with pytest.raises(ckpt.CheckpointError, match=r"every checkpoint is damaged \(step-00000001: rng/rank-00000.pt"):
+            ckpt.resume_latest(root, model=fresh, optimizer=torch.optim.AdamW(fresh.parameters()))
+        assert sorted(os.listdir(root)) == ["step-00000001", "step-00000002.damaged", "step-00000003.damaged"]
+        assert ckpt.resume_latest(tmp_path / "empty", model=fresh, optimizer=torch.optim.AdamW(fresh.parameters())) is None
+
+
+def test_checkpoint_damage_names_missing_and_truncated_files(tmp_path):
+    with process_group(tmp_path) as mesh:
+        model = sharded_model(mesh)
+        path = save(tmp_path / "ckpt", 1, model, torch.optim.AdamW(model.parameters()))
+    metadata = os.path.join(path, ".metadata")
+    with open(metadata, "rb") as file:
+        whole = file.read()
+    with open(metadata, "wb") as file:
+        file.write(whole[: len(whole) // 2])
+    assert ckpt.checkpoint_damage(path).startswith(".metadata: unreadable (")
+    with open(metadata, "wb") as file:
+        file.write(whole)
+    os.rename(os.path.join(path, "__0_0.distcp"), os.path.join(path, "moved.distcp"))
+    assert ckpt.checkpoint_damage(path) == "__0_0.distcp: missing"
+    os.remove(os.path.join(path, "model_config.json"))
+    assert ckpt.checkpoint_damage(path) == "no model_config.json (not a seedcoder checkpoint)"

@@ -8,6 +8,7 @@
 plus the LR schedule shapes and the metrics log.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -16,12 +17,14 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import numpy as np
 import pytest
+import torch
 
 from seedcoder.checkpoint import FAULT_ENV, latest_checkpoint, list_checkpoints
-from seedcoder.data.shards import ShardWriter, build_manifest, write_manifest
+from seedcoder.data.shards import Section, ShardWriter, build_manifest, read_header, write_manifest
 from seedcoder.lr_schedule import LRSchedule
 from seedcoder.metrics import MetricsLogger, read_jsonl
 
@@ -49,8 +52,9 @@ def dataset(tmp_path_factory):
     return str(path)
 
 
-def train(out_dir, dataset, *extra, ranks=1, env=None, check=True, wait=True):
-    """Run `seedcoder.train pretrain` in subprocesses (torchrun for ranks > 1); returns the finished process."""
+def train(out_dir, dataset, *extra, ranks=1, env=None, check=True, wait=True, stdout=subprocess.PIPE):
+    """Run `seedcoder.train pretrain` in subprocesses (torchrun for ranks > 1); returns the finished process
+    (wait=False: the running one, its output to `stdout`)."""
     command = [sys.executable, "-m", "seedcoder.train", "pretrain", f"--data.path={dataset}", f"--run.out_dir={out_dir}",
                *COMMON, *extra]
     if ranks > 1:
@@ -58,7 +62,7 @@ def train(out_dir, dataset, *extra, ranks=1, env=None, check=True, wait=True):
     environment = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     environment.update(OMP_NUM_THREADS="1", **(env or {}))
     if not wait:
-        return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=stdout, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True)
     result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=240)
     if check and result.returncode != 0:
@@ -122,6 +126,36 @@ def test_kill_during_save_then_resume_is_bitwise(dataset, reference, tmp_path):
     assert latest_checkpoint(checkpoints).endswith("step-00000006")
 
 
+def test_resume_skips_a_damaged_checkpoint_and_refuses_when_all_are_damaged(dataset, reference_run, reference, tmp_path):
+    out_dir = tmp_path / "damaged"
+    shutil.copytree(reference_run, out_dir)  # checkpoints at steps 2, 4, 6
+    checkpoints = out_dir / "checkpoints"
+    shutil.rmtree(checkpoints / "step-00000006")
+    shard = checkpoints / "step-00000004" / "__0_0.distcp"
+    size = shard.stat().st_size
+    os.truncate(shard, size // 2)
+    broken_copy = tmp_path / "all-damaged"
+    shutil.copytree(out_dir, broken_copy)
+
+    result = train(out_dir, dataset, "--resume")
+    warnings = [line for line in result.stdout.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and str(checkpoints / "step-00000004") in warnings[0], result.stdout
+    assert f"__0_0.distcp: truncated ({size // 2:,} bytes, the metadata needs {size:,})" in warnings[0]
+    assert f"resumed from {checkpoints / 'step-00000002'} (step 2" in result.stdout
+    assert losses(out_dir) == reference  # steps 3..6 redone from step 2, as in the uninterrupted run
+    assert (checkpoints / "step-00000004.damaged").is_dir()  # kept for a look, no longer a checkpoint
+    assert [step for step, _ in list_checkpoints(checkpoints)] == [2, 4, 6]
+
+    (broken_copy / "checkpoints" / "step-00000002" / ".metadata").write_bytes(b"")
+    result = train(broken_copy, dataset, "--resume", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"seedcoder.train: {broken_copy / 'checkpoints'}: "
+                                                                       "every checkpoint is damaged (step-00000004: "
+                                                                       "__0_0.distcp: truncated"), result.stderr
+    assert "step-00000002: .metadata: unreadable" in result.stderr
+    assert sorted(os.listdir(broken_copy / "checkpoints")) == ["step-00000002", "step-00000004"]  # nothing moved
+
+
 def test_sigterm_stops_at_a_step_with_a_checkpoint_and_resume_continues(dataset, tmp_path):
     out_dir = tmp_path / "stopped"
     process = train(out_dir, dataset, "--train.steps=100000", "--checkpoint.interval=0", wait=False)
@@ -139,6 +173,102 @@ def test_sigterm_stops_at_a_step_with_a_checkpoint_and_resume_continues(dataset,
     result = train(out_dir, dataset, f"--train.steps={stopped_at + 2}", "--resume")
     assert f"step {stopped_at + 1}/{stopped_at + 2}" in result.stdout
     assert losses(out_dir)[0] == list(range(1, stopped_at + 3))
+
+
+def processes_with(marker):
+    """The live processes whose environment holds `marker` (a unique NAME=value), by pid."""
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/environ", "rb") as file:  # a zombie's is empty
+                if marker.encode() in file.read().split(b"\0"):
+                    found.append(int(name))
+        except (OSError, ValueError):  # not a process, or gone meanwhile
+            continue
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and the Linux parent-death signal")
+def test_ranks_die_with_their_torchrun_agent(dataset, tmp_path):
+    """kill -9 of the torchrun agent: its ranks (each in a session of its own) must not train on as orphans."""
+    marker = f"SEEDCODER_TEST_RUN={uuid.uuid4().hex}"
+    out_dir = tmp_path / "orphans"
+    with open(tmp_path / "output.txt", "w") as output:
+        agent = train(out_dir, dataset, "--train.steps=100000", "--checkpoint.interval=0", ranks=2, wait=False,
+                      env=dict([marker.split("=")]), stdout=output)
+    try:
+        jsonl = out_dir / "metrics.jsonl"
+        deadline = time.time() + 120
+        while time.time() < deadline and agent.poll() is None and not (jsonl.exists() and jsonl.read_text().count("\n")):
+            time.sleep(0.05)  # until step 1 is logged: both ranks are up and training
+        ranks = [pid for pid in processes_with(marker) if pid != agent.pid]
+        assert agent.poll() is None and len(ranks) == 2, (tmp_path / "output.txt").read_text()
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait(timeout=10)
+        deadline = time.time() + 10
+        while time.time() < deadline and processes_with(marker):
+            time.sleep(0.05)
+        assert processes_with(marker) == [], "ranks outlived their torchrun agent"
+    finally:
+        agent.kill()
+        for pid in processes_with(marker):  # only ours: they carry this test's marker
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+ORPHAN = """
+import os, sys, time
+import seedcoder.train as train
+print("ready", flush=True)
+while os.getppid() == train._LAUNCHER_PID:  # until the launcher is gone, as if it died before the prctl call
+    time.sleep(0.01)
+train.die_with_launcher()
+print("still running", file=sys.stderr, flush=True)
+"""
+LAUNCHER = """
+import os, subprocess, sys
+rank = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdout=subprocess.PIPE, stderr=open(sys.argv[2], "w"),
+                        env={**os.environ, "TORCHELASTIC_RUN_ID": "test"})
+rank.stdout.readline()
+print(os.getpid(), rank.pid)  # and exit without waiting for the rank
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and the Linux parent-death signal")
+def test_a_rank_whose_launcher_died_before_the_death_signal_was_set_exits(tmp_path):
+    """The agent gone between the rank's start and its prctl call: the signal would never come, so the rank exits."""
+    log = tmp_path / "rank.txt"
+    launched = subprocess.run([sys.executable, "-c", LAUNCHER, ORPHAN, str(log)], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120, check=True)
+    launcher, rank = map(int, launched.stdout.split())
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and "\n" not in log.read_text():
+            time.sleep(0.05)
+        assert log.read_text() == f"seedcoder.train: the torchrun agent (pid {launcher}) is gone; exiting\n"
+    finally:
+        if not log.read_text():  # still running after 30 s
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(rank, signal.SIGKILL)
+
+
+def test_a_corrupted_shard_is_one_line_from_rank_0(dataset, tmp_path):
+    """Bad input ends a torchrun job with one line from rank 0 naming the file, the section and the problem; no rank
+    prints a traceback (torchrun's own failure report follows, as for any failed job)."""
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    shard = data / "shard-1.scs"
+    damaged = bytearray(shard.read_bytes())
+    damaged[read_header(shard).sections[Section.TOKENS][0] + 3] ^= 0x40
+    shard.write_bytes(damaged)
+    result = train(tmp_path / "run", data, ranks=2, check=False)
+    assert result.returncode != 0
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("seedcoder.train: ")]
+    assert len(lines) == 1, result.stdout + result.stderr
+    assert lines[0].startswith(f"seedcoder.train: {shard}: checksum mismatch in section 'tokens' (stored 0x"), lines
+    assert lines[0].endswith("corrupted data"), lines
+    assert "[rank" not in result.stderr and "ShardError" not in result.stderr, result.stderr
+    assert "exitcode  : 2" in result.stderr  # torchrun's report: both ranks exited with EXIT_USER_ERROR
 
 
 def test_non_finite_steps_are_skipped_then_stop_with_a_checkpoint(dataset, tmp_path):
@@ -302,3 +432,20 @@ def test_activation_checkpointing_keeps_losses_and_gradients(tmp_path):
     for mode in ("selective", "full"):
         assert torch.equal(results[mode][0], results["none"][0])
         assert all(torch.equal(a, b) for a, b in zip(results[mode][1], results["none"][1], strict=True))
+
+
+def test_batches_are_checked_on_the_host_before_the_copy_to_the_device():
+    """On a GPU the model can check only the shape of cu_seqlens (reading values would sync every step), so the
+    training loop checks the host batch before `_to_device` copies it."""
+    from seedcoder.train import _to_device
+
+    ids = torch.zeros(2, 8, dtype=torch.long)
+    batch = {"input_ids": ids, "labels": ids, "position_ids": ids, "max_seqlen": 8,
+             "cu_seqlens": torch.tensor([0, 5, 12, 16], dtype=torch.int32)}  # a document crosses the row end at 8
+    with pytest.raises(ValueError, match="crosses a row end"):
+        _to_device(batch, torch.device("meta"))
+    batch["cu_seqlens"] = torch.tensor([0, 5, 8, 16], dtype=torch.int32)
+    assert _to_device(batch, torch.device("meta"))["cu_seqlens"].device.type == "meta"
+    batch["max_seqlen"] = 4
+    with pytest.raises(ValueError, match="max_seqlen"):
+        _to_device(batch, torch.device("meta"))

@@ -60,6 +60,7 @@ from typing import IO, Any
 import numpy as np
 
 from seedcoder.data.crc32c import crc32c
+from seedcoder.errors import UserError
 from seedcoder.fileio import atomic_write, atomic_write_text
 
 MAGIC = b"\x89SCS\r\n\x1a\n"  # PNG-style: a non-ASCII byte and CR/LF catch text-mode copies
@@ -210,7 +211,7 @@ SCORE_HISTOGRAM_BINS = 20
 SCORE_HISTOGRAM_RANGE = (0.0, 10.0)  # the Seed-Coder quality score scale
 
 
-class ShardError(Exception):
+class ShardError(UserError):
     """A shard (or manifest) file is unreadable, truncated, corrupted or does not match what was expected."""
 
     def __init__(self, path: str | os.PathLike, problem: str):

@@ -45,7 +45,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -266,19 +266,20 @@ def reference_logprobs(model: torch.nn.Module, pairs: Sequence[dict], *,
 
 def resume_checkpoint(checkpoint_dir: str | None, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                       rng: random.Random, *, stage: str) -> dict[str, Any] | None:
-    """Load the newest complete checkpoint of a single-process post-training loop (DPO or GRPO) into model,
-    optimizer and rng; its train state, or None when there is none (incomplete ones are removed first)."""
-    from seedcoder.checkpoint import latest_checkpoint, load_checkpoint, remove_incomplete
+    """Load the newest intact checkpoint of a single-process post-training loop (DPO or GRPO) into model,
+    optimizer and rng; its train state, or None when there is none (incomplete ones are removed first, damaged
+    ones skipped with a warning: seedcoder.checkpoint.resume_latest)."""
+    from seedcoder.checkpoint import CheckpointError, remove_incomplete, resume_latest
 
     if checkpoint_dir is None:
         return None
     remove_incomplete(checkpoint_dir)
-    latest = latest_checkpoint(checkpoint_dir)
-    if latest is None:
+    resumed = resume_latest(checkpoint_dir, model=model, optimizer=optimizer, model_config=model.cfg.to_dict())
+    if resumed is None:
         return None
-    state = load_checkpoint(latest, model=model, optimizer=optimizer)
+    latest, state = resumed
     if state.get("stage") != stage:
-        raise ValueError(f"checkpoint_dir: {latest} is not a {stage.upper()} checkpoint (stage {state.get('stage')!r})")
+        raise CheckpointError(f"checkpoint_dir: {latest} is not a {stage.upper()} checkpoint (stage {state.get('stage')!r})")
     version, internal, gauss = state["rng"]
     rng.setstate((version, tuple(internal), gauss))
     return state
@@ -366,37 +367,42 @@ def load_run_config(path: str | os.PathLike | None, overrides: Sequence[str], de
                     ) -> dict[str, dict[str, Any]]:
     """A TOML file of [section] tables over `defaults` (every key known, its type that of the default; an int is
     accepted for a float), then `--section.key=value` overrides (the value read as TOML, else as a string).
-    Unknown sections or keys and wrong types raise ValueError naming them."""
+    An unreadable file, unknown sections or keys and wrong types raise ConfigError (a ValueError) naming them."""
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
 
+    from seedcoder.config import ConfigError
+
     config = {section: dict(values) for section, values in defaults.items()}
 
     def assign(section: str, key: str, value: Any, where: str) -> None:
         if section not in config:
-            raise ValueError(f"{where}: unknown section [{section}] (known: {', '.join(config)})")
+            raise ConfigError(f"{where}: unknown section [{section}] (known: {', '.join(config)})")
         if key not in config[section]:
-            raise ValueError(f"{where}: unknown key {section}.{key} (known: {', '.join(config[section])})")
+            raise ConfigError(f"{where}: unknown key {section}.{key} (known: {', '.join(config[section])})")
         default = config[section][key]
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if type(value) is not type(default):
-            raise ValueError(f"{where}: {section}.{key} must be a {type(default).__name__}, got {value!r}")
+            raise ConfigError(f"{where}: {section}.{key} must be a {type(default).__name__}, got {value!r}")
         config[section][key] = value
 
     if path is not None:
-        with open(path, "rb") as file:
-            raw = tomllib.load(file)
+        try:
+            with open(path, "rb") as file:
+                raw = tomllib.load(file)
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(f"{path}: cannot read the config ({error})") from None
         for section, table in raw.items():
             if not isinstance(table, dict):
-                raise ValueError(f"{path}: {section} must be a [section] table")
+                raise ConfigError(f"{path}: {section} must be a [section] table")
             for key, value in table.items():
                 assign(section, key, value, os.fspath(path))
     for item in overrides:
         if not item.startswith("--") or "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ValueError(f"override {item!r}: expected --section.key=value")
+            raise ConfigError(f"override {item!r}: expected --section.key=value")
         name, text = item[2:].split("=", 1)
         section, key = name.split(".", 1)
         try:
@@ -456,28 +462,60 @@ DPO_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+def read_input(key: str, path: str, read: Callable[[str], Any]) -> Any:
+    """`read(path)` for the file named by config key `key`; a missing or malformed file is a ConfigError naming both."""
+    from seedcoder.config import ConfigError
+
+    try:
+        return read(path)
+    except (OSError, ValueError) as error:  # ValueError: json.JSONDecodeError, or the reader's own checks
+        raise ConfigError(f"config key {key!r} ({path}): {error}") from None
+
+
+def load_policy_for(model_section: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
+    """`load_policy`, with a checkpoint that cannot be found or loaded reported as a ConfigError naming model.init_from."""
+    from seedcoder.config import ConfigError
+    from seedcoder.generate import GenerationError
+    from seedcoder.hf_convert import ConvertError
+
+    try:
+        return load_policy(model_section)
+    except (GenerationError, ConvertError) as error:
+        raise ConfigError(f"config key 'model.init_from': {error}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """python -m seedcoder.posttrain.dpo --config configs/dpo_tiny_demo.toml [--section.key=value ...]: mine pairs
-    (unless [data] pairs names a file) into <dir>/pairs.jsonl, then train; <dir>/metrics.jsonl, <dir>/checkpoints."""
+    (unless [data] pairs names a file) into <dir>/pairs.jsonl, then train; <dir>/metrics.jsonl, <dir>/checkpoints.
+    Bad input (config, data files, checkpoints) exits 2 with one line on stderr (seedcoder.errors)."""
     import argparse
 
-    from seedcoder.generate import Engine, SamplingParams
-    from seedcoder.posttrain.grpo import toy_problems
-    from seedcoder.posttrain.rewards import prefix_reward_fn
+    from seedcoder.errors import exit_on_user_error
 
     parser = argparse.ArgumentParser(prog="python -m seedcoder.posttrain.dpo", description=main.__doc__)
     parser.add_argument("--config", help="TOML file (sections: " + ", ".join(DPO_DEFAULTS) + ")")
     args, overrides = parser.parse_known_args(argv)
-    cfg = load_run_config(args.config, overrides, DPO_DEFAULTS)
+    return exit_on_user_error("seedcoder.posttrain.dpo", lambda: run_from_config(args.config, overrides))
+
+
+def run_from_config(config_path: str | None, overrides: Sequence[str]) -> int:
+    """`main` after the command line: mine pairs if needed, then train (raises ConfigError and other user errors)."""
+    from seedcoder.config import ConfigError
+    from seedcoder.generate import Engine, SamplingParams
+    from seedcoder.posttrain.grpo import toy_problems
+    from seedcoder.posttrain.rewards import prefix_reward_fn
+
+    cfg = load_run_config(config_path, overrides, DPO_DEFAULTS)
     out = cfg["output"]["dir"]
     os.makedirs(out, exist_ok=True)
-    model, tokenizer = load_policy(cfg["model"])
+    model, tokenizer = load_policy_for(cfg["model"])
     if cfg["data"]["pairs"]:
-        pairs = read_pairs(cfg["data"]["pairs"])
+        pairs = read_input("data.pairs", cfg["data"]["pairs"], read_pairs)
     else:
-        problems = read_problems(cfg["data"]["problems"]) if cfg["data"]["problems"] else toy_problems()
+        problems = read_input("data.problems", cfg["data"]["problems"], read_problems) if cfg["data"]["problems"] \
+            else toy_problems()
         if cfg["data"]["reward"] not in ("unit_tests", "prefix"):
-            raise ValueError(f"data.reward: expected 'unit_tests' or 'prefix', got {cfg['data']['reward']!r}")
+            raise ConfigError(f"config key 'data.reward': expected 'unit_tests' or 'prefix', got {cfg['data']['reward']!r}")
         m = cfg["mine"]
         engine = Engine(copy.deepcopy(model), tokenizer, max_batch=64, seed=cfg["model"]["seed"])
         params = SamplingParams(n=m["k"], temperature=m["temperature"], top_p=m["top_p"], max_tokens=m["max_tokens"],

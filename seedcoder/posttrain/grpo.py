@@ -466,25 +466,39 @@ GRPO_DEFAULTS: dict[str, dict[str, Any]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     """python -m seedcoder.posttrain.grpo --config configs/grpo_tiny_demo.toml [--section.key=value ...]: GRPO on
     [data] problems (JSONL; "" = the toy task) with [data] reward "unit_tests" (sandbox + format) or "prefix";
-    <dir>/metrics.jsonl (one line per step) and <dir>/checkpoints (resumed from when present)."""
+    <dir>/metrics.jsonl (one line per step) and <dir>/checkpoints (resumed from when present). Bad input (config,
+    problems file, checkpoints) exits 2 with one line on stderr (seedcoder.errors)."""
     import argparse
 
-    from seedcoder.posttrain.dpo import load_policy, load_run_config, read_problems
-    from seedcoder.posttrain.rewards import make_unit_test_reward_fn, prefix_reward_fn
+    from seedcoder.errors import exit_on_user_error
 
     parser = argparse.ArgumentParser(prog="python -m seedcoder.posttrain.grpo", description=main.__doc__)
     parser.add_argument("--config", help="TOML file (sections: " + ", ".join(GRPO_DEFAULTS) + ")")
     args, overrides = parser.parse_known_args(argv)
-    cfg = load_run_config(args.config, overrides, GRPO_DEFAULTS)
+    return exit_on_user_error("seedcoder.posttrain.grpo", lambda: run_from_config(args.config, overrides))
+
+
+def run_from_config(config_path: str | None, overrides: Sequence[str]) -> int:
+    """`main` after the command line (raises ConfigError and other user errors)."""
+    from seedcoder.config import ConfigError
+    from seedcoder.posttrain.dpo import load_policy_for, load_run_config, read_input, read_problems
+    from seedcoder.posttrain.rewards import make_unit_test_reward_fn, prefix_reward_fn
+
+    cfg = load_run_config(config_path, overrides, GRPO_DEFAULTS)
     if cfg["data"]["reward"] not in ("unit_tests", "prefix"):
-        raise ValueError(f"data.reward: expected 'unit_tests' or 'prefix', got {cfg['data']['reward']!r}")
+        raise ConfigError(f"config key 'data.reward': expected 'unit_tests' or 'prefix', got {cfg['data']['reward']!r}")
+    try:
+        config = GRPOConfig(**cfg["grpo"])
+    except ValueError as error:  # GRPOConfig checks its own values
+        raise ConfigError(f"config section [grpo]: {str(error).removeprefix('GRPOConfig.')}") from None
     out = cfg["output"]["dir"]
     os.makedirs(out, exist_ok=True)
-    model, tokenizer = load_policy(cfg["model"])
-    problems = read_problems(cfg["data"]["problems"]) if cfg["data"]["problems"] else toy_problems()
+    model, tokenizer = load_policy_for(cfg["model"])
+    problems = read_input("data.problems", cfg["data"]["problems"], read_problems) if cfg["data"]["problems"] \
+        else toy_problems()
     reward_fn = (prefix_reward_fn if cfg["data"]["reward"] == "prefix"
                  else make_unit_test_reward_fn(format_weight=cfg["data"]["format_weight"]))
-    records = grpo_train(model, tokenizer, problems, reward_fn, GRPOConfig(**cfg["grpo"]),
+    records = grpo_train(model, tokenizer, problems, reward_fn, config,
                          log_path=os.path.join(out, "metrics.jsonl"), checkpoint_dir=os.path.join(out, "checkpoints"),
                          checkpoint_every=cfg["output"]["checkpoint_every"])
     for record in records:
