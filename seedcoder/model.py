@@ -24,12 +24,14 @@ Packed rows and document masking. The loader packs several documents into a row 
 (restarting at 0 in every document) and `cu_seqlens` (document boundaries over the flattened B*S tokens).
 A token attends causally within its own document only. The mask comes from cu_seqlens when given, else from
 position_ids (a new document starts wherever the position is 0); with neither, a row is one causal sequence.
-Rotary uses position_ids (derived from cu_seqlens when only those are given). Attention is one small
-function, `attend`, that gets an `AttentionMask`. On CUDA with bf16/fp16 activations it is our flash attention
-(`seedcoder.kernels.flash_attention`): packed documents straight from cu_seqlens / max_seqlen, or plain causal
-rows. Elsewhere, and as the fallback (fp32, head dims over 128, a mask known only from position_ids), it is
-PyTorch SDPA: is_causal when every row is one document, else a dense (B, 1, S, S) boolean block-diagonal causal
-mask.
+Rotary uses position_ids (derived from cu_seqlens when only those are given). Documents never cross rows (the
+loader cuts them at row ends); `check_cu_seqlens` enforces that on host tensors. Attention is one small function,
+`attend`, that gets an `AttentionMask` (the packing information, nothing O(S²)) and decides its path first. On
+CUDA with bf16/fp16 activations it is our flash attention (`seedcoder.kernels.flash_attention`): packed documents
+straight from cu_seqlens / max_seqlen, or plain causal rows. Elsewhere, and as the fallback (fp32, head dims
+over 128, a mask known only from position_ids), it is PyTorch SDPA: is_causal when every row is one document,
+else a dense (B, 1, S, S) boolean block-diagonal causal mask, built in that call (once per layer: elementwise work,
+small next to SDPA's own). The flash path never builds one: at S = 32K it would take 1 GiB per row.
 """
 
 from __future__ import annotations
@@ -153,12 +155,14 @@ class AttentionMask:
     """Who attends to whom in a (B, S) batch: causal, and within a document when rows are packed.
 
     cu_seqlens / max_seqlen: the loader's document boundaries over the flattened B*S tokens (None: unknown).
-    dense: (B, 1, S, S) bool, True where query i may attend key j; None means plain causal rows.
+    position_ids: (B or 1, S) positions restarting at 0 in every document (the documents when cu_seqlens is None).
+    packed: some row may hold several documents; False means every row is one causal sequence.
     """
 
     cu_seqlens: torch.Tensor | None = None
     max_seqlen: int | None = None
-    dense: torch.Tensor | None = None
+    position_ids: torch.Tensor | None = None
+    packed: bool = False
 
 
 def document_ids(batch: int, seqlen: int, *, position_ids: torch.Tensor | None = None,
@@ -181,39 +185,54 @@ def positions_from_cu_seqlens(cu_seqlens: torch.Tensor, batch: int, seqlen: int)
     return (tokens - cu[segment]).view(batch, seqlen)
 
 
-def check_cu_seqlens(cu_seqlens: torch.Tensor, total_tokens: int) -> None:
-    """Shape and dtype always; the values only for a host tensor (on a GPU that check would sync every step)."""
+def _head(t: torch.Tensor) -> str:
+    return f"{t[:8].tolist()}{' ...' if t.numel() > 8 else ''}"
+
+
+def check_cu_seqlens(cu_seqlens: torch.Tensor, batch: int, seqlen: int, *, max_seqlen: int | None = None) -> None:
+    """ValueError unless cu_seqlens are document boundaries for a (batch, seqlen) batch: shape and dtype always;
+    the values (rising from 0 to B*S, a boundary at every row start, no document longer than max_seqlen) only for
+    a host tensor, where they cost no device sync. The training loop calls this on its host batch before the copy
+    to the GPU; the model calls it too, which checks the values of CPU batches."""
     if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2 or cu_seqlens.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"cu_seqlens: expected a 1-D int32/int64 tensor of document boundaries, got shape "
                          f"{tuple(cu_seqlens.shape)} dtype {cu_seqlens.dtype}")
-    if not cu_seqlens.is_cuda:
-        if int(cu_seqlens[0]) != 0 or int(cu_seqlens[-1]) != total_tokens or bool((cu_seqlens.diff() < 0).any()):
-            shown = cu_seqlens[:8].tolist()
-            raise ValueError(f"cu_seqlens: must rise from 0 to B*S = {total_tokens}, got {shown}"
-                             f"{' ...' if cu_seqlens.numel() > 8 else ''} (last {int(cu_seqlens[-1])})")
+    if cu_seqlens.device.type != "cpu":
+        return
+    total_tokens = batch * seqlen
+    lengths = cu_seqlens.diff()
+    if int(cu_seqlens[0]) != 0 or int(cu_seqlens[-1]) != total_tokens or bool((lengths < 0).any()):
+        raise ValueError(f"cu_seqlens: must rise from 0 to B*S = {total_tokens}, got {_head(cu_seqlens)} "
+                         f"(last {int(cu_seqlens[-1])})")
+    row_starts = torch.arange(0, total_tokens + 1, seqlen, dtype=cu_seqlens.dtype) if seqlen else cu_seqlens[:1]
+    if not bool(torch.isin(row_starts, cu_seqlens).all()):
+        raise ValueError(f"cu_seqlens: a document crosses a row end: every multiple of S = {seqlen} up to B*S must be a "
+                         f"boundary, got {_head(cu_seqlens)}")
+    if max_seqlen is not None and int(lengths.max()) > max_seqlen:
+        raise ValueError(f"max_seqlen: {max_seqlen} is shorter than the longest document in cu_seqlens "
+                         f"({int(lengths.max())} tokens)")
 
 
 def build_attention_mask(input_ids: torch.Tensor, *, position_ids: torch.Tensor | None, cu_seqlens: torch.Tensor | None,
                          max_seqlen: int | None) -> AttentionMask:
-    """The AttentionMask for a batch. Rows that are one document each (cu_seqlens with B + 1 entries, or no
-    document information at all) get the plain causal path, decided from shapes only (no host sync)."""
-    batch, seqlen = input_ids.shape
-    if cu_seqlens is not None:
-        if cu_seqlens.numel() == batch + 1:  # segments never cross rows, so each row is one document
-            return AttentionMask(cu_seqlens, max_seqlen, None)
-    elif position_ids is None:
-        return AttentionMask()
-    docs = document_ids(batch, seqlen, position_ids=position_ids, cu_seqlens=cu_seqlens, device=input_ids.device)
-    causal = torch.ones(seqlen, seqlen, dtype=torch.bool, device=input_ids.device).tril()
-    dense = (docs[:, :, None] == docs[:, None, :]) & causal
-    return AttentionMask(cu_seqlens, max_seqlen, dense.unsqueeze(1))
+    """The AttentionMask for a batch, from shapes only (no host sync, no O(S²) tensor). Rows are one document
+    each when cu_seqlens has B + 1 entries (segments never cross rows) or there is no document information."""
+    packed = position_ids is not None if cu_seqlens is None else cu_seqlens.numel() != input_ids.shape[0] + 1
+    return AttentionMask(cu_seqlens, max_seqlen, position_ids, packed)
+
+
+def dense_attention_mask(mask: AttentionMask, batch: int, seqlen: int, device: torch.device) -> torch.Tensor:
+    """(B, 1, S, S) bool, True where query i may attend key j: causal within each document (the SDPA path)."""
+    docs = document_ids(batch, seqlen, position_ids=mask.position_ids, cu_seqlens=mask.cu_seqlens, device=device)
+    causal = torch.ones(seqlen, seqlen, dtype=torch.bool, device=device).tril()
+    return ((docs[:, :, None] == docs[:, None, :]) & causal).unsqueeze(1)
 
 
 def attention_backend(q: torch.Tensor, mask: AttentionMask) -> str:
     """"flash" (our kernel) on CUDA for 16-bit activations when the documents are known from cu_seqlens or every
     row is one document; "sdpa" otherwise."""
     flash_ok = q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and q.shape[-1] <= 128
-    return "flash" if flash_ok and (mask.cu_seqlens is not None or mask.dense is None) else "sdpa"
+    return "flash" if flash_ok and (mask.cu_seqlens is not None or not mask.packed) else "sdpa"
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask, *,
@@ -221,20 +240,24 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMas
     """Causal (document-masked) attention: q (B, S, Hq, D), k and v (B, S, Hkv, D) -> (B, S, Hq, D).
 
     backend: "flash" (seedcoder.kernels.flash_attention, packed documents from mask.cu_seqlens without a dense
-    mask) or "sdpa" (PyTorch SDPA, GQA without repeating k/v); None picks with `attention_backend`.
+    mask) or "sdpa" (PyTorch SDPA, GQA without repeating k/v, a dense mask for packed rows); None picks with
+    `attention_backend`.
     """
+    batch, seqlen, n_heads, head_dim = q.shape
     if (backend or attention_backend(q, mask)) == "flash":
         if mask.cu_seqlens is None:
+            if mask.packed:
+                raise ValueError("attend: the flash path needs cu_seqlens for packed rows (documents known only from "
+                                 "position_ids take the SDPA path)")
             return flash_attention(q, k, v, causal=True)
-        batch, seqlen, n_heads, head_dim = q.shape
         out = flash_attention(q.reshape(batch * seqlen, n_heads, head_dim), k.reshape(batch * seqlen, -1, head_dim),
                               v.reshape(batch * seqlen, -1, head_dim), causal=True,
                               cu_seqlens=mask.cu_seqlens.to(torch.int32),
                               max_seqlen=mask.max_seqlen or seqlen)  # documents never cross rows: S bounds them
         return out.view(q.shape)
+    dense = dense_attention_mask(mask, batch, seqlen, q.device) if mask.packed else None
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                         attn_mask=mask.dense, is_causal=mask.dense is None,
-                                         enable_gqa=q.shape[2] != k.shape[2])
+                                         attn_mask=dense, is_causal=dense is None, enable_gqa=n_heads != k.shape[2])
     return out.transpose(1, 2)
 
 
@@ -394,7 +417,7 @@ class Transformer(nn.Module):
                                  f"got {tuple(position_ids.shape)}")
             position_ids = position_ids.to(input_ids.device)
         if cu_seqlens is not None:
-            check_cu_seqlens(cu_seqlens, batch * seqlen)  # before the copy to the GPU, where checking would sync
+            check_cu_seqlens(cu_seqlens, batch, seqlen, max_seqlen=max_seqlen)  # values: host tensors only
             cu_seqlens = cu_seqlens.to(input_ids.device, non_blocking=True)
         mask = build_attention_mask(input_ids, position_ids=position_ids, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
         if position_ids is None and cu_seqlens is not None:

@@ -201,6 +201,66 @@ def test_cu_seqlens_over_several_rows_and_one_document_per_row():
                                    rtol=0, atol=0)
 
 
+def test_flash_path_allocates_no_seqlen_squared_tensor(monkeypatch):
+    """With the flash path taken (forced on CPU, the kernel replaced by a stand-in that records its calls), a packed
+    forward and backward at S = 2048 creates no tensor of S² elements: no dense or causal mask is built."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    import seedcoder.model as model_module
+
+    seqlen = 2048
+    calls = []
+
+    def flash_stand_in(q, k, v, *, causal, cu_seqlens, max_seqlen):
+        calls.append((tuple(q.shape), cu_seqlens.tolist(), max_seqlen, causal))
+        return q * 1.0
+
+    monkeypatch.setattr(model_module, "attention_backend", lambda q, mask: "flash")
+    monkeypatch.setattr(model_module, "flash_attention", flash_stand_in)
+
+    class LargestTensor(TorchDispatchMode):
+        largest = (0, None)
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor) and t.numel() > self.largest[0]:
+                    self.largest = (t.numel(), str(func))
+            return out
+
+    model = build(seed=1)
+    ids = torch.randint(0, model.cfg.vocab_size, (1, seqlen), generator=torch.Generator().manual_seed(0))
+    cu_seqlens = torch.tensor([0, 700, 1700, seqlen], dtype=torch.int32)
+    with LargestTensor() as mode:
+        model(ids, cu_seqlens=cu_seqlens, max_seqlen=1000, labels=ids).backward()
+    assert calls == [((seqlen, model.cfg.n_heads, model.cfg.head_dim), [0, 700, 1700, seqlen], 1000, True)] * model.cfg.n_layers
+    assert mode.largest[0] < seqlen * seqlen, f"{mode.largest[1]} created a tensor of {mode.largest[0]} elements"
+
+
+def test_sdpa_path_masks_documents_like_a_hand_built_mask():
+    """On CPU attend picks SDPA; its mask (from cu_seqlens or from position_ids) is causal within each document,
+    so the output equals SDPA with a mask built here token by token."""
+    from seedcoder.model import attend, attention_backend, build_attention_mask
+
+    batch, seqlen, n_heads, n_kv_heads, head_dim = 2, 8, 4, 2, 16
+    gen = torch.Generator().manual_seed(5)
+    q = torch.randn(batch, seqlen, n_heads, head_dim, generator=gen)
+    k, v = (torch.randn(batch, seqlen, n_kv_heads, head_dim, generator=gen) for _ in range(2))
+    docs = [[0, 0, 0, 1, 1, 1, 1, 1], [2, 2, 2, 2, 2, 2, 2, 2]]  # row 0: documents of 3 and 5 tokens; row 1: one
+    keep = torch.tensor([[[docs[b][i] == docs[b][j] and j <= i for j in range(seqlen)] for i in range(seqlen)]
+                         for b in range(batch)]).unsqueeze(1)
+    expected = F.scaled_dot_product_attention(q.transpose(1, 2), k.repeat_interleave(2, 2).transpose(1, 2),
+                                              v.repeat_interleave(2, 2).transpose(1, 2), attn_mask=keep).transpose(1, 2)
+    ids = torch.zeros(batch, seqlen, dtype=torch.long)
+    position_ids = torch.tensor([[0, 1, 2, 0, 1, 2, 3, 4], list(range(8))])
+    for source in ({"cu_seqlens": torch.tensor([0, 3, 8, 16], dtype=torch.int32), "position_ids": None},
+                   {"cu_seqlens": None, "position_ids": position_ids}):
+        mask = build_attention_mask(ids, max_seqlen=None, **source)
+        assert attention_backend(q, mask) == "sdpa"
+        torch.testing.assert_close(attend(q, k, v, mask), expected, rtol=1e-6, atol=1e-6)
+
+
 # ------------------------------------------------------------------------------------------ validation
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"n_heads": 6, "n_kv_heads": 4, "dim": 96}, "n_heads \\(6\\) must be a multiple of n_kv_heads \\(4\\)"),
@@ -247,6 +307,29 @@ def test_bad_inputs_are_rejected():
         model(ids, position_ids=torch.zeros(2, 7, dtype=torch.long))
     with pytest.raises(ValueError, match="cu_seqlens: must rise from 0 to B\\*S = 16"):
         model(ids, cu_seqlens=torch.tensor([0, 5, 12], dtype=torch.int32))
+    with pytest.raises(ValueError, match="cu_seqlens: a document crosses a row end: every multiple of S = 8"):
+        model(ids, cu_seqlens=torch.tensor([0, 5, 12, 16], dtype=torch.int32))
+    with pytest.raises(ValueError, match="max_seqlen: 4 is shorter than the longest document in cu_seqlens \\(5 tokens\\)"):
+        model(ids, cu_seqlens=torch.tensor([0, 3, 8, 12, 16], dtype=torch.int32), max_seqlen=4)
+
+
+def test_check_cu_seqlens_checks_host_batches_and_never_reads_device_values():
+    """The training loop validates its host batch before the copy (on the GPU, reading the values would sync);
+    a tensor that is not on the host gets the shape and dtype checks only: its values are never read."""
+    from seedcoder.model import check_cu_seqlens
+
+    host = torch.tensor([0, 3, 8, 16], dtype=torch.int32)
+    check_cu_seqlens(host, 2, 8, max_seqlen=8)
+    with pytest.raises(ValueError, match="max_seqlen: 4 is shorter"):
+        check_cu_seqlens(host, 2, 8, max_seqlen=4)
+    with pytest.raises(ValueError, match="must rise from 0 to B\\*S = 16"):
+        check_cu_seqlens(torch.tensor([0, 9, 8, 16], dtype=torch.int32), 2, 8)
+    with pytest.raises(ValueError, match="expected a 1-D int32/int64 tensor"):
+        check_cu_seqlens(host.float(), 2, 8)
+    device_tensor = torch.empty(4, dtype=torch.int32, device="meta")  # reading a value would raise
+    check_cu_seqlens(device_tensor, 2, 8, max_seqlen=1)
+    with pytest.raises(ValueError, match="expected a 1-D int32/int64 tensor"):
+        check_cu_seqlens(device_tensor[:1], 2, 8)
 
 
 # ------------------------------------------------------------------------------------------ benchmark
