@@ -359,7 +359,7 @@ def bench_syntax_filter(corpus: Corpus, args: argparse.Namespace) -> Section:
     lines = curate_syntax.format_report(result).splitlines()[2:]  # without its title: ours is the section's
     target = (f"syntax filter >= {result['target_ratio']:.0%} of bare parser speed", f"{result['ratio']:.1%}",
               result["verdict"])
-    return Section("Syntax filter (tree-sitter)", lines, [target], result)
+    return Section("Syntax filter (CPython for Python, tree-sitter for the rest)", lines, [target], result)
 
 
 def bench_scorer(corpus: Corpus, args: argparse.Namespace) -> Section:
