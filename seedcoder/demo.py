@@ -160,12 +160,15 @@ def sample_completions(out: str, data: str, device) -> str:
 
 def sample(model, prompt_ids: list[int], *, max_new_tokens: int, temperature: float, top_k: int, stop_id: int | None,
            context: int, generator) -> list[int]:
-    """A plain sampling loop (no KV cache: the demo model is tiny): greedy at temperature 0, else top-k sampling."""
+    """A plain sampling loop (no KV cache: the demo model is tiny): greedy at temperature 0, else top-k sampling.
+    Progress goes to stderr (a minute or more on a loaded CPU)."""
     import torch
+
+    from seedcoder.progress import progress
 
     device = next(model.parameters()).device
     ids = list(prompt_ids)
-    with torch.no_grad():
+    with torch.no_grad(), progress(max_new_tokens, "[demo] sampling", unit="token") as bar:
         for _ in range(max_new_tokens):
             window = torch.tensor([ids[-context:]], device=device)
             logits = model(window)[0, -1].float()
@@ -177,6 +180,7 @@ def sample(model, prompt_ids: list[int], *, max_new_tokens: int, temperature: fl
             if token == stop_id:
                 break
             ids.append(token)
+            bar.update(1)
     return ids
 
 

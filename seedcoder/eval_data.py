@@ -85,13 +85,18 @@ class Problem:
         return [SandboxJob(self.language, program, limits=limits, name=self.task_id)]
 
 
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+#.-]*)[^\n]*(?:\n|\Z)(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def fenced_blocks(text: str) -> list[str]:
+    """The code of every ``` block of `text`, in order, without the fence lines (the last may be unclosed)."""
+    return [match.group(2) for match in _FENCE.finditer(text)]
 
 
 def extract_code_block(text: str) -> str:
     """The first fenced ``` block of `text` (chat answers), or `text` itself when it has none."""
-    match = _FENCE.search(text)
-    return match.group(2) if match else text
+    blocks = fenced_blocks(text)
+    return blocks[0] if blocks else text
 
 
 def truncate_at_stop(text: str, stop: list[str] | tuple[str, ...] | None) -> str:

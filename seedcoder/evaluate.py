@@ -18,6 +18,14 @@ solutions). Completions are generated in batches; each batch's programs go to th
 the next batch is generated. pass@k is the unbiased estimator of Chen et al. 2021, 1 - C(n-c, k) / C(n, k),
 averaged over problems, computed as a product (no huge binomials).
 
+Chat-style answers in code fences: a completion left inside an open ``` fence (HumanEval's stop sequences cut
+"```python\ndef f(..." right after the fence) is continued from prompt + completion up to the closing fence (at
+most max_tokens more). HumanEval then runs, as chat evaluators do, the fenced code instead of the completion when
+prompt + completion does not parse: the block that defines the entry point (a whole function, which replaces the
+prompt's), else the first block that parses after the prompt (a body); samples record it as `code`. MBPP and
+stdio problems take the first fenced block (seedcoder/eval_data.py). A Python program that does not compile
+counts as `syntax_error`, not `runtime_error`.
+
 Outputs under --out: results.json (summary + per-problem outcomes, atomic), problems.jsonl (one record per
 problem: completions and each one's sandbox outcome, atomic), log.jsonl (one line per problem as it finishes,
 appended and flushed as the run goes: its progress). The summary table is printed.
@@ -30,15 +38,18 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+import re
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Protocol
 
 from seedcoder.eval_data import (
     EvalDataError,
     Problem,
+    fenced_blocks,
     fim_exact_match,
     fim_line_tasks,
     load_humaneval,
@@ -48,6 +59,11 @@ from seedcoder.eval_data import (
 )
 from seedcoder.fileio import atomic_write_text
 from seedcoder.sandbox import Limits, RunResult, SandboxError, default_workers, run_program
+
+FENCE = "```"
+FENCE_CLOSE = "\n```"  # the stop sequence of a continued fenced answer
+# how CPython reports a program that does not compile: the error, no "Traceback (most recent call last):"
+_SYNTAX_ERROR_LINE = re.compile(r"(SyntaxError|IndentationError|TabError): ")
 
 
 class EvaluationError(ValueError):
@@ -79,6 +95,59 @@ def mean_pass_at_k(counts: Sequence[tuple[int, int]], k: int) -> float:
     if not counts:
         raise EvaluationError("mean_pass_at_k: no problems")
     return sum(pass_at_k(n, c, k) for n, c in counts) / len(counts)
+
+
+# ------------------------------------------------------------------------------------------------ fenced answers
+def _parses(source: str) -> bool:
+    """Whether CPython compiles `source` (nothing runs)."""
+    try:
+        with warnings.catch_warnings():  # e.g. SyntaxWarning for an invalid escape: that still compiles
+            warnings.simplefilter("ignore")
+            compile(source, "<completion>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    return True
+
+
+def humaneval_code(problem: Problem, completion: str) -> str:
+    """The code that follows a HumanEval prompt in the program (module docstring): the completion, or, when
+    prompt + completion does not parse, the fenced block that defines the entry point, else the first that parses."""
+    if FENCE not in completion or _parses(problem.prompt + completion):
+        return completion
+    entry = re.escape(problem.meta.get("entry_point") or "")
+    defines = re.compile(rf"^\s*(?:async\s+)?def\s+{entry}\s*\(", re.MULTILINE)
+    blocks = [block for block in fenced_blocks(completion) if block.strip()]
+    for block in sorted(blocks, key=lambda block: not defines.search(block)):  # stable: the definition first
+        if _parses(problem.prompt + block):
+            return block
+    return completion
+
+
+def _answer_code(problem: Problem, completion: str) -> str:
+    return humaneval_code(problem, completion) if problem.kind == "humaneval" else completion
+
+
+def _close_open_fences(generator, prompts: list[str], rows: list[list[str]], *, temperature: float, top_p: float,
+                       max_tokens: int) -> list[list[str]]:
+    """Each completion left inside an open fence, continued up to the closing fence (module docstring)."""
+    unclosed = [(i, j) for i, row in enumerate(rows) for j, text in enumerate(row) if text.count(FENCE) % 2 == 1]
+    if not unclosed:
+        return rows
+    continued = _generate_checked(generator, [prompts[i] + rows[i][j] for i, j in unclosed], n=1,
+                                  temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=[FENCE_CLOSE])
+    rows = [list(row) for row in rows]
+    for (i, j), (text,) in zip(unclosed, continued):
+        rows[i][j] += text
+    return rows
+
+
+def _is_syntax_error(result: RunResult) -> bool:
+    """A Python program that did not compile (a SyntaxError raised while running has a traceback)."""
+    if result.status != "runtime_error" or result.language != "python":
+        return False
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    return (bool(lines) and "Traceback (most recent call last):" not in result.stderr
+            and _SYNTAX_ERROR_LINE.match(lines[-1]) is not None)
 
 
 # ------------------------------------------------------------------------------------------------ generators
@@ -221,14 +290,17 @@ class _JsonlLog:
             self._file.close()
 
 
-def _sample_record(completion: str, results: list[RunResult]) -> dict:
+def _sample_record(completion: str, code: str, results: list[RunResult]) -> dict:
     passed = bool(results) and all(result.passed for result in results)
     failed = next((result for result in results if not result.passed), None)
     record = {"completion": completion, "passed": passed, "tests": len(results),
               "tests_passed": sum(result.passed for result in results)}
+    if code != completion:
+        record["code"] = code  # what ran after the prompt: the fenced code of the completion
     if failed is not None:
-        record.update(status=failed.status, limit=failed.limit, exit_code=failed.exit_code, signal=failed.signal,
-                      error=failed.error, stderr_tail=failed.stderr[-1000:], stdout_tail=failed.stdout[-500:],
+        record.update(status="syntax_error" if _is_syntax_error(failed) else failed.status, limit=failed.limit,
+                      exit_code=failed.exit_code, signal=failed.signal, error=failed.error,
+                      stderr_tail=failed.stderr[-1000:], stdout_tail=failed.stdout[-500:],
                       compile_output=failed.compile_output[-1000:])
     else:
         record["status"] = "passed"
@@ -282,6 +354,7 @@ def evaluate_problems(
     started = time.perf_counter()
     generate_s = 0.0
     samples: list[list[str]] = [[] for _ in problems]
+    codes: list[list[str]] = [[] for _ in problems]
     outcomes: list[list[list[RunResult] | None]] = [[None] * n for _ in problems]
     remaining = [n for _ in problems]
     lock = threading.Lock()
@@ -298,7 +371,7 @@ def evaluate_problems(
             remaining[index] -= 1
             finished = remaining[index] == 0
         if finished:
-            records = [_sample_record(samples[index][j], outcomes[index][j]) for j in range(n)]
+            records = [_sample_record(samples[index][j], codes[index][j], outcomes[index][j]) for j in range(n)]
             correct = sum(record["passed"] for record in records)
             log.write({"task_id": problems[index].task_id, "n": n, "correct": correct,
                        "statuses": [record["status"] for record in records], "time": time.time()})
@@ -322,16 +395,20 @@ def evaluate_problems(
                 groups.setdefault(tuple(stop if stop is not None else problem.stop), []).append(offset)
             answers: list[list[str] | None] = [None] * len(batch)
             for stops, offsets in groups.items():
-                rows = _generate_checked(generator, [prompts[o] for o in offsets], n=n, temperature=temperature,
-                                         top_p=top_p, max_tokens=max_tokens, stop=list(stops))
+                group_prompts = [prompts[o] for o in offsets]
+                rows = _generate_checked(generator, group_prompts, n=n, temperature=temperature, top_p=top_p,
+                                         max_tokens=max_tokens, stop=list(stops))
+                rows = _close_open_fences(generator, group_prompts, rows, temperature=temperature, top_p=top_p,
+                                          max_tokens=max_tokens)
                 for offset, row in zip(offsets, rows):
                     answers[offset] = row
             generate_s += time.perf_counter() - tick
             for offset, problem in enumerate(batch):
                 index = begin + offset
                 samples[index] = list(answers[offset])
-                for sample, completion in enumerate(samples[index]):
-                    future = pool.submit(run_jobs, problem.jobs(completion, limits))
+                codes[index] = [_answer_code(problem, completion) for completion in samples[index]]
+                for sample, code in enumerate(codes[index]):
+                    future = pool.submit(run_jobs, problem.jobs(code, limits))
                     future.add_done_callback(lambda f, i=index, s=sample: sample_done(i, s, f))
                     futures.append(future)
         concurrent.futures.wait(futures)
@@ -348,7 +425,7 @@ def evaluate_problems(
     status_counts: dict[str, int] = {}
     isolation = None
     for index, problem in enumerate(problems):
-        records = [_sample_record(samples[index][j], outcomes[index][j]) for j in range(n)]
+        records = [_sample_record(samples[index][j], codes[index][j], outcomes[index][j]) for j in range(n)]
         correct = sum(record["passed"] for record in records)
         counts.append((n, correct))
         for record in records:

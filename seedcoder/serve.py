@@ -15,9 +15,15 @@ paper's temperature 0.6, top-p 0.8, repetition penalty 1.05; max_tokens `--max-t
 log-probabilities are the raw model's (log_softmax of the logits at temperature 1, as vLLM reports them).
 Unsupported fields (echo, suffix, best_of > n, presence/frequency penalties, tools) are refused, not ignored.
 
+Limits, checked before any work: a request body over `--max-request-bytes` (default 1 MiB) is answered 413
+before it is parsed (the Content-Length header first, then the bytes as they arrive); a request asking for
+more than `--max-n` completions (default 256: n, best_of, and prompts x n; pass@100 takes n = 200) gets a 400;
+so does one whose prompt tokens + max_tokens exceed the context (`max_model_len` in /v1/models), as vLLM
+answers it. Without max_tokens a completion runs up to `--max-tokens` or the end of the context.
+
 Errors use OpenAI's format {"error": {"message", "type", "param", "code"}}: HTTP 400 for a bad request (the
-message names the field), 404 for an unknown model name, 500 when the engine fails (every request then
-running fails; the server keeps serving).
+message names the field), 404 for an unknown model name, 413 for a request body over the limit, 500 when the
+engine fails (every request then running fails; the server keeps serving).
 
 Batching: one background thread drives the engine (`Engine.step`); every HTTP request adds its prompt(s) to the
 engine and waits on an asyncio queue fed from that thread, so requests from concurrent clients are decoded
@@ -44,6 +50,8 @@ if TYPE_CHECKING:  # imported where used, so that `seedcoder --help` (which impo
     from seedcoder.generate import Engine, SamplingParams, SequenceUpdate
 
 DEFAULT_MAX_TOKENS = 256
+DEFAULT_MAX_N = 256  # completions per request: pass@100 is usually estimated from n = 200 samples
+DEFAULT_MAX_REQUEST_BYTES = 1 << 20  # a 32K-token prompt is ~128 KB of text, ~250 KB as a JSON list of token ids
 
 
 class APIError(Exception):
@@ -56,6 +64,54 @@ class APIError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class RequestSizeLimit:
+    """ASGI middleware: a request body over `max_bytes` is answered 413 (OpenAI's error format) before the app parses
+    it: on the Content-Length header, else (chunked) as soon as the bytes read pass the limit. A body within the
+    limit is read here and handed on whole."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send, f"the request body is {int(declared):,} bytes")
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await self._refuse(send, f"the request body is at least {size:,} bytes")
+                return
+            if not message.get("more_body", False):
+                break
+        body_sent = False
+
+        async def replay():
+            nonlocal body_sent
+            if not body_sent:
+                body_sent = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # after the body: the disconnect a stream watches for
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send, what: str) -> None:
+        error = APIError(413, f"{what}, over this server's limit of {self.max_bytes:,} bytes (seedcoder serve "
+                              "--max-request-bytes)", code="request_too_large")
+        payload = json.dumps(error.body()).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
 
 
 # ------------------------------------------------------------------------------------------ engine thread
@@ -170,6 +226,32 @@ def _sampling_params(body: dict[str, Any], *, max_tokens: int | None, logprobs: 
         raise APIError(400, str(error), param=error.param) from None
 
 
+def _check_request_size(body: dict[str, Any], prompts: int, max_n: int) -> None:
+    """400 for a request asking for more than `max_n` completions (n, best_of, or prompts x n)."""
+    for param in ("n", "best_of"):
+        value = body.get(param)
+        if isinstance(value, int) and not isinstance(value, bool) and value > max_n:
+            raise APIError(400, f"{param}: at most {max_n} completions per request (seedcoder serve --max-n), "
+                                f"got {value}", param=param)
+    n = body.get("n") or 1
+    if isinstance(n, int) and prompts * n > max_n:
+        raise APIError(400, f"prompt: {prompts} prompts x n={n} ask for {prompts * n} completions, over this server's "
+                            f"limit of {max_n} per request (seedcoder serve --max-n)", param="prompt")
+
+
+def _check_context(prompts: list[list[int]], max_tokens: int | None, context: int, *, param: str, what: str) -> None:
+    """400 for a prompt whose tokens + max_tokens can never fit the context (vLLM's check and message)."""
+    if max_tokens is None or isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        return
+    for index, prompt in enumerate(prompts):
+        if len(prompt) + max_tokens > context:
+            where = f"prompt {index}: " if len(prompts) > 1 else ""
+            raise APIError(400, f"{where}This model's maximum context length is {context} tokens. However, you "
+                                f"requested {len(prompt) + max_tokens} tokens ({len(prompt)} in the {what}, "
+                                f"{max_tokens} in the completion). Please reduce the length of the {what} or "
+                                f"{param}.", param=param, code="context_length_exceeded")
+
+
 def _refuse_unsupported(body: dict[str, Any]) -> None:
     checks = [("echo", bool(body.get("echo")), "echo is not supported"),
               ("suffix", body.get("suffix") is not None, "suffix is not supported (use a fill-in-the-middle prompt)"),
@@ -189,8 +271,10 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------------------ app
 def create_app(engine: "Engine", model_name: str, *, default_max_tokens: int = DEFAULT_MAX_TOKENS,
-               log_jsonl: str | os.PathLike | None = None):
-    """The FastAPI app serving `engine` as `model_name`; the engine thread starts and stops with the app."""
+               log_jsonl: str | os.PathLike | None = None, max_n: int = DEFAULT_MAX_N,
+               max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
+    """The FastAPI app serving `engine` as `model_name`; the engine thread starts and stops with the app.
+    max_n: completions per request at most; max_request_bytes: the largest request body (module docstring)."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
@@ -214,6 +298,7 @@ def create_app(engine: "Engine", model_name: str, *, default_max_tokens: int = D
 
     app = FastAPI(title="seedcoder", lifespan=lifespan)
     app.state.engine_loop = engine_loop
+    app.add_middleware(RequestSizeLimit, max_bytes=max_request_bytes)
 
     class Sampling(BaseModel):
         model_config = ConfigDict(extra="allow")  # OpenAI fields we do not use (user, metadata, ...) are accepted
@@ -301,7 +386,8 @@ def create_app(engine: "Engine", model_name: str, *, default_max_tokens: int = D
             for request_id in open_ids:
                 engine_loop.release(request_id, abort=not finished_all)
 
-    def prompt_ids_of(body: CompletionRequest) -> list[list[int]]:
+    def prompts_of(body: CompletionRequest) -> list[Any]:
+        """The request's prompts: strings or token id lists."""
         prompt = body.prompt
         if isinstance(prompt, str):
             prompts: list[Any] = [prompt]
@@ -311,6 +397,9 @@ def create_app(engine: "Engine", model_name: str, *, default_max_tokens: int = D
             prompts = list(prompt)
         if not prompts:
             raise APIError(400, "prompt: must not be empty", param="prompt")
+        return prompts
+
+    def prompt_ids_of(prompts: list[Any]) -> list[list[int]]:
         out = []
         for index, p in enumerate(prompts):
             try:
@@ -364,8 +453,11 @@ def create_app(engine: "Engine", model_name: str, *, default_max_tokens: int = D
         started = time.perf_counter()
         check_model(body.model)
         raw = body.model_dump()
+        given = prompts_of(body)
+        _check_request_size(raw, len(given), max_n)
         _refuse_unsupported(raw)
-        prompts = prompt_ids_of(body)
+        prompts = prompt_ids_of(given)
+        _check_context(prompts, body.max_tokens, engine.max_seq_len, param="max_tokens", what="prompt")
         params = _sampling_params(raw, max_tokens=body.max_tokens, logprobs=body.logprobs is not None,
                                   top_logprobs=body.logprobs or 0, default_max_tokens=default_max_tokens, eos_id=engine.eos_id)
         request_ids, queue = await run(prompts, params)
@@ -427,6 +519,7 @@ def create_app(engine: "Engine", model_name: str, *, default_max_tokens: int = D
         started = time.perf_counter()
         check_model(body.model)
         raw = body.model_dump()
+        _check_request_size(raw, 1, max_n)
         _refuse_unsupported(raw)
         try:
             prompt = engine.encode_prompt(tokenize_chat(body.messages, engine.tokenizer).input_ids, "messages")
@@ -435,6 +528,9 @@ def create_app(engine: "Engine", model_name: str, *, default_max_tokens: int = D
         except GenerationError as error:
             raise APIError(400, str(error), param="messages") from None
         max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+        _check_context([prompt], max_tokens, engine.max_seq_len,
+                       param="max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens",
+                       what="messages")
         if body.top_logprobs and not body.logprobs:
             raise APIError(400, "top_logprobs: needs logprobs to be true", param="top_logprobs")
         params = _sampling_params(raw, max_tokens=max_tokens, logprobs=body.logprobs, top_logprobs=body.top_logprobs or 0,
@@ -530,6 +626,12 @@ def add_serve_commands(groups: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-prefill-tokens", type=int, default=8192, help="prompt tokens prefilled per step (default 8192)")
     serve.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
                        help=f"max_tokens when a request omits it (default {DEFAULT_MAX_TOKENS})")
+    serve.add_argument("--max-n", type=int, default=DEFAULT_MAX_N,
+                       help=f"completions one request may ask for: n, best_of, prompts x n (default {DEFAULT_MAX_N}; "
+                            "more: HTTP 400)")
+    serve.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
+                       help=f"largest request body (default {DEFAULT_MAX_REQUEST_BYTES:,}: 1 MiB; more: HTTP 413 before "
+                            "parsing)")
     serve.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when present)")
     serve.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="weights dtype (default bf16 on CUDA, fp32 on CPU)")
     serve.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
@@ -545,7 +647,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from seedcoder.generate import Engine, GenerationError
     from seedcoder.hf_convert import DTYPES
 
-    for name in ("port", "max_batch", "max_prefill_tokens", "max_tokens"):
+    for name in ("port", "max_batch", "max_prefill_tokens", "max_tokens", "max_n", "max_request_bytes"):
         if getattr(args, name) < 1:
             print(f"seedcoder serve: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
@@ -561,9 +663,10 @@ def run_serve(args: argparse.Namespace) -> int:
     name = args.served_model_name or args.checkpoint
     print(f"seedcoder serve: {name} on http://{args.host}:{args.port}/v1 ({engine.device}, {engine.dtype}, "
           f"{args.max_batch} slots, context {engine.max_seq_len})", flush=True)
-    app = create_app(engine, name, default_max_tokens=args.max_tokens, log_jsonl=args.log_jsonl)
+    app = create_app(engine, name, default_max_tokens=args.max_tokens, log_jsonl=args.log_jsonl, max_n=args.max_n,
+                     max_request_bytes=args.max_request_bytes)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 
 
-__all__ = ["APIError", "EngineLoop", "TokenText", "add_serve_commands", "create_app", "run_serve"]
+__all__ = ["APIError", "EngineLoop", "RequestSizeLimit", "TokenText", "add_serve_commands", "create_app", "run_serve"]

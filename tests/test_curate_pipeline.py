@@ -227,6 +227,83 @@ def test_killed_pipeline_reruns_to_the_same_output(tmp_path, corpus, uninterrupt
         assert snapshot(tmp_path / "run" / step) == expected, step
 
 
+WORKERS_CONFIG = """
+out = "{out}"
+executor = "local"
+workers = 2
+progress = false
+
+[[steps]]
+step = "ingest"
+inputs = ["{corpus}"]
+shard_rows = 2
+
+[[steps]]
+step = "decontaminate"
+humaneval = false
+files = ["{fifo}"]
+"""
+
+
+def processes_with(marker: str) -> dict[int, str]:
+    """pid -> command line of every process whose environment holds `marker` (what this test started)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as file:
+                if marker.encode() not in file.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{entry}/cmdline", "rb") as file:
+                found[int(entry)] = file.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # gone meanwhile, or not ours
+            continue
+    return found
+
+
+def test_kill_9_of_curate_run_leaves_no_worker_behind(tmp_path, corpus):
+    """The pool's workers (and the multiprocessing helpers) must not outlive a `curate run` killed with SIGKILL.
+
+    The decontaminate step reads its benchmark file, a FIFO nobody writes, in the main process: the run stalls
+    there while the ingest step's pool (2 workers, kept for the next steps) is alive, as in a long main-process
+    phase such as scorer_train."""
+    fifo = tmp_path / "benchmark.txt"
+    os.mkfifo(fifo)
+    config = tmp_path / "curate.toml"
+    config.write_text(WORKERS_CONFIG.format(out=tmp_path / "run", corpus=corpus, fifo=fifo))
+    marker = f"SEEDCODER_TEST_MARKER={os.getpid()}-{time.time_ns()}"
+    name, value = marker.split("=", 1)
+    command = [sys.executable, "-m", "seedcoder.cli", "curate", "run", "--config", str(config)]
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, name: value}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "run" / "ingest" / ds.SUCCESS_FILE).exists():  # the pool ran the ingest step
+            assert process.poll() is None, process.stderr.read().decode(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "the ingest step did not finish"
+            time.sleep(0.05)
+        time.sleep(0.5)  # into decontaminate: the main process waits on the FIFO
+        started = processes_with(marker)
+        assert process.poll() is None and len(started) >= 3, started  # the run and its 2 workers at least
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 10
+        while processes_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert processes_with(marker) == {}, f"left behind after kill -9 (of {len(started)}): {processes_with(marker)}"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pid in processes_with(marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        process.stderr.close()
+
+
 # ------------------------------------------------------------------------------------------ step adapters
 def test_score_filter_drops_the_bottom_fraction(tmp_path):
     rng = np.random.default_rng(0)

@@ -19,6 +19,7 @@ from seedcoder.eval_data import (
     EvalDataError,
     break_one_line,
     extract_code_block,
+    fenced_blocks,
     fim_line_tasks,
     load_humaneval,
     load_mbpp,
@@ -35,6 +36,7 @@ from seedcoder.evaluate import (
     evaluate_fim_line,
     evaluate_problems,
     format_table,
+    humaneval_code,
     mean_pass_at_k,
     pass_at_k,
 )
@@ -105,6 +107,75 @@ def test_reference_generator_end_to_end_with_outputs(humaneval, tmp_path):
     assert sorted(entry["task_id"] for entry in log) == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
     table = format_table(report)
     assert "pass@1" in table and "1.0000" in table
+
+
+# ------------------------------------------------------------------------------------------------ chat answers
+class ChatModelGenerator:
+    """A deterministic 'model' that answers a prompt with a fixed text and continues its own text from any prefix of
+    it (prompt + the start of the answer), cut at the stop sequences as a server cuts them; records the calls."""
+
+    def __init__(self, answers: dict[str, str]):
+        self.answers = answers
+        self.calls: list[dict] = []
+
+    def generate(self, prompts, *, n, temperature, top_p, max_tokens, stop):
+        self.calls.append({"prompts": list(prompts), "n": n, "stop": list(stop)})
+        rows = []
+        for prompt in prompts:
+            base = next(p for p in self.answers if prompt.startswith(p))
+            text = (base + self.answers[base])[len(prompt):]
+            rows.append([truncate_at_stop(text, stop)] * n)
+        return rows
+
+
+def test_humaneval_answers_in_code_fences_are_extracted(humaneval):
+    problem = humaneval[0]
+    whole = problem.prompt + problem.reference  # the function with its imports: what a chat model writes
+    completions = [
+        f"Here is the function:\n```python\n{whole}```\nIt compares every pair.",  # fenced whole function
+        f"```\n{problem.reference}```",  # fenced body, no language tag
+        problem.reference,  # unfenced: a base model's completion
+        "    return any(abs(a - b) < threshold for a, b in zip(numbers, numbers[1:]\n",  # broken syntax
+        "```python\ndef has_close_elements(numbers, threshold):\n    return None\n```",  # fenced, wrong
+        "```python\n    return any(abs(a - b) < threshold for a, b in zip(numbers[1:]\n```",  # fenced, broken
+    ]
+    report = evaluate_problems([problem], CannedGenerator({problem.prompt: completions}), n=len(completions), ks=[1],
+                               temperature=0.8, progress=False, benchmark="humaneval", workers=3)
+    samples = report["per_problem"][0]["samples"]
+    assert [sample["status"] for sample in samples] == ["passed", "passed", "passed", "syntax_error", "runtime_error",
+                                                        "syntax_error"]
+    assert samples[0]["code"] == whole and samples[1]["code"] == problem.reference
+    assert "code" not in samples[2] and "code" not in samples[3]
+    assert "SyntaxError" in samples[3]["stderr_tail"] and "AssertionError" in samples[4]["stderr_tail"]
+    assert report["status_counts"] == {"passed": 3, "syntax_error": 2, "runtime_error": 1}
+
+
+def test_a_fenced_answer_cut_by_the_stop_sequences_is_continued_to_its_closing_fence(humaneval):
+    """HumanEval's stop "\ndef" ends a chat answer right after its opening fence: the bare fences that scored 0/164."""
+    problems = humaneval[:2]
+    answers = {problem.prompt: f"```python\n{problem.prompt}{problem.reference}```\n\nThis works because..."
+               for problem in problems}
+    generator = ChatModelGenerator(answers)
+    report = evaluate_problems(problems, generator, progress=False, benchmark="humaneval", workers=2)
+    assert report["pass_at_k"]["pass@1"] == 1.0, [p["samples"][0] for p in report["per_problem"]]
+    first, continued = generator.calls
+    assert first["stop"] == HUMANEVAL_STOP and all(truncate_at_stop(answers[p], HUMANEVAL_STOP).count("```") == 1
+                                                   for p in first["prompts"])
+    assert continued["stop"] == ["\n```"] and continued["n"] == 1
+    assert continued["prompts"] == [p + truncate_at_stop(answers[p], HUMANEVAL_STOP) for p in first["prompts"]]
+    for problem, record in zip(problems, report["per_problem"]):
+        assert record["samples"][0]["code"].rstrip("\n") == (problem.prompt + problem.reference).rstrip("\n")
+
+
+def test_fenced_blocks_and_humaneval_code(humaneval):
+    assert fenced_blocks("a\n```py\nx = 1\n```\nb\n```\ny = 2\n") == ["x = 1\n", "y = 2\n"]
+    assert fenced_blocks("```python") == [""] and fenced_blocks("no fence") == []
+    problem = humaneval[0]
+    in_a_comment = "    # a ``` fence in a comment\n" + problem.reference
+    assert humaneval_code(problem, in_a_comment) == in_a_comment  # prompt + completion parses: kept as it is
+    two = "```python\nimport math\n```\nand\n```python\ndef has_close_elements(n, t):\n    return False\n```"
+    assert humaneval_code(problem, two) == "def has_close_elements(n, t):\n    return False\n"  # the definition
+    assert humaneval_code(problem, "```python\n") == "```python\n"  # no code: nothing to run instead
 
 
 # ------------------------------------------------------------------------------------------------ pass@k

@@ -21,7 +21,7 @@ from seedcoder.chat_template import tokenize_chat  # noqa: E402
 from seedcoder.data.build import train_tokenizer  # noqa: E402
 from seedcoder.generate import Engine, SamplingParams  # noqa: E402
 from seedcoder.model import Transformer, model_config  # noqa: E402
-from seedcoder.serve import add_serve_commands, create_app  # noqa: E402
+from seedcoder.serve import DEFAULT_MAX_N, DEFAULT_MAX_REQUEST_BYTES, add_serve_commands, create_app  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -86,6 +86,17 @@ def post_raw(server, path, body):
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     connection.request("POST", f"/v1/{path}", body=data, headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    payload = response.read()
+    connection.close()
+    return response.status, payload
+
+
+def post_chunked(server, path, chunks):
+    """(status, body bytes) of a POST whose body is sent chunked: no Content-Length header."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    connection.request("POST", f"/v1/{path}", body=iter(chunks), headers={"Content-Type": "application/json"},
+                       encode_chunked=True)
     response = connection.getresponse()
     payload = response.read()
     connection.close()
@@ -185,6 +196,66 @@ def test_bad_requests_get_openai_errors(client, server):
     assert json.loads(payload)["error"]["param"] == "prompt"
 
 
+def test_n_and_best_of_over_the_limit_are_refused(client, server):
+    too_many = DEFAULT_MAX_N + 1
+    with pytest.raises(openai.BadRequestError, match=f"at most {DEFAULT_MAX_N} completions") as error:
+        client.completions.create(model=MODEL, prompt=PROMPT, n=too_many, max_tokens=1)
+    assert error.value.body["param"] == "n"
+    with pytest.raises(openai.BadRequestError, match=f"at most {DEFAULT_MAX_N} completions") as error:
+        client.completions.create(model=MODEL, prompt=PROMPT, n=1, max_tokens=1, extra_body={"best_of": too_many})
+    assert error.value.body["param"] == "best_of"
+    with pytest.raises(openai.BadRequestError, match=f"ask for {2 * (DEFAULT_MAX_N // 2 + 1)} completions") as error:
+        client.completions.create(model=MODEL, prompt=[PROMPT, "def"], n=DEFAULT_MAX_N // 2 + 1, max_tokens=1)
+    assert error.value.body["param"] == "prompt"
+    with pytest.raises(openai.BadRequestError, match="--max-n") as error:
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, n=too_many, max_tokens=1)
+    assert error.value.body["param"] == "n"
+    wait_until_idle(server.engine, seconds=1)  # nothing was started
+
+
+def test_max_tokens_that_cannot_fit_the_context_is_refused(client, server):
+    context = server.engine.max_seq_len
+    prompt = [1] * (context - 2)
+    with pytest.raises(openai.BadRequestError, match=f"maximum context length is {context} tokens. However, you "
+                                                     f"requested {context + 1} tokens \\({context - 2} in the prompt, "
+                                                     "3 in the completion\\)") as error:
+        client.completions.create(model=MODEL, prompt=prompt, max_tokens=3)
+    assert error.value.body["param"] == "max_tokens" and error.value.body["code"] == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError, match="maximum context length"):
+        client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=10**9)
+    with pytest.raises(openai.BadRequestError, match="prompt 1: .*maximum context length"):
+        client.completions.create(model=MODEL, prompt=[[1, 2], prompt], max_tokens=3)
+    with pytest.raises(openai.BadRequestError, match="in the messages") as error:
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, max_completion_tokens=10**9)
+    assert error.value.body["param"] == "max_completion_tokens"
+    # what fits exactly is served, and so is a request without max_tokens (it stops at the end of the context)
+    out = client.completions.create(model=MODEL, prompt=prompt, max_tokens=2, extra_body={"ignore_eos": True})
+    assert out.usage.completion_tokens == 2 and out.choices[0].finish_reason == "length"
+    out = client.completions.create(model=MODEL, prompt=prompt, extra_body={"ignore_eos": True})
+    assert out.usage.completion_tokens == 2 and out.choices[0].finish_reason == "length"
+
+
+def test_a_request_body_over_the_limit_is_refused_before_parsing(server, monkeypatch):
+    encoded = []
+    real_encode = server.engine.encode_prompt
+    monkeypatch.setattr(server.engine, "encode_prompt", lambda *args, **kwargs: encoded.append(1) or real_encode(*args,
+                                                                                                              **kwargs))
+    huge = json.dumps({"model": MODEL, "prompt": "x = 1\n" * (DEFAULT_MAX_REQUEST_BYTES // 6 + 1)}).encode()
+    assert len(huge) > DEFAULT_MAX_REQUEST_BYTES
+    status, payload = post_raw(server, "completions", huge)
+    assert status == 413, payload
+    error = json.loads(payload)["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == "request_too_large"
+    assert f"{len(huge):,} bytes" in error["message"] and "--max-request-bytes" in error["message"]
+    # chunked: no Content-Length, the bytes are counted as they arrive
+    status, payload = post_chunked(server, "completions", [huge[i:i + 65536] for i in range(0, len(huge), 65536)])
+    assert status == 413 and json.loads(payload)["error"]["code"] == "request_too_large"
+    assert encoded == []  # neither was tokenized
+    status, payload = post_chunked(server, "completions", [b'{"model": "%s", ' % MODEL.encode(),
+                                                           b'"prompt": "def", "max_tokens": 1}'])
+    assert status == 200 and encoded, payload  # within the limit: parsed and served
+
+
 def test_concurrent_clients_are_batched_and_get_their_own_answers(client, server, reference):
     prompts = [PROMPT, "import os\n", "class Point:\n", "def"]
     expected = [c[0].text for c in reference.generate(prompts, SamplingParams(temperature=0, max_tokens=40,
@@ -246,5 +317,9 @@ def test_serve_command_line(tmp_path, capsys):
     add_serve_commands(parser.add_subparsers(dest="group"))
     args = parser.parse_args(["serve", "--checkpoint", str(tmp_path), "--port", "8123", "--max-batch", "4"])
     assert (args.port, args.max_batch, args.host) == (8123, 4, "127.0.0.1")
+    assert (args.max_n, args.max_request_bytes) == (DEFAULT_MAX_N, DEFAULT_MAX_REQUEST_BYTES)
     assert args.handler(args) == 1
     assert "not a checkpoint" in capsys.readouterr().err
+    args = parser.parse_args(["serve", "--checkpoint", str(tmp_path), "--max-n", "0"])
+    assert args.handler(args) == 2
+    assert "--max-n must be >= 1" in capsys.readouterr().err

@@ -9,11 +9,16 @@ pool worker or a Ray worker. The function writes its outputs atomically and retu
 worker then writes the task's completion marker (JSON: task, seconds, stats) atomically. Tasks whose marker
 exists are skipped, so a rerun after a crash or a kill does only the shards that did not finish. The parent
 appends one JSON line per finished task to `log_path` (single `write` calls on an O_APPEND file, so lines are
-whole even when a run is killed) and shows a tqdm bar on a terminal.
+whole even when a run is killed) and shows its progress (`seedcoder.progress`: a tqdm bar on a terminal, a line
+every few seconds in a log).
 
-Local pool: `concurrent.futures.ProcessPoolExecutor` with the `forkserver` start method (workers do not inherit
-the parent's threads, e.g. torch's), `workers` processes (default: the CPU count), kept for the next steps of
-the run (`shutdown_pools` stops them); with one worker, or one task, the tasks run in this process.
+Local pool: `concurrent.futures.ProcessPoolExecutor` with the `spawn` start method (workers do not inherit the
+parent's threads, e.g. torch's), `workers` processes (default: the CPU count), kept for the next steps of the
+run (`shutdown_pools` stops them); with one worker, or one task, the tasks run in this process. Workers die with
+the run: each asks the kernel for SIGKILL when its parent dies (PR_SET_PDEATHSIG; the signal comes when the
+thread that started the pool ends, so start pools from a thread that lives as long as the run, as the pipeline
+does), so a `kill -9` of the run leaves no worker behind, and multiprocessing's resource tracker then ends too.
+(Not `forkserver`: a killed parent leaves the fork server and the workers it forked running.)
 Ray: joins `ray_address` (or RAY_ADDRESS, or a running `ray.init`) or starts a local Ray with `workers` CPUs;
 outputs go to the same paths, so on a cluster the output directory must be on a filesystem every node sees.
 When a task fails, the tasks already running finish (their markers are kept), the others are not started,
@@ -26,6 +31,7 @@ import importlib
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import time
 import traceback
@@ -57,7 +63,7 @@ class Task:
 class ExecutorConfig:
     kind: str = "local"  # "local" (process pool) or "ray"
     workers: int | None = None  # processes (local) or CPUs of a local Ray; default: os.cpu_count()
-    progress: bool = True  # tqdm bar (only on a terminal)
+    progress: bool = True  # progress of the tasks on stderr (seedcoder.progress)
     ray_address: str | None = None  # a Ray cluster to join; default RAY_ADDRESS, else a local Ray
 
     def __post_init__(self) -> None:
@@ -112,9 +118,9 @@ def append_log(log_path: str | None, record: dict[str, Any]) -> None:
 
 
 def _progress_bar(total: int, description: str, enabled: bool):
-    from tqdm import tqdm
+    from seedcoder.progress import progress
 
-    return tqdm(total=total, desc=description, unit="shard", leave=False, disable=not (enabled and sys.stderr.isatty()))
+    return progress(total, description, unit="shard", enabled=enabled)
 
 
 def run_tasks(tasks: Sequence[Task], config: ExecutorConfig | None = None, *, log_path: str | None = None,
@@ -151,17 +157,32 @@ def run_tasks(tasks: Sequence[Task], config: ExecutorConfig | None = None, *, lo
 
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}  # workers -> a pool kept for the next steps (worker start-up is slow)
+PR_SET_PDEATHSIG = 1  # prctl option, <linux/prctl.h>
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Pool worker initializer: SIGKILL this worker when its parent dies (Linux), and exit at once when the parent
+    died before that was set up (the worker then has another parent)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(error)}")
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
     pool = _POOLS.get(workers)
     if pool is None or getattr(pool, "_broken", False):
-        methods = multiprocessing.get_all_start_methods()
-        method = "forkserver" if "forkserver" in methods else "spawn"
+        method = "spawn"
         main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-        if main_file is not None and not os.path.exists(main_file) and "fork" in methods:
-            method = "fork"  # a __main__ read from stdin cannot be re-imported by forkserver / spawn workers
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+        if main_file is not None and not os.path.exists(main_file) and "fork" in multiprocessing.get_all_start_methods():
+            method = "fork"  # a __main__ read from stdin cannot be re-imported by spawned workers
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
+                                   initializer=_die_with_parent, initargs=(os.getpid(),))
         _POOLS[workers] = pool
     return pool
 

@@ -527,8 +527,6 @@ def _run_oracle(ctx: StepContext) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ 6. scorer training
 def _run_scorer_train(ctx: StepContext) -> dict[str, Any]:
-    from seedcoder.curate.scorer import train_scorer
-
     ratings_dir = ctx.inputs["ratings"]
     tables = [table for _, table in ds.iter_tables(ratings_dir, ["id", "text", "language", "path", "rating"])]
     done = ctx.prepare()
@@ -538,6 +536,10 @@ def _run_scorer_train(ctx: StepContext) -> dict[str, Any]:
     if rows is None or rows.num_rows == 0:
         raise CurateStateError(f"scorer_train: {ratings_dir} holds no rated rows (every answer unparseable?)")
     options = ctx.options
+    say(f"{ctx.name}: training the scorer on {rows.num_rows:,} rated files from "
+        f"{options['checkpoint'] or 'a fresh ' + repr(options['model']) + ' model'}")
+    from seedcoder.curate.scorer import train_scorer  # after the line above: importing torch takes seconds
+
     metrics = train_scorer(rows, checkpoint=options["checkpoint"], model=options["model"], out_dir=ctx.out_dir,
                            tokenizer=options["tokenizer"], device=options["device"], **options["train"])
     keep = ("mae", "baseline_mae", "pearson_r", "buckets", "n_train", "n_eval")
@@ -820,7 +822,7 @@ def _run_report(ctx: StepContext) -> dict[str, Any]:
     if done is not None:
         return done
     report = build_report(ctx.inputs["steps"], ctx.out_dir, tokenizer=ctx.options["tokenizer"],
-                          count_tokens=ctx.options["count_tokens"])
+                          count_tokens=ctx.options["count_tokens"], progress=ctx.executor.progress)
     return ctx.finish_other({"kind": "report", "files": sorted(report["files"])})
 
 

@@ -14,8 +14,10 @@ Reads the output directories of the steps (in pipeline order) and writes to out_
     scores.png      the score histogram and the oracle's rating histogram (matplotlib, Agg backend)
 
 Tokens are counted with `tokenizer` (default in a pipeline: the tokenize step's) once per row id, so a file
-is tokenized once however many steps it passes; `count_tokens=False` skips them. Bytes are the `size_bytes`
-column (the file's size, also for dropped files whose text was not kept), else the UTF-8 length of the text.
+is tokenized once however many steps it passes; `count_tokens=False` skips them. Counting is most of the
+report's time (every file, commit sample and repository document is tokenized): its progress goes to stderr.
+Bytes are the `size_bytes` column (the file's size, also for dropped files whose text was not kept), else the
+UTF-8 length of the text.
 """
 
 from __future__ import annotations
@@ -31,13 +33,16 @@ import pyarrow.parquet as pq
 
 from seedcoder.curate import dataset as ds
 from seedcoder.fileio import atomic_write, atomic_write_text
+from seedcoder.progress import progress as progress_bar
 
 SCORE_BINS = 20
 SCORE_RANGE = (0.0, 10.0)
+TOKENIZE_ROWS = 512  # texts per encode_batch call, and at most
+TOKENIZE_CHARS = 1 << 21  # this many characters (repository documents are up to 1M each): progress stays fine-grained
 
 
 class TokenCounter:
-    """Token counts per row id, each text tokenized once (None: counting is off)."""
+    """Token counts per row id, each text tokenized once (None: counting is off); `bar.update` per text counted."""
 
     def __init__(self, tokenizer_path: str | None):
         self.tokenizer = None
@@ -46,17 +51,43 @@ class TokenCounter:
 
             self.tokenizer = load_tokenizer(tokenizer_path)
         self.counts: dict[str, int] = {}
+        self.bar = None
 
     def count(self, ids: Sequence[str], texts: Sequence[str | None]) -> np.ndarray | None:
         if self.tokenizer is None:
             return None
-        missing = [(i, t) for i, t in zip(ids, texts) if i not in self.counts]
-        for start in range(0, len(missing), 512):
-            chunk = missing[start : start + 512]
-            encodings = self.tokenizer.encode_batch([text or "" for _, text in chunk], add_special_tokens=False)
+        missing = [(i, t or "") for i, t in zip(ids, texts) if i not in self.counts]
+        start = 0
+        while start < len(missing):
+            end, chars = start, 0
+            while end < len(missing) and end - start < TOKENIZE_ROWS and (end == start or chars < TOKENIZE_CHARS):
+                chars += len(missing[end][1])
+                end += 1
+            chunk = missing[start:end]
+            encodings = self.tokenizer.encode_batch([text for _, text in chunk], add_special_tokens=False)
             for (row_id, _), encoding in zip(chunk, encodings):
                 self.counts[row_id] = len(encoding.ids)
+            if self.bar is not None:
+                self.bar.update(len(chunk))
+            start = end
         return np.array([self.counts[i] for i in ids], dtype=np.int64)
+
+
+def _dataset_parts(step_dir: str) -> list[tuple[str, bool]]:
+    """(path, dropped) of the kept, then the dropped part files of a finished dataset step."""
+    paths = [(ds.dropped_path(step_dir, index) if dropped else ds.part_path(step_dir, index), dropped)
+             for dropped in (False, True) for index in ds.finished_parts(step_dir)]
+    return [(path, dropped) for path, dropped in paths if os.path.exists(path)]
+
+
+def _distinct_ids(step_dirs: Sequence[str]) -> set[str]:
+    """Row ids of every finished dataset step: the texts the report tokenizes (id columns only: cheap)."""
+    ids: set[str] = set()
+    for step_dir in step_dirs:
+        if "parts" in (ds.success_record(step_dir) or {}):
+            for path, _ in _dataset_parts(step_dir):
+                ids.update(ds.read_table(path, ["id"]).column("id").to_pylist())
+    return ids
 
 
 def _empty_counts() -> dict[str, int]:
@@ -76,39 +107,35 @@ def _step_counts(step_dir: str, counter: TokenCounter | None) -> dict[str, Any]:
     languages: dict[str, dict[str, Any]] = {}
     reasons: dict[str, dict[str, int]] = {}
     totals = _empty_counts()
-    for dropped in (False, True):
-        for index in ds.finished_parts(step_dir):
-            path = ds.dropped_path(step_dir, index) if dropped else ds.part_path(step_dir, index)
-            if not os.path.exists(path):
-                continue
-            names = pq.read_schema(path).names
-            wanted = ["id", "language", *(["size_bytes"] if "size_bytes" in names else []),
-                      *(["text"] if counter is not None or "size_bytes" not in names else []),
-                      *([ds.DROP_REASON] if dropped else [])]
-            table = ds.read_table(path, wanted)
-            if table.num_rows == 0:
-                continue
-            prefix = "dropped" if dropped else "kept"
-            sizes = _sizes(table)
-            tokens = None
-            if counter is not None and counter.tokenizer is not None:
-                tokens = counter.count(table.column("id").to_pylist(), table.column("text").to_pylist())
-            language_column = [value or "unknown" for value in table.column("language").to_pylist()]
-            categories = ([ds.drop_category(r or "") for r in table.column(ds.DROP_REASON).to_pylist()] if dropped
-                          else [None] * table.num_rows)
-            for row, language in enumerate(language_column):
-                group = languages.setdefault(language, {**_empty_counts(), "drop_reasons": {}})
-                row_tokens = int(tokens[row]) if tokens is not None else 0
-                for target in (group, totals):
-                    target[f"{prefix}_rows"] += 1
-                    target[f"{prefix}_bytes"] += int(sizes[row])
-                    target[f"{prefix}_tokens"] += row_tokens
-                if dropped:
-                    for where in (group["drop_reasons"], reasons):
-                        entry = where.setdefault(categories[row], {"rows": 0, "bytes": 0, "tokens": 0})
-                        entry["rows"] += 1
-                        entry["bytes"] += int(sizes[row])
-                        entry["tokens"] += row_tokens
+    for path, dropped in _dataset_parts(step_dir):
+        names = pq.read_schema(path).names
+        wanted = ["id", "language", *(["size_bytes"] if "size_bytes" in names else []),
+                  *(["text"] if counter is not None or "size_bytes" not in names else []),
+                  *([ds.DROP_REASON] if dropped else [])]
+        table = ds.read_table(path, wanted)
+        if table.num_rows == 0:
+            continue
+        prefix = "dropped" if dropped else "kept"
+        sizes = _sizes(table)
+        tokens = None
+        if counter is not None and counter.tokenizer is not None:
+            tokens = counter.count(table.column("id").to_pylist(), table.column("text").to_pylist())
+        language_column = [value or "unknown" for value in table.column("language").to_pylist()]
+        categories = ([ds.drop_category(r or "") for r in table.column(ds.DROP_REASON).to_pylist()] if dropped
+                      else [None] * table.num_rows)
+        for row, language in enumerate(language_column):
+            group = languages.setdefault(language, {**_empty_counts(), "drop_reasons": {}})
+            row_tokens = int(tokens[row]) if tokens is not None else 0
+            for target in (group, totals):
+                target[f"{prefix}_rows"] += 1
+                target[f"{prefix}_bytes"] += int(sizes[row])
+                target[f"{prefix}_tokens"] += row_tokens
+            if dropped:
+                for where in (group["drop_reasons"], reasons):
+                    entry = where.setdefault(categories[row], {"rows": 0, "bytes": 0, "tokens": 0})
+                    entry["rows"] += 1
+                    entry["bytes"] += int(sizes[row])
+                    entry["tokens"] += row_tokens
     if counter is None or counter.tokenizer is None:  # no tokenizer: no token counts at all (not zeros)
         for group in [totals, *languages.values()]:
             group.pop("kept_tokens", None)
@@ -159,10 +186,26 @@ def _ratings(step_dir: str) -> dict[str, Any]:
 
 
 def build_report(step_dirs: Sequence[str], out_dir: str, *, tokenizer: str | None = None,
-                 count_tokens: bool = True) -> dict[str, Any]:
-    """Write report.json, report.md and the plots for the steps in `step_dirs`; returns the report dict."""
+                 count_tokens: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Write report.json, report.md and the plots for the steps in `step_dirs`; returns the report dict.
+    progress: the token counting's progress on stderr (seedcoder.progress)."""
     os.makedirs(out_dir, exist_ok=True)
     counter = TokenCounter(tokenizer) if count_tokens and tokenizer else None
+    if counter is not None and counter.tokenizer is not None:
+        counter.bar = progress_bar(len(_distinct_ids(step_dirs)), "report: counting tokens", unit="file",
+                                   enabled=progress)
+    try:
+        report = _report(step_dirs, counter, tokenizer)
+    finally:
+        if counter is not None and counter.bar is not None:
+            counter.bar.close()
+    report["files"] = ["report.json", "report.md", *_plots(report, out_dir)]
+    atomic_write_text(os.path.join(out_dir, "report.json"), json.dumps(report, indent=1) + "\n")
+    atomic_write_text(os.path.join(out_dir, "report.md"), render_markdown(report))
+    return report
+
+
+def _report(step_dirs: Sequence[str], counter: TokenCounter | None, tokenizer: str | None) -> dict[str, Any]:
     report: dict[str, Any] = {"steps": [], "scores": None, "score_filter": None, "ratings": None, "scorer": None,
                               "shards": None,
                               "tokenizer": tokenizer if counter is not None and counter.tokenizer is not None else None}
@@ -207,9 +250,6 @@ def build_report(step_dirs: Sequence[str], out_dir: str, *, tokenizer: str | Non
         else:
             entry.update(kind=success.get("kind", "other"))
         report["steps"].append(entry)
-    report["files"] = ["report.json", "report.md", *_plots(report, out_dir)]
-    atomic_write_text(os.path.join(out_dir, "report.json"), json.dumps(report, indent=1) + "\n")
-    atomic_write_text(os.path.join(out_dir, "report.md"), render_markdown(report))
     return report
 
 

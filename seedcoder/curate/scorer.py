@@ -83,6 +83,7 @@ from seedcoder import checkpoint as ckpt
 from seedcoder.curate.errors import CurateConfigError
 from seedcoder.fileio import atomic_write, atomic_write_text
 from seedcoder.model import ModelConfig, Transformer, model_config
+from seedcoder.progress import progress
 
 SCORER_FORMAT = "seedcoder-scorer"
 SCORER_VERSION = 1
@@ -258,7 +259,8 @@ class Scorer:
     def score(self, texts: Sequence[str], languages: Sequence[str | None], paths: Sequence[str | None], *,
               batch_size: int = 16, sort_by_length: bool = True, verbose: bool = True) -> np.ndarray:
         """Scores (float32, 0..10) of the files, in input order. Rows run `batch_size` at a time, longest first
-        (sort_by_length=False keeps the input order: for benchmarks); a files/s line goes to stderr (verbose)."""
+        (sort_by_length=False keeps the input order: for benchmarks); with `verbose`, progress and then a files/s
+        line go to stderr."""
         _check_inputs(texts, languages, paths)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ScorerError(f"argument 'batch_size': expected a positive integer, got {batch_size!r}")
@@ -270,13 +272,14 @@ class Scorer:
         lengths = np.fromiter((len(p) for p in prompts), dtype=np.int64, count=len(prompts))
         order = np.argsort(-lengths, kind="stable") if sort_by_length else np.arange(len(prompts))
         padded_tokens = 0
-        with torch.inference_mode():
+        with torch.inference_mode(), progress(len(texts), "scorer", unit="file", enabled=verbose) as bar:
             for start in range(0, len(order), batch_size):
                 rows = order[start: start + batch_size]
                 input_ids, row_lengths = pad_batch([prompts[i] for i in rows], self.prompt.pad_id)
                 padded_tokens += input_ids.numel()
                 predictions = self.model(input_ids.to(self.device, non_blocking=True), row_lengths)
                 scores[rows] = predictions.float().cpu().numpy() * RATING_MAX
+                bar.update(len(rows))
         seconds = time.perf_counter() - started
         self.last_stats = {"files": float(len(texts)), "seconds": seconds, "files_per_s": len(texts) / seconds,
                            "tokens": float(lengths.sum()), "padded_tokens": float(padded_tokens)}
