@@ -176,6 +176,21 @@ def module_available(module: str) -> bool:
         return False
 
 
+SI_PREFIXES = ("", "K", "M", "G", "T", "P", "E")
+COUNT_PREFIXES = ("", "K", "M", "B", "T")  # parameter counts: thousand, million, billion, trillion
+
+
+def scaled(value: float, prefixes: Sequence[str] = SI_PREFIXES, unit: str = "") -> str:
+    """value in 3 significant digits with the prefix that keeps it under 1000: scaled(2.1e5, unit="FLOP") is
+    "210 KFLOP", scaled(1.61e9, COUNT_PREFIXES) is "1.61B"."""
+    index = 0
+    while abs(value) >= 999.5 and index < len(prefixes) - 1:
+        value /= 1000
+        index += 1
+    text = f"{value:.3g}" if abs(value) < 999.5 else f"{value:.0f}"
+    return f"{text} {prefixes[index]}{unit}" if unit else f"{text}{prefixes[index]}"
+
+
 def error_summary(e: BaseException, limit: int = 110) -> str:
     """First line of an exception, shortened, safe inside a markdown table cell."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""

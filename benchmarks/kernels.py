@@ -11,6 +11,10 @@ formula of each op) and writes kernels.md / kernels.csv / kernels.json under --o
 machine without one it says so and exits 0. --dry-run lists the cases, implementations and formulas without
 measuring anything (works anywhere).
 
+--quick is the set `make gpu-check` measures within its time budget: one shape per op (CE and fused linear CE
+at Seed-Coder's vocabulary), attention forward and backward at two dense lengths, shorter timing runs, and no
+peers that compile per case (torch.compile, FlexAttention: tens of seconds each).
+
 Each op has one function that yields its Cases: the shapes, the model traffic (the bytes the op must read and
 write at minimum, from which GB/s and % of copy bandwidth follow) and the implementations (name + a factory
 that allocates inputs and returns the callable to time). "torch eager" is the op's torch reference from
@@ -63,7 +67,7 @@ CE_ROWS, CE_ROWS_QUICK = (4096, 8192), (4096,)
 FLCE_ROWS, FLCE_HIDDEN = 16384, 4096
 # Attention: Seed-Coder-8B heads (32 query / 8 kv heads of 128), 16K tokens per case: B = 16K / S rows of S.
 ATTN_HEADS, ATTN_KV_HEADS, ATTN_HEAD_DIM, ATTN_TOKENS = 32, 8, 128, 16384
-ATTN_SEQLENS, ATTN_SEQLENS_QUICK = (1024, 2048, 4096, 8192, 16384), (4096,)
+ATTN_SEQLENS, ATTN_SEQLENS_QUICK = (1024, 2048, 4096, 8192, 16384), (2048, 8192)
 ATTN_DOC_RANGE, ATTN_VARLEN_ROWS = (512, 8192), 2  # varlen: documents of 0.5K-8K tokens packed into 16K rows
 
 # The issue's goals (H100, bf16). Checked on every 'ours' row of the op/mode; PASS/MISS comes from the rows.
@@ -339,22 +343,26 @@ def varlen_rows(rows: int, row_len: int, doc_range: tuple[int, int], seed: int =
 
 
 def attention_cases(dtype: torch.dtype, quick: bool) -> Iterator[Case]:
+    """Dense rows at each length; the full set adds packed documents (varlen), the dense batch of equal FLOPs, and
+    the fwd+bwd mode."""
     h, hkv, d, e = ATTN_HEADS, ATTN_KV_HEADS, ATTN_HEAD_DIM, dtype.itemsize
     layouts = []
     for s in ATTN_SEQLENS_QUICK if quick else ATTN_SEQLENS:
         layouts.append((f"dense S{s}", [[s]] * max(1, ATTN_TOKENS // s)))
-    row_len = max(r[0] for _, rows in layouts for r in rows)
-    packed = varlen_rows(ATTN_VARLEN_ROWS, row_len, ATTN_DOC_RANGE)
-    lengths = [n for row in packed for n in row]
-    s_eq = max(64, round(sum(n * n for n in lengths) / sum(lengths) / 64) * 64)
-    layouts += [("varlen", packed), ("dense-matched", [[s_eq]] * max(1, round(sum(lengths) / s_eq)))]
+    if not quick:
+        row_len = max(r[0] for _, rows in layouts for r in rows)
+        packed = varlen_rows(ATTN_VARLEN_ROWS, row_len, ATTN_DOC_RANGE)
+        lengths = [n for row in packed for n in row]
+        s_eq = max(64, round(sum(n * n for n in lengths) / sum(lengths) / 64) * 64)
+        layouts += [("varlen", packed), ("dense-matched", [[s_eq]] * max(1, round(sum(lengths) / s_eq)))]
+    modes = {m: f for m, f in ATTN_MODE_FLOPS.items() if not quick or m != "fwd+bwd"}
     for shape, rows in layouts:
         docs = [n for row in rows for n in row]
         tokens = sum(docs)
         traffic = (Traffic().read("q", "T·Hq·D", tokens * h * d, e).read("k,v", "2·T·Hkv·D", 2 * tokens * hkv * d, e)
                    .write("out", "T·Hq·D", tokens * h * d, e))
         fwd_flops = attention_flops(docs, h, d)
-        for mode, factor in ATTN_MODE_FLOPS.items():
+        for mode, factor in modes.items():
             yield Case("attention", mode, shape, _name(dtype), traffic, list(attention_impls(mode, rows, dtype)),
                        flops=int(fwd_flops * factor))
 
@@ -463,9 +471,16 @@ def _name(dtype: torch.dtype) -> str:
     return next(k for k, v in DTYPES.items() if v == dtype)
 
 
+COMPILING_PEERS = ("torch.compile", "flex-attention")  # compile per case (tens of seconds each): not in --quick
+
+
 def build_cases(ops, dtype: torch.dtype, quick: bool) -> list[Case]:
     """Cases only describe work: building them allocates nothing (the impl factories allocate when run)."""
-    return [case for op in ops for case in CASES[op](dtype, quick)]
+    cases = [case for op in ops for case in CASES[op](dtype, quick)]
+    if quick:
+        for case in cases:
+            case.impls = [impl for impl in case.impls if impl.name not in COMPILING_PEERS]
+    return cases
 
 
 def dry_run_text(cases: list[Case]) -> str:
@@ -484,7 +499,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.kernels", description=__doc__.split("\n\n")[0])
     parser.add_argument("--op", nargs="+", choices=OPS, default=list(OPS), help="ops to benchmark (default: all)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
-    parser.add_argument("--quick", action="store_true", help="one shape per op and shorter timing runs")
+    parser.add_argument("--quick", action="store_true",
+                        help="the gpu-check set: one shape per op, attention fwd/bwd at 2 lengths, no compiling peers, "
+                             "shorter timing runs")
     parser.add_argument("--out", default=os.path.join("results", "kernels"), help="folder for kernels.{md,csv,json}")
     parser.add_argument("--dry-run", action="store_true", help="list cases, implementations and formulas; measure nothing")
     return parser.parse_args(argv)

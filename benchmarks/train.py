@@ -1,9 +1,9 @@
 """Training-step benchmark: `python -m benchmarks.train [--preset 1b] [--seq-len 8192] [--out results/train]`.
 
 One forward + backward + AdamW step on one device, the same random batches for every implementation, in one run:
-  * ours: seedcoder.model.Transformer (Triton RMSNorm / rotary / fused linear cross-entropy, SDPA attention);
-    rows of one document each (plain causal), and the same rows packed with documents of ~1K tokens
-    (document masking: today a dense block-diagonal mask for SDPA, until flash attention lands in issue [4]);
+  * ours: seedcoder.model.Transformer (Triton RMSNorm / rotary / flash attention / fused linear cross-entropy on
+    the GPU); rows of one document each (plain causal), and the same rows packed with documents of ~1K tokens
+    (document masking from cu_seqlens in the flash kernel, no dense mask);
   * hf: transformers LlamaForCausalLM with attn_implementation="sdpa", the same shape and batches;
   * torchtitan: its Llama-3 model when installed, else SKIP.
 bf16 parameters and compute on the GPU for everyone (fused AdamW on bf16 parameters, so the optimizer step
@@ -32,7 +32,17 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from benchmarks.common import ENV_FIELDS, Skip, atomic_write_text, collect_environment, eprint, error_summary, optional_import
+from benchmarks.common import (
+    COUNT_PREFIXES,
+    ENV_FIELDS,
+    Skip,
+    atomic_write_text,
+    collect_environment,
+    eprint,
+    error_summary,
+    optional_import,
+    scaled,
+)
 from seedcoder.metrics import device_peak_tflops
 from seedcoder.model import Transformer, model_config
 
@@ -76,7 +86,9 @@ def make_batches(n: int, batch: int, seq_len: int, vocab: int, device: torch.dev
 
 # ------------------------------------------------------------------------------------------ implementations
 def ours(cfg, dtype, device, packed: bool):
-    model = Transformer(cfg).to(device=device, dtype=dtype)
+    with torch.device(device):  # initialised where it runs: on the CPU, the 1B preset's init alone takes tens of seconds
+        model = Transformer(cfg)
+    model = model.to(dtype)
 
     def loss(b: Batch) -> torch.Tensor:
         total = model(b.input_ids, position_ids=b.position_ids, cu_seqlens=b.cu_seqlens, labels=b.labels)
@@ -261,6 +273,12 @@ def _flops_per_token(cfg, seq_len: int) -> float:
         return Transformer(cfg).flops_per_token(seq_len)
 
 
+def model_summary(cfg, seq_len: int) -> dict[str, str]:
+    """The report header's model size and FLOPs per token, scaled to their size (debug: ~100K parameters; 1b: 1.61B)."""
+    return {"params": scaled(_param_count(cfg), COUNT_PREFIXES),
+            "flops_per_token": f"{scaled(_flops_per_token(cfg, seq_len), unit='FLOP')} at S={seq_len}"}
+
+
 # ------------------------------------------------------------------------------------------ report
 def targets(rows: list[Row]) -> list[tuple[str, str, str]]:
     """(target, measured, PASS/MISS/N/A) computed from the rows."""
@@ -353,8 +371,7 @@ def main(argv=None) -> int:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     cfg = model_config(args.preset)
     peak = peak_bf16_tflops()
-    env = collect_environment(measure=False, preset=args.preset, params=f"{_param_count(cfg) / 1e9:.3f}B",
-                              flops_per_token=f"{_flops_per_token(cfg, args.seq_len) / 1e9:.2f} GFLOP at S={args.seq_len}",
+    env = collect_environment(measure=False, preset=args.preset, **model_summary(cfg, args.seq_len),
                               peak_bf16_tflops=peak if peak is not None else "unknown")
     notes = ["MFU = tokens/s x (6 N + 6 L H D S) / dense bf16 peak; N = parameters without the input embedding; the "
              "attention term is halved for causal masking (no credit for document masking).",

@@ -98,6 +98,11 @@ class CompileSpec:
     signature maps every argument name to a Triton type string ("*bf16", "i32", "fp32", "constexpr").
     The launcher's own heuristic should produce the constexprs/num_warps listed here, so every
     configuration a launch can pick is compiled ahead of time for each GPU target.
+
+    ints holds every integer argument's value at a representative real launch (a Seed-Coder shape on an H100):
+    at launch the JIT specialises each int on divisibility by 16 (and == 1) and each pointer on 16-byte
+    alignment, which decides whether loads vectorise; the gate derives the same specialisation from these
+    values (pointers taken as aligned, as torch allocates them) through Triton's own code.
     """
 
     name: str
@@ -108,6 +113,9 @@ class CompileSpec:
     num_stages: int = 3
     archs: tuple[int, ...] | None = None  # GPU generations this config is for (None: every target)
     quick: bool = True  # part of the quick gate (`--quick`, run by the test suite); the full gate builds all
+    ints: dict[str, int] = field(default_factory=dict)
+    # On the training step's hot path at the shape of `ints`: the gate fails when its PTX has no 16-byte loads.
+    hot: bool = False
 
 
 COMPILE_SPECS: list[CompileSpec] = []

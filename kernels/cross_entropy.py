@@ -386,21 +386,42 @@ def _rows_per_group(n_rows: int, n_cols: int, itemsize: int) -> int:
     return max(1, min(n_rows, GROUP_BYTES // (n_cols * itemsize)))
 
 
+# Launch values of the int arguments (CompileSpec.ints): contiguous (N, V) logits of 8,192 rows at Seed-Coder's
+# 155,136-token vocabulary (LARGE_BLOCK, 19 tiles), 4,096 columns for SMALL_BLOCK, 1,048,576 (128 tiles) for the
+# widest finalize; ignore_index -100; a 0-d grad_output (stride_scale 0). Hot: bf16 partial / grad / loss-and-grad.
+_ROWS, _IGNORE_INDEX = 8192, -100
+_VOCAB = {SMALL_BLOCK: 4096, LARGE_BLOCK: 155_136}
+
+
+def _launch_ints(block: int, block_tiles: int | None = None) -> dict[str, int]:
+    n_cols = _VOCAB[block] if block_tiles is None or block_tiles == FINALIZE_BLOCK_TILES[0] else block_tiles * block
+    rows_per_group = _rows_per_group(_ROWS, n_cols, 2)
+    return {"stride_row": n_cols, "stride_grad_row": n_cols, "stride_scale": 0, "n_rows": _ROWS, "n_cols": n_cols,
+            "n_tiles": cdiv(n_cols, block), "rows_per_group": rows_per_group, "n_groups": cdiv(_ROWS, rows_per_group),
+            "ignore_index": _IGNORE_INDEX}
+
+
 def _register_compile_specs() -> None:
     blocks = (SMALL_BLOCK, LARGE_BLOCK)
+
+    def spec(name, kernel, sig, cx, num_warps, ints, hot=False):
+        register_compile_spec(CompileSpec(name, kernel, sig, cx, num_warps=num_warps, quick="[bf16," in name,
+                                          ints={k: v for k, v in ints.items() if k in sig}, hot=hot))
+
     for dt, block, has_softcap in itertools.product(_common.FLOAT_DTYPES, blocks, (False, True)):
         xt = _common.TRITON_DTYPE[dt]
         num_warps = block // 1024
         cx = {"BLOCK": block, "HAS_SOFTCAP": has_softcap}
         tag = f"[{xt},BLOCK={block},softcap={int(has_softcap)}]"
+        hot = xt == "bf16" and block == LARGE_BLOCK and not has_softcap
         sig = {"LOGITS": f"*{xt}", "LABELS": "*i64", "PART_MAX": "*fp32", "PART_SUMEXP": "*fp32", "PART_ZSUM": "*fp32",
                "stride_row": "i32", "n_cols": "i32", "n_tiles": "i32", "ignore_index": "i32", "softcap": "fp32",
                "BLOCK": "constexpr", "HAS_SOFTCAP": "constexpr"}
-        register_compile_spec(CompileSpec(f"cross_entropy_partial{tag}", _ce_partial_kernel, sig, cx, num_warps=num_warps))
+        spec(f"cross_entropy_partial{tag}", _ce_partial_kernel, sig, cx, num_warps, _launch_ints(block), hot)
         sig = {"LOGITS": f"*{xt}", "GRAD": f"*{xt}", "LABELS": "*i64", "LSE": "*fp32", "SCALE": "*fp32",
                "stride_row": "i32", "stride_grad_row": "i32", "n_cols": "i32", "n_tiles": "i32", "ignore_index": "i32",
                "label_smoothing": "fp32", "z_loss": "fp32", "softcap": "fp32", "BLOCK": "constexpr", "HAS_SOFTCAP": "constexpr"}
-        register_compile_spec(CompileSpec(f"cross_entropy_grad{tag}", _ce_grad_kernel, sig, cx, num_warps=num_warps))
+        spec(f"cross_entropy_grad{tag}", _ce_grad_kernel, sig, cx, num_warps, _launch_ints(block), hot)
         # Loss and gradient in one launch: BLOCK_TILES covers the row's tiles (SMALL_BLOCK: V < 8192, one or 8 tiles).
         for block_tiles in FINALIZE_BLOCK_TILES if block == LARGE_BLOCK else FINALIZE_BLOCK_TILES[:1]:
             sig = {"LOGITS": f"*{xt}", "GRAD": f"*{xt}", "LABELS": "*i64", "SCALE": "*fp32", "LOSS": "*fp32",
@@ -409,16 +430,16 @@ def _register_compile_specs() -> None:
                    "stride_scale": "i32", "n_rows": "i32", "n_cols": "i32", "n_tiles": "i32", "rows_per_group": "i32",
                    "n_groups": "i32", "ignore_index": "i32", "label_smoothing": "fp32", "z_loss": "fp32",
                    "softcap": "fp32", "BLOCK": "constexpr", "BLOCK_TILES": "constexpr", "HAS_SOFTCAP": "constexpr"}
-            register_compile_spec(CompileSpec(
-                f"cross_entropy_loss_and_grad[{xt},BLOCK={block},BLOCK_TILES={block_tiles},softcap={int(has_softcap)}]",
-                _ce_loss_and_grad_kernel, sig, {**cx, "BLOCK_TILES": block_tiles}, num_warps=num_warps))
+            spec(f"cross_entropy_loss_and_grad[{xt},BLOCK={block},BLOCK_TILES={block_tiles},softcap={int(has_softcap)}]",
+                 _ce_loss_and_grad_kernel, sig, {**cx, "BLOCK_TILES": block_tiles}, num_warps,
+                 _launch_ints(block, block_tiles), hot and block_tiles == FINALIZE_BLOCK_TILES[0])
     # Rescale: SCALE is grad_output, in the loss's dtype = the logits' dtype.
     for dt, block in itertools.product(_common.FLOAT_DTYPES, blocks):
         xt = _common.TRITON_DTYPE[dt]
         sig = {"GRAD": f"*{xt}", "SCALE": f"*{xt}", "stride_grad_row": "i32", "stride_scale": "i32", "n_rows": "i32",
                "n_cols": "i32", "n_tiles": "i32", "BLOCK": "constexpr", "ROWS": "constexpr"}
-        register_compile_spec(CompileSpec(f"cross_entropy_rescale[{xt},BLOCK={block}]", _ce_rescale_kernel, sig,
-                                          {"BLOCK": block, "ROWS": RESCALE_ROWS}, num_warps=block // 1024))
+        spec(f"cross_entropy_rescale[{xt},BLOCK={block}]", _ce_rescale_kernel, sig, {"BLOCK": block, "ROWS": RESCALE_ROWS},
+             block // 1024, _launch_ints(block))
     # Finalize: V up to 262,144 uses 32 tiles; 128 covers vocabularies up to MAX_VOCAB = 1,048,576.
     for dt, has_softcap, block_tiles in itertools.product(_common.FLOAT_DTYPES, (False, True), FINALIZE_BLOCK_TILES):
         xt = _common.TRITON_DTYPE[dt]
@@ -426,11 +447,9 @@ def _register_compile_specs() -> None:
                "LOSS": "*fp32", "LSE": "*fp32", "stride_row": "i32", "n_rows": "i32", "n_cols": "i32", "n_tiles": "i32",
                "ignore_index": "i32", "label_smoothing": "fp32", "z_loss": "fp32", "softcap": "fp32",
                "BLOCK_ROWS": "constexpr", "BLOCK_TILES": "constexpr", "HAS_SOFTCAP": "constexpr"}
-        register_compile_spec(CompileSpec(
-            f"cross_entropy_finalize[{xt},BLOCK_TILES={block_tiles},softcap={int(has_softcap)}]", _ce_finalize_kernel, sig,
-            {"BLOCK_ROWS": FINALIZE_BLOCK_ROWS, "BLOCK_TILES": block_tiles, "HAS_SOFTCAP": has_softcap},
-            num_warps=FINALIZE_NUM_WARPS))
-
+        spec(f"cross_entropy_finalize[{xt},BLOCK_TILES={block_tiles},softcap={int(has_softcap)}]", _ce_finalize_kernel, sig,
+             {"BLOCK_ROWS": FINALIZE_BLOCK_ROWS, "BLOCK_TILES": block_tiles, "HAS_SOFTCAP": has_softcap},
+             FINALIZE_NUM_WARPS, _launch_ints(LARGE_BLOCK, block_tiles))
 
 _register_compile_specs()
 

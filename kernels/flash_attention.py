@@ -27,11 +27,11 @@ Backward (recomputes P from the saved lse, no S×S matrix in memory):
      atomics, bitwise reproducible).
 
 Dispatch as for every op (seedcoder.kernels._common): CUDA tensors launch the kernels (autotuned per GPU
-generation: sm_90 and sm_80 configuration lists); CPU tensors use the fp32 torch reference, or the kernels in
-Triton's interpreter under TRITON_INTERPRET=1 (small fixed tiles). The launches are the torch custom ops
-seedcoder::flash_attn_fwd / flash_attn_bwd with their backward registered, so torch.compile(fullgraph=True)
-traces callers without graph breaks. Nothing syncs with the host, except that max_seqlen is computed from
-cu_seqlens when it is not given (the loader gives it).
+generation: sm_90 and sm_80 configuration lists); CPU tensors use the fp32 torch reference (forward) and its
+closed-form gradient (backward), or the kernels in Triton's interpreter under TRITON_INTERPRET=1 (small fixed
+tiles). Either runs inside the torch custom ops seedcoder::flash_attn_fwd / flash_attn_bwd, whose backward is
+registered, so torch.compile(fullgraph=True) traces callers without graph breaks. Nothing syncs with the host,
+except that max_seqlen is computed from cu_seqlens when it is not given (the loader gives it).
 
 Not used: TMA descriptors / warp specialization (Hopper). Document boundaries are arbitrary token offsets, so
 TMA boxes would cross documents and still need masking; the pointer-based loads here are pipelined with
@@ -50,7 +50,7 @@ import triton.language as tl
 from . import _common
 from ._common import CompileSpec, check_tensor, next_power_of_2, register_compile_spec
 
-__all__ = ["flash_attention", "flash_attention_reference"]
+__all__ = ["flash_attention", "flash_attention_reference", "flash_attention_reference_backward"]
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -417,6 +417,20 @@ def _signature(kernel: str, dtype: str, constexprs: dict) -> dict[str, str]:
     return sig | {"group": "i32", "seq_bucket": "i32"} | {name: "constexpr" for name in constexprs}
 
 
+def _launch_ints(kernel: str, head_dim: int, atomic_dq: bool | None) -> dict[str, int]:
+    """The int arguments of a representative launch (CompileSpec.ints): one 8K-token row, 32 query / 8 kv heads
+    (GQA 4:1), contiguous (T, H, D) tensors; the deterministic dK/dV launch passes a (1, 1) dummy DQ_ACC."""
+    tokens, q_heads, kv_heads = 8192, 32, 8
+    heads = {"q": q_heads, "o": q_heads, "do": q_heads, "dq": q_heads, "k": kv_heads, "v": kv_heads, "dk": kv_heads,
+             "dv": kv_heads}
+    ints = {"max_seqlen": tokens, "total_tokens": tokens, "group": q_heads // kv_heads, "seq_bucket": _seq_bucket(tokens)}
+    for s in _STRIDED[kernel]:
+        ints |= {f"stride_{s}t": heads[s] * head_dim, f"stride_{s}h": head_dim}
+    if atomic_dq is False:
+        ints |= {"stride_dqt": 1, "stride_dqh": 1}
+    return ints
+
+
 def _register_compile_specs() -> None:
     for dtype, (arch, table) in itertools.product(("bf16", "fp16"), ((90, _SM90), (80, _SM80))):
         for kernel, per_dim in table.items():
@@ -433,34 +447,54 @@ def _register_compile_specs() -> None:
                     if atomic is not None:
                         cx["ATOMIC_DQ"] = atomic
                         tag += f",atomic_dq={int(atomic)}"
+                    quick = _quick(kernel, dtype, head_dim, index, causal, atomic)
                     register_compile_spec(CompileSpec(
                         f"flash_attn_{kernel}[{tag}]", _RAW[kernel], _signature(kernel, dtype, cx), cx, num_warps=warps,
-                        num_stages=stages, archs=(arch,), quick=_quick(kernel, dtype, head_dim, index, causal, atomic)))
+                        num_stages=stages, archs=(arch,), quick=quick, ints=_launch_ints(kernel, head_dim, atomic),
+                        hot=quick))
         for head_dim in (64, 128):
             cx = {"HEAD_DIM": head_dim, "BLOCK_D": head_dim, "BLOCK_T": PREPROCESS_BLOCK_T}
             sig = {"O": f"*{dtype}", "DO": f"*{dtype}", "DELTA": "*fp32", "total_tokens": "i32", "stride_ot": "i32",
                    "stride_oh": "i32", "stride_dot": "i32", "stride_doh": "i32"} | {n: "constexpr" for n in cx}
             if arch == 90:  # once per dtype
+                ints = {k: v for k, v in _launch_ints("fwd", head_dim, None).items() if k in sig}
+                ints |= {"stride_dot": ints["stride_ot"], "stride_doh": ints["stride_oh"]}
                 register_compile_spec(CompileSpec(f"flash_attn_bwd_preprocess[{dtype},d={head_dim}]",
-                                                  _attn_bwd_preprocess_kernel, sig, cx, num_warps=4))
+                                                  _attn_bwd_preprocess_kernel, sig, cx, num_warps=4, ints=ints))
 
 
 _register_compile_specs()
 
 
 # ================================================================================================ reference
+def _document_bounds(q: torch.Tensor, cu_seqlens: torch.Tensor | None) -> tuple[list[int], bool]:
+    """The document boundaries [0, ..., T] over the flattened tokens, and whether q is a (B, S, H, D) batch."""
+    if cu_seqlens is None:
+        b, s = q.shape[:2]
+        return [i * s for i in range(b + 1)], True
+    return cu_seqlens.tolist(), False
+
+
+def _document_probs(qd: torch.Tensor, kd: torch.Tensor, scale: float, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probabilities (H, L, L) and lse (H, L) of one document; qd, kd (H, L, D) in the compute dtype."""
+    scores = qd @ kd.transpose(1, 2) * scale
+    if causal:
+        length = qd.shape[1]
+        keep = torch.ones(length, length, dtype=torch.bool, device=qd.device).tril()
+        scores = scores.masked_fill(~keep, float("-inf"))
+    lse = torch.logsumexp(scores, -1)
+    return torch.exp(scores - lse[..., None]), lse
+
+
 def flash_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = True,
                               softmax_scale: float | None = None, cu_seqlens: torch.Tensor | None = None,
                               return_lse: bool = False, compute_dtype: torch.dtype = torch.float32):
-    """Per-document math attention in compute_dtype (the test oracle and the CPU path). Same shapes and lse
-    layout as flash_attention; the output is returned in compute_dtype."""
-    batched = cu_seqlens is None
+    """Per-document math attention in compute_dtype (the test oracle and the CPU forward), differentiable. Same
+    shapes and lse layout as flash_attention; the output is returned in compute_dtype."""
+    bounds, batched = _document_bounds(q, cu_seqlens)
     if batched:
         b, s = q.shape[:2]
-        q, k, v = q.reshape(b * s, *q.shape[2:]), k.reshape(b * s, *k.shape[2:]), v.reshape(b * s, *v.shape[2:])
-        bounds = [i * s for i in range(b + 1)]
-    else:
-        bounds = cu_seqlens.tolist()
+        q, k, v = q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1)
     total, n_heads, head_dim = q.shape
     group = n_heads // k.shape[1]
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
@@ -472,17 +506,45 @@ def flash_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         qd = q[lo:hi].to(compute_dtype).transpose(0, 1)  # (H, L, D)
         kd = k[lo:hi].to(compute_dtype).transpose(0, 1).repeat_interleave(group, 0)
         vd = v[lo:hi].to(compute_dtype).transpose(0, 1).repeat_interleave(group, 0)
-        scores = qd @ kd.transpose(1, 2) * scale
-        if causal:
-            keep = torch.ones(hi - lo, hi - lo, dtype=torch.bool, device=q.device).tril()
-            scores = scores.masked_fill(~keep, float("-inf"))
-        doc_lse = torch.logsumexp(scores, -1)
-        out[lo:hi] = (torch.exp(scores - doc_lse[..., None]) @ vd).transpose(0, 1)
+        probs, doc_lse = _document_probs(qd, kd, scale, causal)
+        out[lo:hi] = (probs @ vd).transpose(0, 1)
         lse[:, lo:hi] = doc_lse
     if batched:
         out = out.view(b, s, n_heads, -1)
         lse = lse.view(n_heads, b, s).transpose(0, 1)
     return (out, lse) if return_lse else out
+
+
+def flash_attention_reference_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+                                       causal: bool = True, softmax_scale: float | None = None,
+                                       cu_seqlens: torch.Tensor | None = None,
+                                       compute_dtype: torch.dtype = torch.float32):
+    """(dq, dk, dv) of flash_attention_reference in compute_dtype, in closed form (the CPU backward).
+
+    Closed form rather than autograd because it runs inside the backward custom op, where autograd records
+    nothing: dV = Pᵀ dO, dS = P ∘ (dO Vᵀ − rowsum(P ∘ dO Vᵀ)), dQ = scale · dS K, dK = scale · dSᵀ Q, with
+    dK and dV summed over the query heads of each kv head."""
+    bounds, batched = _document_bounds(q, cu_seqlens)
+    shapes = q.shape, k.shape, v.shape
+    if batched:
+        dout, q, k, v = dout.flatten(0, 1), q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1)
+    n_heads, n_kv_heads, head_dim = q.shape[1], k.shape[1], q.shape[2]
+    group = n_heads // n_kv_heads
+    scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
+    dq, dk, dv = (torch.zeros(t.shape, dtype=compute_dtype, device=t.device) for t in (q, k, v))
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        if hi == lo:
+            continue
+        qd, dod = (t[lo:hi].to(compute_dtype).transpose(0, 1) for t in (q, dout))  # (H, L, D)
+        kd, vd = (t[lo:hi].to(compute_dtype).transpose(0, 1).repeat_interleave(group, 0) for t in (k, v))
+        probs, _ = _document_probs(qd, kd, scale, causal)
+        dprobs = dod @ vd.transpose(1, 2)
+        dscores = probs * (dprobs - (probs * dprobs).sum(-1, keepdim=True))
+        dq[lo:hi] = (dscores @ kd).transpose(0, 1) * scale
+        per_head_dk, per_head_dv = dscores.transpose(1, 2) @ qd * scale, probs.transpose(1, 2) @ dod
+        dk[lo:hi] = per_head_dk.unflatten(0, (n_kv_heads, group)).sum(1).transpose(0, 1)
+        dv[lo:hi] = per_head_dv.unflatten(0, (n_kv_heads, group)).sum(1).transpose(0, 1)
+    return tuple(g.view(shape) for g, shape in zip((dq, dk, dv), shapes))
 
 
 # ================================================================================================ custom ops
@@ -530,10 +592,8 @@ def _flash_attn_bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: 
                        deterministic: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Packed backward -> (dq, dk, dv) in the inputs' dtype."""
     if not _common.use_triton(q):
-        with torch.enable_grad():
-            leaves = [t.detach().float().requires_grad_() for t in (q, k, v)]
-            ref = flash_attention_reference(*leaves, causal=causal, softmax_scale=softmax_scale, cu_seqlens=cu_seqlens)
-            grads = torch.autograd.grad(ref, leaves, dout.float())
+        grads = flash_attention_reference_backward(dout, q, k, v, causal=causal, softmax_scale=softmax_scale,
+                                                   cu_seqlens=cu_seqlens)
         return tuple(g.to(t.dtype) for g, t in zip(grads, (q, k, v)))
     total, n_heads, head_dim = q.shape
     n_kv_heads = k.shape[1]

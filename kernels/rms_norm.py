@@ -260,40 +260,59 @@ def _num_row_programs(device: torch.device, n_rows: int, n_col_blocks: int, num_
 _DTYPE_PAIRS = [("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16"), ("bf16", "fp32"), ("fp16", "fp32")]
 
 
+# Launch values of the int arguments (CompileSpec.ints): rows as wide as the config's widest width, contiguous;
+# 16,384 rows (two 8K-token rows of a batch) whose backward grid is _num_row_programs's on an H100 (132 SMs).
+_ROWS, _H100_SMS = 16384, 132
+HOT_WIDTHS = (2048, 4096)  # the 1B and 8B presets' hidden sizes, in bf16
+
+
+def _bwd_rows_per_program(n_col_blocks: int, warps: int) -> int:
+    return cdiv(_ROWS, max(1, min(_ROWS, _H100_SMS * max(1, 16 // warps) // n_col_blocks)))
+
+
 def _register_compile_specs() -> None:
     widths = [1 << k for k in range(0, 17)]  # every width class up to 65,536 (and the wide path beyond)
-    fwd_configs = sorted({_fwd_config(n) for n in widths})
-    bwd_configs = sorted({_bwd_config(n) for n in widths})
+    fwd_configs = {_fwd_config(n): n for n in widths}  # config -> the widest width that picks it
+    bwd_configs = {_bwd_config(n): n for n in widths}
     for (xt, wt), has_res in itertools.product(_DTYPE_PAIRS, (False, True)):
-        for block, single, warps in fwd_configs:
+        for (block, single, warps), width in sorted(fwd_configs.items()):
             sig = {"X": f"*{xt}", "R": f"*{xt}", "W": f"*{wt}", "Y": f"*{xt}", "H_OUT": f"*{xt}", "RSTD": "*fp32",
                    "stride_x": "i32", "stride_r": "i32", "stride_y": "i32", "stride_h": "i32", "n_cols": "i32",
                    "eps": "fp32", "BLOCK_N": "constexpr", "SINGLE_BLOCK": "constexpr", "HAS_RESIDUAL": "constexpr"}
+            ints = dict.fromkeys(("stride_x", "stride_r", "stride_y", "stride_h", "n_cols"), width)
             register_compile_spec(CompileSpec(
                 f"rms_norm_fwd[{xt},w={wt},res={int(has_res)}]", _rms_norm_fwd_kernel, sig,
-                {"BLOCK_N": block, "SINGLE_BLOCK": single, "HAS_RESIDUAL": has_res}, num_warps=warps))
-        for block, single, warps in bwd_configs:
+                {"BLOCK_N": block, "SINGLE_BLOCK": single, "HAS_RESIDUAL": has_res}, num_warps=warps,
+                quick=xt == "bf16", ints=ints, hot=(xt, wt) == ("bf16", "bf16") and width in HOT_WIDTHS))
+        for (block, single, warps), width in sorted(bwd_configs.items()):
             sig = {"DY": f"*{xt}", "H": f"*{xt}", "W": f"*{wt}", "RSTD": "*fp32"}
             if not single:
                 sig["COEF"] = "*fp32"
             sig |= {"DRES": f"*{xt}", "DX": f"*{xt}", "DW_PARTIAL": "*fp32", "stride_dy": "i32", "stride_h": "i32",
                     "stride_dres": "i32", "stride_dx": "i32", "n_rows": "i32", "n_cols": "i32", "rows_per_program": "i32",
                     "BLOCK_N": "constexpr", "HAS_DRES": "constexpr"}
+            ints = dict.fromkeys(("stride_dy", "stride_h", "stride_dres", "stride_dx", "n_cols"), width)
+            ints |= {"n_rows": _ROWS, "rows_per_program": _bwd_rows_per_program(1 if single else cdiv(width, block), warps)}
             kernel = _rms_norm_bwd_kernel if single else _rms_norm_bwd_blocked_kernel
             name = "rms_norm_bwd" if single else "rms_norm_bwd_blocked"
             register_compile_spec(CompileSpec(f"{name}[{xt},w={wt},dres={int(has_res)}]", kernel, sig,
-                                              {"BLOCK_N": block, "HAS_DRES": has_res}, num_warps=warps))
+                                              {"BLOCK_N": block, "HAS_DRES": has_res}, num_warps=warps, quick=xt == "bf16",
+                                              ints=ints, hot=(xt, wt) == ("bf16", "bf16") and width in HOT_WIDTHS))
+    wide = max(widths)
     for xt, wt in _DTYPE_PAIRS:
         sig = {"DY": f"*{xt}", "H": f"*{xt}", "W": f"*{wt}", "RSTD": "*fp32", "COEF": "*fp32", "stride_dy": "i32",
                "stride_h": "i32", "n_cols": "i32", "BLOCK_N": "constexpr"}
         register_compile_spec(CompileSpec(f"rms_norm_bwd_row_coef[{xt},w={wt}]", _rms_norm_bwd_row_coef_kernel, sig,
-                                          {"BLOCK_N": ROW_COEF_BLOCK}, num_warps=ROW_COEF_WARPS))
+                                          {"BLOCK_N": ROW_COEF_BLOCK}, num_warps=ROW_COEF_WARPS, quick=xt == "bf16",
+                                          ints=dict.fromkeys(("stride_dy", "stride_h", "n_cols"), wide)))
     for wt in ("fp32", "bf16", "fp16"):
         sig = {"DW_PARTIAL": "*fp32", "DW": f"*{wt}", "n_partials": "i32", "n_cols": "i32", "BLOCK_P": "constexpr",
                "BLOCK_N": "constexpr"}
+        n_partials = cdiv(_ROWS, _bwd_rows_per_program(1, _bwd_config(4096)[2]))
         register_compile_spec(CompileSpec(f"rms_norm_dw_reduce[w={wt}]", _rms_norm_dw_reduce_kernel, sig,
                                           {"BLOCK_P": DW_REDUCE_BLOCK_P, "BLOCK_N": DW_REDUCE_BLOCK_N},
-                                          num_warps=DW_REDUCE_WARPS))
+                                          num_warps=DW_REDUCE_WARPS, quick=wt != "fp16",
+                                          ints={"n_partials": n_partials, "n_cols": 4096}))
 
 
 _register_compile_specs()

@@ -433,6 +433,12 @@ def apply_rotary(q: torch.Tensor, k: torch.Tensor, position_ids: torch.Tensor | 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     _check_args(q, k, position_ids, cos, sin)
+    tracks_grad = inplace and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
+    if tracks_grad:
+        for name, t in (("q", q), ("k", k)):  # checked before anything is mutated, whatever the backend
+            if t.is_leaf and t.requires_grad:
+                raise RuntimeError(f"inplace=True: {name} is a leaf tensor that requires grad, which autograd cannot "
+                                   "update in place; use inplace=False")
     if backend == "cuda":
         if not q.is_cuda:
             raise ValueError(f"backend='cuda' needs CUDA tensors, q is on {q.device}")
@@ -446,11 +452,7 @@ def apply_rotary(q: torch.Tensor, k: torch.Tensor, position_ids: torch.Tensor | 
     theta = float(theta)
     if not inplace:
         return RotaryFunction.apply(q, k, position_ids, cos, sin, theta, backend)
-    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
-        for name, t in (("q", q), ("k", k)):  # checked before anything is mutated
-            if t.is_leaf and t.requires_grad:
-                raise RuntimeError(f"inplace=True: {name} is a leaf tensor that requires grad, which autograd cannot "
-                                   "update in place; use inplace=False")
+    if tracks_grad:
         q = RotaryInplaceQFunction.apply(q, k, position_ids, cos, sin, theta, backend)
         k = RotaryInplaceKFunction.apply(k, position_ids, cos, sin, theta, backend)
         return q, k
@@ -472,13 +474,19 @@ _try_load_cuda_ops()
 
 # ------------------------------------------------------------------------------------------ compile specs
 def _register_compile_specs() -> None:
-    """Every variant _launch can produce: BLOCK_D (D/2 <= 32, 64, 128) x q dtype x angle source."""
+    """Every variant _launch can produce: BLOCK_D (D/2 <= 32, 64, 128) x q dtype x angle source. Launch values of the
+    ints (CompileSpec.ints): contiguous (B, S, H, D) q and k from the projections, 2 rows of 8,192 tokens, 32 query
+    and 8 key heads of D = 2·BLOCK_D, (B, S) positions and (B, S, D) tables; hot: bf16 at the 1B and 8B head dims."""
     int_args = ["q_stride_b", "q_stride_s", "q_stride_h", "k_stride_b", "k_stride_s", "k_stride_h",
                 "q_out_stride_b", "q_out_stride_s", "q_out_stride_h", "k_out_stride_b", "k_out_stride_s",
                 "k_out_stride_h", "pos_stride_b", "pos_stride_s", "table_stride_b", "table_stride_s",
                 "seqlen", "q_heads", "k_heads", "HALF_D"]
+    batch, seqlen, q_heads, k_heads = 2, 8192, 32, 8
     for block_d in (32, 64, 128):
         block_s = TILE_ELEMENTS // block_d
+        head_dim = 2 * block_d
+        q_strides = (seqlen * q_heads * head_dim, q_heads * head_dim, head_dim)
+        k_strides = (seqlen * k_heads * head_dim, k_heads * head_dim, head_dim)
         for dtype in _common.FLOAT_DTYPES:
             x = "*" + _common.TRITON_DTYPE[dtype]
             sources = [("theta", None, None), ("theta-pos-i32", "*i32", None), ("theta-pos-i64", "*i64", None)]
@@ -495,9 +503,16 @@ def _register_compile_specs() -> None:
                               "BLOCK_S": block_s, "BLOCK_D": block_d}
                 constexprs.update({name: None for name, t in (("pos_ptr", pos_type), ("cos_ptr", table_type),
                                                               ("sin_ptr", table_type)) if t is None})
+                ints = dict(zip(int_args[:12], q_strides + k_strides + q_strides + k_strides))
+                ints |= {"pos_stride_b": seqlen if pos_type else 0, "pos_stride_s": 1 if pos_type else 0,
+                         "table_stride_b": seqlen * head_dim if table_type else 0,
+                         "table_stride_s": head_dim if table_type else 0,
+                         "seqlen": seqlen, "q_heads": q_heads, "k_heads": k_heads, "HALF_D": block_d,
+                         "num_groups": num_head_groups(batch, seqlen, q_heads + k_heads, block_s, 132),  # H100: 132 SMs
+                         "inverse": 0}
                 _common.register_compile_spec(_common.CompileSpec(
                     name=f"rotary[{_common.TRITON_DTYPE[dtype]},{source},BLOCK_D={block_d}]", fn=_rotary_kernel,
-                    signature=signature, constexprs=constexprs, num_warps=NUM_WARPS))
-
+                    signature=signature, constexprs=constexprs, num_warps=NUM_WARPS, quick=dtype == torch.bfloat16,
+                    ints=ints, hot=dtype == torch.bfloat16 and block_d in (32, 64) and source in ("theta", "theta-pos-i64")))
 
 _register_compile_specs()

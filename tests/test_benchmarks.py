@@ -138,7 +138,7 @@ def test_targets_pass_miss_and_not_applicable():
 
 def test_issue_targets_all_evaluate_against_the_real_cases():
     """Every target of the issue finds its rows among the real cases (names of ops, modes and peers match)."""
-    cases = kernels.build_cases(kernels.OPS, torch.bfloat16, quick=True)
+    cases = kernels.build_cases(kernels.OPS, torch.bfloat16, quick=False)
     results = {c.label: [Result(i.name, i.ours, ms(1.0), peak_bytes=10**9) for i in c.impls] for c in cases}
     report = common.build_report("t", cases, results, FAKE_ENV, kernels.TARGETS, fake=True)
     statuses = {t.target: t.status for t in report.targets}
@@ -237,6 +237,34 @@ def test_cli_without_gpu_says_so_and_exits_zero(capsys, tmp_path):
     assert not (tmp_path / "r").exists()  # nothing measured, nothing written
 
 
+def test_quick_set_is_what_gpu_check_promises():
+    """--quick (make gpu-check): attention fwd/bwd at 2 lengths, RMSNorm, rotary, CE and fused linear CE at the
+    Seed-Coder vocabulary, and no peer that compiles per case (torch.compile, FlexAttention)."""
+    cases = kernels.build_cases(kernels.OPS, torch.bfloat16, quick=True)
+    assert {c.op for c in cases} == set(kernels.OPS)
+    attention = [c for c in cases if c.op == "attention"]
+    assert {c.shape for c in attention} == {"dense S2048", "dense S8192"} and {c.mode for c in attention} == {"fwd", "bwd"}
+    assert all("155136" in c.shape for c in cases if c.op in ("cross_entropy", "fused_linear_cross_entropy"))
+    impls = {i.name for c in cases for i in c.impls}
+    assert not impls & set(kernels.COMPILING_PEERS) and {"seedcoder", "liger", "sdpa-cudnn"} <= impls
+    full = kernels.build_cases(kernels.OPS, torch.bfloat16, quick=False)
+    assert {"torch.compile", "flex-attention"} <= {i.name for c in full for i in c.impls}
+    assert {"varlen", "dense-matched"} <= {c.shape for c in full if c.op == "attention"}
+
+
+def test_scaled_units_and_the_train_header():
+    """benchmarks.train printed "params 0.000B" and "0.00 GFLOP" for the debug preset: sizes scale with the value."""
+    from benchmarks import train
+    from seedcoder.model import model_config
+
+    assert common.scaled(0) == "0" and common.scaled(999) == "999" and common.scaled(1000) == "1K"
+    assert common.scaled(1.61e9, common.COUNT_PREFIXES) == "1.61B" and common.scaled(2.1e5, unit="FLOP") == "210 KFLOP"
+    assert common.scaled(9.36e9, unit="FLOP") == "9.36 GFLOP" and common.scaled(2.5e12, unit="FLOP") == "2.5 TFLOP"
+    debug = train.model_summary(model_config("debug"), 256)
+    assert debug == {"params": "131K", "flops_per_token": "887 KFLOP at S=256"}
+    assert train.model_summary(model_config("1b"), 8192) == {"params": "1.61B", "flops_per_token": "9.36 GFLOP at S=8192"}
+
+
 def test_cli_dry_run_lists_cases(capsys):
     assert kernels.main(["--dry-run", "--op", "rms_norm", "cross_entropy"]) == 0
     out = capsys.readouterr().out
@@ -251,7 +279,7 @@ def tiny_shapes(monkeypatch, device):
     for name, value in [("DEVICE", device), ("RMS_NORM_ROWS", 5), ("RMS_NORM_HIDDEN", (40,)), ("RMS_NORM_HIDDEN_QUICK", (40,)),
                         ("ROTARY_SHAPE", (2, 6, 4, 2, 16)), ("CE_ROWS", (5,)), ("CE_ROWS_QUICK", (5,)), ("VOCAB", 300),
                         ("FLCE_ROWS", 6), ("FLCE_HIDDEN", 32), ("ATTN_HEADS", 4), ("ATTN_KV_HEADS", 2),
-                        ("ATTN_HEAD_DIM", 16), ("ATTN_TOKENS", 32), ("ATTN_SEQLENS_QUICK", (32,)),
+                        ("ATTN_HEAD_DIM", 16), ("ATTN_TOKENS", 32), ("ATTN_SEQLENS", (32,)), ("ATTN_SEQLENS_QUICK", (32,)),
                         ("ATTN_DOC_RANGE", (5, 20)), ("ATTN_VARLEN_ROWS", 1)]:
         monkeypatch.setattr(kernels, name, value)
 
@@ -266,7 +294,7 @@ def test_every_implementation_runs_on_tiny_shapes(tiny_shapes, device, op):
     cpu_only_failures = {"liger", "sdpa-cudnn", "sdpa-efficient", "flex-attention"}
     may_fail = {"seedcoder-cuda"} | (cpu_only_failures if device.type == "cpu" else set())
     ran, skipped = [], {}
-    for case in kernels.build_cases([op], torch.float32, quick=True):
+    for case in kernels.build_cases([op], torch.float32, quick=op != "attention"):  # attention: varlen too
         for impl in case.impls:
             if impl.name == "torch.compile":
                 continue

@@ -1,5 +1,6 @@
 """Compile gate, quick set (every kernel, one representative config of each autotuned one; `make compile-gate`
-builds every config): compiles for sm_90a and sm_80 without a GPU and spills nothing. Runs
+builds every config): compiles for sm_90a and sm_80 without a GPU, with the divisibility-by-16 specialisation a
+real launch gets, spills nothing, and the hot kernels keep their vector loads. Runs
 `python -m seedcoder.kernels.compile_gate` in a fresh process (this process runs kernels in the interpreter,
 whose functions cannot be compiled)."""
 
@@ -10,16 +11,22 @@ import sys
 
 from seedcoder.kernels._common import COMPILE_SPECS
 
+HOT_OPS = ("rms_norm_fwd", "rms_norm_bwd", "rotary", "cross_entropy_partial", "cross_entropy_grad",
+           "cross_entropy_loss_and_grad", "flash_attn_fwd", "flash_attn_dkdv", "flash_attn_dq")
 
-def test_every_triton_kernel_compiles_for_sm90a_and_sm80(tmp_path):
+
+def run_gate(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
     out = tmp_path / "gate.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-m", "seedcoder.kernels.compile_gate", "--arch", "90", "80", "--json", str(out),
-                           "--quick", "--jobs", "2"],
+    proc = subprocess.run([sys.executable, "-m", "seedcoder.kernels.compile_gate", "--json", str(out), *args],
                           env=env, capture_output=True, text=True, timeout=900)
-    print(proc.stdout)  # the registers / shared / spills table, shown with pytest -s or on failure
+    print(proc.stdout)  # the table, shown with pytest -s or on failure
+    return proc, json.loads(out.read_text())
+
+
+def test_every_triton_kernel_compiles_for_sm90a_and_sm80(tmp_path):
+    proc, report = run_gate(tmp_path, "--arch", "90", "80", "--quick", "--jobs", "2")
     assert proc.returncode == 0, f"compile gate failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    report = json.loads(out.read_text())
     assert report["failures"] == []
     compiled = {(r["kernel"], r["arch"]) for r in report["rows"]}
     quick = [s for s in COMPILE_SPECS if s.quick]
@@ -30,3 +37,33 @@ def test_every_triton_kernel_compiles_for_sm90a_and_sm80(tmp_path):
         assert any(op in n for n in names), f"no compile spec registered for {op}"
     spilled = [f"{r['kernel']} {r['arch']} {r['constexprs']}: {r['local']} B" for r in report["rows"] if r["local"] > 0]
     assert not spilled, "register spills (local memory):\n" + "\n".join(spilled)
+    assert all(r["specialized"] for r in report["rows"])
+
+    # The hot kernels, all in the quick set, read their bf16 tensors in vector accesses at their real-launch shapes.
+    assert all(s.quick for s in COMPILE_SPECS if s.hot)
+    hot = [r for r in report["rows"] if r["hot"]]
+    for op in HOT_OPS:
+        assert {r["arch"] for r in hot if r["kernel"].startswith(op + "[")} == {"sm_90a", "sm_80"}, f"no hot {op} spec"
+    for r in hot:
+        assert r["vector_loads"] + r["cp_async_16"] + r["tma"] > 0 and r["subword_loads"] == 0, r
+    # The issue's two examples: flash forward 128x64 pipelines 16-byte cp.async into wgmma on sm_90a, and RMSNorm
+    # at width 4096 (with the residual) loads x, residual and weight as 16-byte vectors only.
+    fwd = next(r for r in hot if r["kernel"] == "flash_attn_fwd[bf16,d=128,causal=1]" and r["arch"] == "sm_90a")
+    assert fwd["cp_async_16"] > 0 and fwd["wgmma"] > 0 and fwd["vector_loads"] > 0 and fwd["shared"] > 64 * 1024
+    norm = next(r for r in hot if r["kernel"] == "rms_norm_fwd[bf16,w=bf16,res=1]" and r["constexprs"]["BLOCK_N"] == 4096
+                and r["arch"] == "sm_90a")
+    assert norm["vector_loads"] == 6 and norm["scalar_loads"] == 0
+
+
+def test_an_unspecialized_compile_is_detected_as_losing_its_vector_loads(tmp_path):
+    """Compiled without the launch's divisibility hints (what the gate did before, and what a misaligned launch
+    gets), the same hot kernels load element by element: the gate must fail on them."""
+    names = ["flash_attn_fwd[bf16,d=128,causal=1]", "rms_norm_fwd[bf16,w=bf16,res=1]"]
+    proc, report = run_gate(tmp_path, "--arch", "90", "--quick", "--unspecialized", "--filter", *names)
+    assert proc.returncode != 0
+    hot = [r for r in report["rows"] if r["hot"]]
+    assert {r["kernel"] for r in hot} == set(names) and not any(r["specialized"] for r in hot)
+    for r in hot:
+        assert r["vector_loads"] + r["cp_async_16"] == 0 and r["subword_loads"] > 0, r  # bf16 element by element
+        assert any(f"{r['kernel']} sm_90a: hot kernel lost its vector loads" in f for f in report["failures"])
+    assert "lost its vector loads" in proc.stderr

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from numerics import assert_close_rule, seeded
+
 from seedcoder.kernels import _common
 from seedcoder.kernels.cross_entropy import cross_entropy, cross_entropy_reference
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import HAS_CUDA
 from numerics import assert_close_rule, max_abs_err
-from seedcoder.kernels import flash_attention, flash_attention_reference
+
+from seedcoder.kernels.flash_attention import flash_attention, flash_attention_reference, flash_attention_reference_backward
 
 DOC_LENGTHS = [1, 17, 113, 1023, 4097] if HAS_CUDA else [1, 17, 0, 50, 33]  # a 0-length document too
 DTYPES = [torch.bfloat16, torch.float16] if HAS_CUDA else [torch.float16]
@@ -180,6 +181,26 @@ def test_torch_compile_fullgraph_traces_the_custom_ops(device):
         assert torch.allclose(a.grad, b.grad, atol=1e-3, rtol=1e-3)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("packed", [True, False])
+def test_closed_form_reference_backward_equals_autograd(causal, packed):
+    """The CPU backward (closed form: it runs inside the backward custom op, where autograd records nothing)
+    equals autograd through the reference, in float64: GQA, an empty document, a custom softmax scale."""
+    if packed:
+        cu = cu_seqlens_of([6, 0, 1, 13], "cpu")
+        q, k, v = random_qkv(20, 6, 2, 8, torch.float64, "cpu", seed=30)
+    else:
+        cu = None
+        q, k, v = random_qkv(9, 6, 2, 8, torch.float64, "cpu", seed=31, leading=(2,))
+    dout = torch.randn(q.shape, generator=torch.Generator().manual_seed(32), dtype=torch.float64)
+    kw = dict(causal=causal, softmax_scale=0.4, cu_seqlens=cu, compute_dtype=torch.float64)
+    _, _, *expected = run_reference(q, k, v, dout, torch.float64, **{n: a for n, a in kw.items() if n != "compute_dtype"})
+    got = flash_attention_reference_backward(dout, q, k, v, **kw)
+    for name, g, e in zip(("dq", "dk", "dv"), got, expected):
+        assert g.shape == e.shape and g.dtype == torch.float64, name
+        assert max_abs_err(g, e) < 1e-12 * max(1.0, e.abs().max().item()), name
+
+
 def test_bad_inputs_get_clear_errors(device):
     q, k, v = random_qkv(10, 4, 2, 64, DTYPES[-1], device, seed=0)
     cu = cu_seqlens_of([4, 6], device)
@@ -231,7 +252,7 @@ def test_bf16_model_on_cuda_trains_through_flash_attention(monkeypatch):
     cu = cu_seqlens_of([10, 30, 24, 64], "cuda")
     labels = torch.roll(ids, -1, dims=1)
     q = torch.zeros(1, 1, 1, model.cfg.head_dim, device="cuda", dtype=torch.bfloat16)
-    assert model_module.attention_backend(q, model_module.AttentionMask(cu, 64, None)) == "flash"
+    assert model_module.attention_backend(q, model_module.AttentionMask(cu_seqlens=cu, max_seqlen=64, packed=True)) == "flash"
 
     def loss_and_grads():
         model.zero_grad()

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from numerics import assert_close_rule, seeded
+
 from seedcoder.kernels.fused_linear_cross_entropy import (
     default_chunk_size,
     fused_linear_cross_entropy,

@@ -23,10 +23,11 @@ import pytest
 import torch
 
 transformers = pytest.importorskip("transformers")
-from seedcoder.kernels import hf_llama  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from transformers.loss.loss_utils import ForCausalLMLoss  # noqa: E402
 from transformers.models.llama import modeling_llama  # noqa: E402
+
+from seedcoder.kernels import hf_llama  # noqa: E402
 
 GRAD_RTOL = 2e-5
 LOSS_RTOL = 1e-5

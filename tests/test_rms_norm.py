@@ -11,6 +11,7 @@ import os
 import pytest
 import torch
 from numerics import assert_close_rule, seeded
+
 from seedcoder.kernels import _common
 from seedcoder.kernels.rms_norm import rms_norm, rms_norm_reference
 

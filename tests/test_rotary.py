@@ -11,6 +11,7 @@ import importlib.util
 import pytest
 import torch
 from numerics import assert_close_rule, seeded
+
 from seedcoder.kernels import _common
 from seedcoder.kernels import rotary as rotary_module
 from seedcoder.kernels.rotary import apply_rotary, rotary_cos_sin, rotary_reference
