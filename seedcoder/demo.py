@@ -43,6 +43,8 @@ import sys
 import sysconfig
 import time
 
+from seedcoder.progress import progress
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "pretrain_tiny_demo.toml")
 CURATE_CONFIG = os.path.join(ROOT, "configs", "curate_demo.toml")
@@ -163,8 +165,6 @@ def sample(model, prompt_ids: list[int], *, max_new_tokens: int, temperature: fl
     """A plain sampling loop (no KV cache: the demo model is tiny): greedy at temperature 0, else top-k sampling.
     Progress goes to stderr (a minute or more on a loaded CPU)."""
     import torch
-
-    from seedcoder.progress import progress
 
     device = next(model.parameters()).device
     ids = list(prompt_ids)

@@ -304,11 +304,12 @@ def build_dataset(
                 break
             sample.append(entry)
             sample_bytes += entry["bytes"]
+        _say(f"tokenizer: training a {vocab_size}-token byte-level BPE on {len(sample)} files "
+             f"({sample_bytes / 2**20:.1f} MiB; one native call, no progress until it ends)")
         tick = time.perf_counter()
         train_tokenizer(_read_texts(src_dir, sample), tokenizer_path, vocab_size=vocab_size, length=len(sample),
                         show_progress=progress and sys.stderr.isatty())
-        _say(f"tokenizer: byte-level BPE, {vocab_size} tokens, trained on {len(sample)} files "
-             f"({sample_bytes / 2**20:.1f} MiB) in {time.perf_counter() - tick:.1f} s -> {tokenizer_path}")
+        _say(f"tokenizer: trained in {time.perf_counter() - tick:.1f} s -> {tokenizer_path}")
     tok = load_tokenizer(tokenizer_path)
     tokenizer_sha256 = file_sha256(tokenizer_path)
 
