@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import math
 import os
 import signal
@@ -62,10 +61,10 @@ from seedcoder.lr_schedule import LRSchedule
 from seedcoder.metrics import MetricsLogger, plot_loss_curve
 from seedcoder.model import ModelConfig, Transformer, check_cu_seqlens, model_config
 from seedcoder.parallelize import describe, parallelize
+from seedcoder.processes import die_with_parent
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 EXIT_BAD_STEPS = 1
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _LAUNCHER_PID = os.getppid()  # the process that started this one, as early as this module can tell
 
 
@@ -90,20 +89,12 @@ def _free_port() -> int:
 
 
 def die_with_launcher() -> None:
-    """Under torchrun, have the kernel SIGKILL this rank when the torchrun agent that started it dies, however it
-    dies (kill -9 included). The agent starts every rank in a session of its own, so nothing else reaches the ranks
-    then: they would train on as orphans. The parent-death signal fires when the *thread* that forked this process
-    exits; torch.distributed.elastic forks its workers from the agent's main thread, so that is the agent's exit.
-    If the agent died before the prctl call, this process has been re-parented: exit now. (An agent that dies
-    during this interpreter's first imports, before this module recorded its parent, is not caught.)"""
-    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
-        return  # not a torchrun worker (a plain process keeps running when its shell goes away)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != _LAUNCHER_PID:
-        print(f"seedcoder.train: the torchrun agent (pid {_LAUNCHER_PID}) is gone; exiting", file=sys.stderr, flush=True)
-        os._exit(1)
+    """Under torchrun, have this rank die with the torchrun agent that started it, however the agent dies (kill -9
+    included): the agent starts every rank in a session of its own, so nothing else would reach the ranks, and they
+    would train on as orphans. (An agent that dies during this interpreter's first imports, before this module
+    recorded its parent, is not caught.)"""
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # a plain process keeps running when its shell goes away
+        die_with_parent(_LAUNCHER_PID, "seedcoder.train: the torchrun agent")
 
 
 def init_distributed(device_kind: str) -> Distributed:

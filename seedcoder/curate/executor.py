@@ -31,7 +31,6 @@ import importlib
 import json
 import multiprocessing
 import os
-import signal
 import sys
 import time
 import traceback
@@ -43,6 +42,7 @@ from typing import Any
 
 from seedcoder.curate.errors import CurateConfigError
 from seedcoder.fileio import atomic_write_text
+from seedcoder.processes import die_with_parent
 
 EXECUTORS = ("local", "ray")
 
@@ -157,23 +157,6 @@ def run_tasks(tasks: Sequence[Task], config: ExecutorConfig | None = None, *, lo
 
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}  # workers -> a pool kept for the next steps (worker start-up is slow)
-PR_SET_PDEATHSIG = 1  # prctl option, <linux/prctl.h>
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Pool worker initializer: SIGKILL this worker when its parent dies (Linux), and exit at once when the parent
-    died before that was set up (the worker then has another parent)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            error = ctypes.get_errno()
-            raise OSError(error, f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(error)}")
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
 def _pool(workers: int) -> ProcessPoolExecutor:
     pool = _POOLS.get(workers)
     if pool is None or getattr(pool, "_broken", False):
@@ -182,7 +165,7 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         if main_file is not None and not os.path.exists(main_file) and "fork" in multiprocessing.get_all_start_methods():
             method = "fork"  # a __main__ read from stdin cannot be re-imported by spawned workers
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
-                                   initializer=_die_with_parent, initargs=(os.getpid(),))
+                                   initializer=die_with_parent, initargs=(os.getpid(), "the curation run"))
         _POOLS[workers] = pool
     return pool
 
