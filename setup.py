@@ -125,7 +125,6 @@ setup(
         # pinned here to the versions we measured against.
         "vllm": ["vllm==0.33.0"],
         "flash-attn": ["flash-attn==2.8.3.post2"],
-        "dali": ["nvidia-dali-cuda130==2.4.0"],
     },
     entry_points={"console_scripts": ["seedcoder = seedcoder.cli:main"]},
     ext_modules=ext_modules,

@@ -46,7 +46,10 @@ import numpy as np
 import torch
 
 from seedcoder.data.loader import IGNORE_INDEX, ShardLoader
-from seedcoder.data.shards import ShardReader, ShardWriter, build_manifest, file_sha256, write_manifest
+from seedcoder.data.manifest import build_manifest, write_manifest
+from seedcoder.data.shard_reader import ShardReader
+from seedcoder.data.shard_writer import ShardWriter
+from seedcoder.data.shards import file_sha256
 
 SEQ_LEN = 4096
 BATCH = 8

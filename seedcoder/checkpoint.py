@@ -25,6 +25,16 @@ Resharding. Model and optimizer state are saved as DTensor shards with their glo
 API of torch.distributed.checkpoint.state_dict), so a checkpoint written by N ranks loads on M ranks, or into a
 plain single-device model (`load_model_only`, used for model-only init and for sampling).
 
+Finding and loading (the one rule for every stage, the engine, the scorer and the CLI). `resolve_checkpoint(path)`
+accepts, in this order: a checkpoint folder of ours (`model_config.json`: a trainer step or a converted model), a
+Hugging Face folder (`config.json`, its weights in `*.safetensors`), a checkpoints root (its newest complete `step-N`), or a run
+folder whose `checkpoints/` is such a root; anything else is a CheckpointError naming the path and what it lacks.
+`resolve_dcp_checkpoint` is the same for readers of DCP shards only (training's `checkpoint.init_from`, the
+scorer): a Hugging Face folder is refused with the command that converts it. `find_tokenizer` knows where a
+checkpoint keeps its tokenizer; `load_model` and `load_tokenizer_for` load both for inference and post-training.
+They live here, beside the format they read, so that no stage has a copy with rules of its own; reading a
+tokenizer.json itself is `seedcoder.tokenizer.load_tokenizer` (no torch needed, for data builds and curation).
+
 Fault injection for the crash tests: SEEDCODER_FAULT_INJECT="POINT@STEP[:raise]" makes the process kill itself
 (SIGKILL, like an OOM killer or a preemption) or raise at POINT of step STEP; points: "checkpoint_publish"
 (between writing a checkpoint and making it visible) and "after_step" (after the optimizer step).
@@ -39,6 +49,7 @@ import shutil
 import signal
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -53,11 +64,16 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
+from seedcoder import hf_convert
 from seedcoder.errors import UserError
 from seedcoder.fileio import atomic_write_text, fsync_directory
+from seedcoder.model import Transformer
+from seedcoder.tokenizer import TokenizerError, load_tokenizer
 
 MODEL_CONFIG_NAME = "model_config.json"
 TRAIN_STATE_NAME = "train_state.json"
+TOKENIZER_NAME = "tokenizer.json"
+CHECKPOINTS_DIR = "checkpoints"  # a run folder's checkpoints root
 CHECKPOINT_FORMAT = "seedcoder-checkpoint"
 CHECKPOINT_VERSION = 1
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -385,20 +401,135 @@ def load_model_only(path: str | os.PathLike, model: torch.nn.Module) -> None:
     set_model_state_dict(model, model_state, options=options)
 
 
+
+# ------------------------------------------------------------------------------------------ finding and loading
+def resolve_checkpoint(path: str | os.PathLike) -> tuple[str, str]:
+    """(directory, kind) of the checkpoint `path` names, kind "ours" or "hf", by the one rule of the module doc."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: checkpoint directory not found")
+    if not os.path.isdir(path):
+        raise CheckpointError(f"{path}: not a checkpoint (a file, not a directory)")
+    if os.path.isfile(os.path.join(path, MODEL_CONFIG_NAME)):
+        return path, "ours"
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return path, "hf"
+    for root in (path, os.path.join(path, CHECKPOINTS_DIR)):
+        newest = latest_checkpoint(root)
+        if newest is not None:
+            return newest, "ours"
+    raise CheckpointError(f"{path}: not a checkpoint (expected {MODEL_CONFIG_NAME} + DCP shards, a folder of complete "
+                          f"step-N checkpoints or a run folder with one in {CHECKPOINTS_DIR}/, or a Hugging Face folder "
+                          "with config.json)")
+
+
+def resolve_dcp_checkpoint(path: str | os.PathLike) -> str:
+    """The directory of our (DCP) checkpoint `path` names (`resolve_checkpoint`); a Hugging Face folder is refused
+    with the command that converts it."""
+    directory, kind = resolve_checkpoint(path)
+    if kind == "hf":
+        raise CheckpointError(f"{directory}: a Hugging Face folder; convert it first: seedcoder convert --from-hf "
+                              f"{directory} --out CKPT_DIR")
+    return directory
+
+
+def find_tokenizer(checkpoint_dir: str | os.PathLike) -> str:
+    """The tokenizer.json of a resolved checkpoint: in it, in its hf/ folder (a converted model), in its parent (a
+    checkpoints root beside its data), or in the dataset its training config names (data.path, then each stage's
+    data_path). CheckpointError lists the places tried."""
+    directory = os.fspath(checkpoint_dir)
+    candidates = [os.path.join(directory, TOKENIZER_NAME), os.path.join(directory, "hf", TOKENIZER_NAME),
+                  os.path.join(os.path.dirname(os.path.abspath(directory)), TOKENIZER_NAME)]
+    try:
+        config = read_train_state(directory).get("config") or {}
+    except CheckpointError:  # a model-only or converted checkpoint has no train state
+        config = {}
+    if isinstance(config, dict):
+        data_paths = [(config.get("data") or {}).get("path")]
+        data_paths += [stage.get("data_path") for stage in config.get("stages") or [] if isinstance(stage, dict)]
+        candidates += [os.path.join(data_path, TOKENIZER_NAME) for data_path in data_paths if data_path]
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return candidate
+    raise CheckpointError(f"{directory}: no tokenizer found (tried {', '.join(candidates)}); pass one "
+                          "(tokenizer= / --tokenizer)")
+
+
+def load_tokenizer_for(checkpoint_dir: str | os.PathLike, tokenizer: str | os.PathLike | None = None) -> Any:
+    """A tokenizers.Tokenizer: `tokenizer` (a tokenizer.json or a folder with one) or the checkpoint's
+    (`find_tokenizer`). CheckpointError naming the file when it is missing or unusable."""
+    try:
+        return load_tokenizer(find_tokenizer(checkpoint_dir) if tokenizer is None else tokenizer)
+    except TokenizerError as error:
+        raise CheckpointError(str(error)) from None
+
+
+def default_device_dtype(device: str | torch.device | None, dtype: torch.dtype | None) -> tuple[torch.device, torch.dtype]:
+    """CUDA when present, else the CPU; bf16 on CUDA, fp32 elsewhere (unless given)."""
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    return device, dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+
+
+def _load_hf_weights(directory: str, model: Transformer, device: torch.device) -> None:
+    from safetensors.torch import load_file  # only Hugging Face folders need it
+
+    state = {}
+    for file in sorted(Path(directory).glob("*.safetensors")):
+        for hf_name, tensor in load_file(str(file), device=str(device)).items():
+            name = hf_convert.from_hf_name(hf_name)
+            if name is None:
+                if "rotary_emb.inv_freq" in hf_name:
+                    continue
+                raise CheckpointError(f"{file}: unexpected tensor {hf_name!r} (not part of a Llama model)")
+            state[name] = tensor
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{directory}: weights do not match config.json (missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]})")
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+               ) -> tuple[Transformer, str]:
+    """(model in eval mode, resolved checkpoint dir) for any checkpoint `resolve_checkpoint` accepts, on one
+    device (`default_device_dtype`). Inference and single-process post-training start here."""
+    directory, kind = resolve_checkpoint(path)
+    device, dtype = default_device_dtype(device, dtype)
+    if kind == "ours":
+        cfg = hf_convert.read_model_config(directory)
+    else:
+        config_path = os.path.join(directory, "config.json")
+        cfg = hf_convert.config_from_hf(hf_convert.read_json(Path(config_path)), config_path)
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    model = model.to(dtype).to_empty(device=device)
+    if kind == "ours":
+        hf_convert.load_model_state(directory, model)
+    else:
+        _load_hf_weights(directory, model, device)
+    return model.eval(), directory
+
 __all__ = [
+    "CHECKPOINTS_DIR",
     "CheckpointError",
     "MODEL_CONFIG_NAME",
+    "TOKENIZER_NAME",
     "TRAIN_STATE_NAME",
     "checkpoint_damage",
+    "default_device_dtype",
     "fault_point",
+    "find_tokenizer",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "load_model",
     "load_model_only",
+    "load_tokenizer_for",
     "prune_checkpoints",
     "read_model_config",
     "read_train_state",
     "remove_incomplete",
+    "resolve_checkpoint",
+    "resolve_dcp_checkpoint",
     "resume_latest",
     "save_checkpoint",
     "step_dir_name",

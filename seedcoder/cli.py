@@ -30,7 +30,8 @@ def add_shards_commands(groups: argparse._SubParsersAction) -> None:
 
 
 def run_shards_inspect(args: argparse.Namespace) -> int:
-    from seedcoder.data.shards import ShardError, inspect_path
+    from seedcoder.data.shard_inspect import inspect_path
+    from seedcoder.data.shards import ShardError
 
     try:
         inspect_path(

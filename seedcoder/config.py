@@ -109,7 +109,6 @@ class ParallelSection:
     compile: bool = False  # torch.compile each block
     param_dtype: str = "auto"  # compute dtype of parameters: "auto" (bfloat16 on CUDA, float32 on CPU), "bfloat16", "float32"
     reduce_dtype: str = "float32"  # gradient reduce-scatter dtype
-    init_device: str = "auto"  # "auto"/"meta": build on meta, shard, then materialize; "full": build whole, then shard
 
 
 @dataclass
@@ -230,7 +229,6 @@ CHOICES = {
     ("parallel", "activation_checkpoint"): ("none", "selective", "full"),
     ("parallel", "param_dtype"): ("auto", "bfloat16", "float32"),
     ("parallel", "reduce_dtype"): ("bfloat16", "float32"),
-    ("parallel", "init_device"): ("auto", "meta", "full"),
 }
 
 

@@ -43,7 +43,17 @@ import sys
 import sysconfig
 import time
 
+import torch
+
+from seedcoder.checkpoint import latest_checkpoint, load_model
+from seedcoder.curate.pipeline import run_pipeline
+from seedcoder.data.build import build_dataset
+from seedcoder.data.tokenizer_tables import SPECIAL_TOKENS
+from seedcoder.demo_runs import launch_command, loss_fall
+from seedcoder.metrics import read_jsonl
+from seedcoder.posttrain.demo import run_posttrain
 from seedcoder.progress import progress
+from seedcoder.tokenizer import load_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "pretrain_tiny_demo.toml")
@@ -59,14 +69,7 @@ def banner(text: str) -> None:
     print(f"\n=== {text} " + "=" * max(0, 100 - len(text)), flush=True)
 
 
-def launch_command(nproc: int) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
-            "seedcoder.train", "pretrain"]
-
-
 def read_steps(jsonl: str) -> list[dict]:
-    from seedcoder.metrics import read_jsonl
-
     return read_jsonl(jsonl)
 
 
@@ -119,19 +122,9 @@ def train(out: str, data: str, steps: int, nproc: int, micro_batch: int, *, resu
 
 def sample_completions(out: str, data: str, device) -> str:
     """Greedy and temperature samples from the newest checkpoint, as text."""
-    import torch
-
-    from seedcoder.checkpoint import latest_checkpoint, load_model_only, read_model_config
-    from seedcoder.data.build import load_tokenizer
-    from seedcoder.data.tokenizer_tables import SPECIAL_TOKENS
-    from seedcoder.model import ModelConfig, Transformer
-
     path = latest_checkpoint(os.path.join(out, "checkpoints"))
     tokenizer = load_tokenizer(os.path.join(data, "tokenizer.json"))
-    with torch.device(device):
-        model = Transformer(ModelConfig.from_dict(read_model_config(path)))
-    load_model_only(path, model)
-    model.eval()
+    model, _ = load_model(path, device, torch.float32)
     eos = tokenizer.token_to_id(SPECIAL_TOKENS["eos"])
     generator = torch.Generator(device=device).manual_seed(0)
 
@@ -164,8 +157,6 @@ def sample(model, prompt_ids: list[int], *, max_new_tokens: int, temperature: fl
            context: int, generator) -> list[int]:
     """A plain sampling loop (no KV cache: the demo model is tiny): greedy at temperature 0, else top-k sampling.
     Progress goes to stderr (a minute or more on a loaded CPU)."""
-    import torch
-
     device = next(model.parameters()).device
     ids = list(prompt_ids)
     with torch.no_grad(), progress(max_new_tokens, "[demo] sampling", unit="token") as bar:
@@ -192,11 +183,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="delete the previous demo run (not its data) first")
     args = parser.parse_args(argv)
 
-    import torch
-
-    from seedcoder.data.build import build_dataset
-    from seedcoder.metrics import read_jsonl
-
     started = time.perf_counter()
     out, data = os.path.abspath(args.out), os.path.join(os.path.abspath(args.out), "data")
     if args.fresh:
@@ -217,8 +203,6 @@ def main(argv: list[str] | None = None) -> int:
     build_dataset(stdlib, data, vocab_size=args.vocab_size, include=["*.py"], exclude=STDLIB_EXCLUDE, shard_bytes=4 << 20)
 
     jsonl = os.path.join(out, "metrics.jsonl")
-    from seedcoder.checkpoint import latest_checkpoint
-
     device_text = f"{nproc} GPU(s)" if cuda else "CPU (gloo, 1 thread each)"
     if latest_checkpoint(os.path.join(out, "checkpoints")) is None:
         stop_at = args.steps // 2
@@ -245,8 +229,6 @@ def main(argv: list[str] | None = None) -> int:
     train(curated_out, curated_data, CURATED_STEPS, nproc, micro_batch,
           resume=latest_checkpoint(os.path.join(curated_out, "checkpoints")) is not None, stop_at=None)
     curated_first, curated_last, _ = loss_fall(read_jsonl(os.path.join(curated_out, "metrics.jsonl")))
-
-    from seedcoder.posttrain.demo import run_posttrain
 
     posttrain = run_posttrain(out, nproc, banner)  # steps 7-10: SFT -> DPO -> RL -> HumanEval, each banner its own
 
@@ -285,20 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def loss_fall(records: list[dict]) -> tuple[float, float, int]:
-    """Mean loss of the first and last fifth of a run (single batches are noisy), and the window size."""
-    records = [r for r in records if not r.get("skipped")]
-    window = max(1, len(records) // 5)
-    first = sum(r["loss"] for r in records[:window]) / window
-    last = sum(r["loss"] for r in records[-window:]) / window
-    return first, last, window
-
-
 def curate(out: str, data: str) -> str:
     """The curation pipeline of configs/curate_demo.toml on the standard library and this repository; returns the
     folder of its tokenized shards. A rerun skips the steps that finished."""
-    from seedcoder.curate.pipeline import run_pipeline
-
     curate_out = os.path.join(out, "curate")
     run_pipeline(CURATE_CONFIG, overrides={
         "out": curate_out,

@@ -46,6 +46,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Protocol
 
+from seedcoder.errors import UserError
 from seedcoder.eval_data import (
     EvalDataError,
     Problem,
@@ -637,7 +638,7 @@ def run_eval(args: argparse.Namespace) -> int:
     except (EvaluationError, EvalDataError, SandboxError) as error:
         print(f"{name}: {error}", file=sys.stderr)
         return 1
-    except (ValueError, OSError) as error:  # e.g. the engine's GenerationError for a checkpoint without a tokenizer
+    except (UserError, ValueError, OSError) as error:  # e.g. a CheckpointError for a checkpoint without a tokenizer
         print(f"{name}: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     print(format_table(report))

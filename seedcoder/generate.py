@@ -61,8 +61,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from seedcoder import hf_convert
+from seedcoder.chat_template import CHAT_TEMPLATE_JINJA, tokenize_chat
+from seedcoder.checkpoint import find_tokenizer, load_model, load_tokenizer_for, resolve_checkpoint
+from seedcoder.data.tokenizer_tables import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN
+from seedcoder.fileio import atomic_write_text
 from seedcoder.kernels import apply_rotary
 from seedcoder.model import Transformer, attend, build_attention_mask
+from seedcoder.tokenizer import EOS_NAMES
 
 FINISH_REASONS = ("stop", "length")
 MAX_TOP_LOGPROBS = 20
@@ -771,8 +777,6 @@ class Engine:
     def chat(self, conversations: Sequence[Sequence[dict]], params: SamplingParams | Sequence[SamplingParams] | None = None,
              **kwargs: Any) -> list[list[Completion]]:
         """`generate` on conversations rendered with Seed-Coder's chat template (seedcoder.chat_template)."""
-        from seedcoder.chat_template import tokenize_chat
-
         prompts = [tokenize_chat(messages, self.tokenizer).input_ids for messages in conversations]
         return self.generate(prompts, params, **kwargs)
 
@@ -780,109 +784,11 @@ class Engine:
 # ------------------------------------------------------------------------------------------ loading
 def find_eos_id(tokenizer: Any) -> int:
     """The end-of-sequence id: Seed-Coder's <[end▁of▁sentence]> or another common eos name."""
-    from seedcoder.data.tokenizer_tables import EOS_TOKEN
-
-    names = (EOS_TOKEN, "<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "<|eos|>")
-    for name in names:
+    for name in EOS_NAMES:
         token_id = tokenizer.token_to_id(name)
         if token_id is not None:
             return token_id
-    raise ValueError(f"tokenizer: no end-of-sequence token (tried {', '.join(names)})")
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, str]:
-    """(directory, kind) for a checkpoint path; kind "ours" (model_config.json + DCP) or "hf" (config.json +
-    safetensors). A folder of step-N checkpoints resolves to the newest complete one."""
-    from seedcoder.checkpoint import latest_checkpoint
-
-    path = Path(path)
-    if not path.is_dir():
-        raise GenerationError(f"{path}: checkpoint directory not found")
-    if (path / "model_config.json").is_file():
-        return path, "ours"
-    if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
-        return path, "hf"
-    newest = latest_checkpoint(path)
-    if newest is not None:
-        return Path(newest), "ours"
-    raise GenerationError(f"{path}: not a checkpoint (expected model_config.json + DCP shards, a folder of step-N "
-                          "checkpoints, or a Hugging Face folder with config.json + *.safetensors)")
-
-
-def default_device_dtype(device: str | torch.device | None, dtype: torch.dtype | None) -> tuple[torch.device, torch.dtype]:
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-    return device, dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-
-
-def load_model(path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None
-               ) -> tuple[Transformer, Path]:
-    """(model in eval mode, resolved checkpoint dir) for any checkpoint `resolve_checkpoint` accepts."""
-    from seedcoder.hf_convert import config_from_hf, from_hf_name, load_model_state, read_json, read_model_config
-
-    directory, kind = resolve_checkpoint(path)
-    device, dtype = default_device_dtype(device, dtype)
-    cfg = read_model_config(directory) if kind == "ours" else config_from_hf(read_json(directory / "config.json"),
-                                                                             str(directory / "config.json"))
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    model = model.to(dtype).to_empty(device=device)
-    if kind == "ours":
-        load_model_state(directory, model)
-    else:
-        from safetensors.torch import load_file
-
-        state = {}
-        for file in sorted(directory.glob("*.safetensors")):
-            for hf_name, tensor in load_file(str(file), device=str(device)).items():
-                name = from_hf_name(hf_name)
-                if name is None:
-                    if "rotary_emb.inv_freq" in hf_name:
-                        continue
-                    raise GenerationError(f"{file}: unexpected tensor {hf_name!r} (not part of a Llama model)")
-                state[name] = tensor
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise GenerationError(f"{directory}: weights do not match config.json (missing {missing[:5]}, "
-                                  f"unexpected {unexpected[:5]})")
-    return model.eval(), directory
-
-
-def find_tokenizer(checkpoint_dir: str | os.PathLike) -> Path:
-    """tokenizer.json for a checkpoint: in the folder, in its hf/ (converted checkpoints), or the training data's
-    (trainer checkpoints: train_state.json's config.data.path). GenerationError lists the places tried."""
-    directory = Path(checkpoint_dir)
-    candidates = [directory / "tokenizer.json", directory / "hf" / "tokenizer.json",
-                  directory.parent / "tokenizer.json"]
-    state_path = directory / "train_state.json"
-    if state_path.is_file():
-        try:
-            data_path = json.loads(state_path.read_text())["config"]["data"]["path"]
-            candidates.append(Path(data_path) / "tokenizer.json")
-        except (KeyError, TypeError, ValueError):
-            pass
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise GenerationError(f"{directory}: no tokenizer found (tried {', '.join(map(str, candidates))}); pass one "
-                          "(tokenizer= / --tokenizer)", "tokenizer")
-
-
-def load_tokenizer_for(checkpoint_dir: str | os.PathLike, tokenizer: str | os.PathLike | None = None) -> Any:
-    """A tokenizers.Tokenizer: from `tokenizer` (a tokenizer.json or a folder with one) or found by `find_tokenizer`."""
-    from seedcoder.data.build import BuildError, load_tokenizer
-
-    if tokenizer is None:
-        path = find_tokenizer(checkpoint_dir)
-    else:
-        path = Path(tokenizer)
-        if path.is_dir():
-            path = path / "tokenizer.json"
-        if not path.is_file():
-            raise GenerationError(f"{path}: tokenizer file not found", "tokenizer")
-    try:
-        return load_tokenizer(str(path))
-    except BuildError as error:
-        raise GenerationError(str(error), "tokenizer") from None
+    raise ValueError(f"tokenizer: no end-of-sequence token (tried {', '.join(EOS_NAMES)})")
 
 
 # ------------------------------------------------------------------------------------------ vLLM
@@ -900,10 +806,6 @@ def write_hf_tokenizer_files(hf_dir: str | os.PathLike, max_seq_len: int | None 
     generation_config.json (bos / eos / pad ids) for an HF folder holding our tokenizer.json, so transformers'
     AutoTokenizer, `vllm serve` and VLLMEngine read our tokenizer and chat format correctly."""
     from tokenizers import Tokenizer
-
-    from seedcoder.chat_template import CHAT_TEMPLATE_JINJA
-    from seedcoder.data.tokenizer_tables import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN
-    from seedcoder.fileio import atomic_write_text
 
     hf_dir = Path(hf_dir)
     tokenizer = Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
@@ -953,12 +855,10 @@ class VLLMEngine:
             raise BackendUnavailable(f"VLLMEngine: {reason}")
         directory, kind = resolve_checkpoint(path)
         if kind == "ours":
-            from seedcoder.hf_convert import convert_to_hf, read_model_config
-
             tokenizer_path = Path(tokenizer) if tokenizer is not None else find_tokenizer(directory)
             out = Path(hf_dir) if hf_dir is not None else Path(tempfile.mkdtemp(prefix="seedcoder-vllm-")) / "hf"
-            convert_to_hf(directory, out, dtype=dtype, tokenizer=tokenizer_path, log=lambda *_: None)
-            write_hf_tokenizer_files(out, read_model_config(directory).max_seq_len)
+            hf_convert.convert_to_hf(directory, out, dtype=dtype, tokenizer=tokenizer_path, log=lambda *_: None)
+            write_hf_tokenizer_files(out, hf_convert.read_model_config(directory).max_seq_len)
             directory = out
         return cls(directory, **kwargs)
 
@@ -994,8 +894,6 @@ class VLLMEngine:
 
     def chat(self, conversations: Sequence[Sequence[dict]], params: SamplingParams | Sequence[SamplingParams] | None = None,
              **kwargs: Any) -> list[list[Completion]]:
-        from seedcoder.chat_template import tokenize_chat
-
         return self.generate([tokenize_chat(m, self.tokenizer).input_ids for m in conversations], params, **kwargs)
 
 
@@ -1024,13 +922,9 @@ __all__ = [
     "apply_top_p",
     "decode",
     "find_eos_id",
-    "find_tokenizer",
     "load_engine",
-    "load_model",
-    "load_tokenizer_for",
     "prefill",
     "process_logits",
-    "resolve_checkpoint",
     "sample_tokens",
     "vllm_unavailable_reason",
     "write_hf_tokenizer_files",

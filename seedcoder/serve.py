@@ -46,6 +46,8 @@ import uuid
 from collections.abc import AsyncIterator, Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from seedcoder.errors import UserError
+
 if TYPE_CHECKING:  # imported where used, so that `seedcoder --help` (which imports this module) stays fast
     from seedcoder.generate import Engine, SamplingParams, SequenceUpdate
 
@@ -657,7 +659,7 @@ def run_serve(args: argparse.Namespace) -> int:
         engine = Engine.from_checkpoint(args.checkpoint, args.device, DTYPES[args.dtype] if args.dtype else None,
                                         tokenizer=args.tokenizer, max_batch=args.max_batch, max_seq_len=args.max_seq_len,
                                         max_prefill_tokens=args.max_prefill_tokens, seed=args.seed)
-    except (GenerationError, ValueError, OSError) as error:
+    except (UserError, GenerationError, ValueError, OSError) as error:  # UserError: the checkpoint or its tokenizer
         print(f"seedcoder serve: {error}", file=sys.stderr)
         return 1
     name = args.served_model_name or args.checkpoint

@@ -12,7 +12,8 @@ A pretraining run, top to bottom (`pretrain`):
      that started it (`die_with_launcher`), so killing torchrun, even with SIGKILL, leaves no rank behind.
   2. model: built on the meta device (no memory), sharded with FSDP2 per block (`seedcoder.parallelize`),
      materialized on the device and initialized (`init_weights(seed)`: the same weights for any number of ranks),
-     or its weights loaded from `checkpoint.init_from` (continued pretraining from a pretraining checkpoint).
+     or its weights loaded from `checkpoint.init_from` (continued pretraining from a pretraining checkpoint; a
+     checkpoint folder, a checkpoints root or a run folder, by the rule of every stage: `resolve_init_from`).
   3. optimizer: AdamW (fused on CUDA), weight decay on matrices only; the LR schedule (`seedcoder.lr_schedule`).
   4. resume: with `--resume`, the newest complete checkpoint restores model, optimizer, step, stage, the data
      loader's position and RNG; any number of ranks (DCP reshards). A damaged one (a truncated or missing file)
@@ -54,13 +55,14 @@ from torch.distributed.tensor import DTensor
 from seedcoder import checkpoint as ckpt
 from seedcoder.config import ConfigError, StageSection, TrainConfig, load_config
 from seedcoder.data.loader import IGNORE_INDEX, ShardLoader
-from seedcoder.data.shards import load_manifest
+from seedcoder.data.manifest import load_manifest
 from seedcoder.errors import exit_on_user_error
 from seedcoder.fileio import atomic_write_text
 from seedcoder.lr_schedule import LRSchedule
 from seedcoder.metrics import MetricsLogger, plot_loss_curve
 from seedcoder.model import ModelConfig, Transformer, check_cu_seqlens, model_config
 from seedcoder.parallelize import describe, parallelize
+from seedcoder.posttrain.sft import sft
 from seedcoder.processes import die_with_parent
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -177,13 +179,8 @@ def resolved_param_dtype(cfg: TrainConfig, device: torch.device) -> str:
 def build_model(cfg: TrainConfig, model_cfg: ModelConfig, dist_env: Distributed) -> Transformer:
     """Construct, shard (FSDP2 + AC + compile) and initialize the model on this rank's device."""
     param_dtype = resolved_param_dtype(cfg, dist_env.device)
-    if cfg.parallel.init_device == "full":  # whole model on the device first (small models, debugging)
-        with dist_env.device:
-            model = Transformer(model_cfg)
-        model.init_weights(cfg.run.seed)
-    else:
-        with torch.device("meta"):
-            model = Transformer(model_cfg)
+    with torch.device("meta"):  # built without memory, sharded, then materialized: no rank ever holds the whole model
+        model = Transformer(model_cfg)
     parallelize(
         model,
         dist_env.mesh,
@@ -192,9 +189,8 @@ def build_model(cfg: TrainConfig, model_cfg: ModelConfig, dist_env: Distributed)
         activation_checkpoint=cfg.parallel.activation_checkpoint,
         compile=cfg.parallel.compile,
     )
-    if cfg.parallel.init_device != "full":
-        model.to_empty(device=dist_env.device)
-        model.init_weights(cfg.run.seed)  # every parameter drawn whole and sliced: identical for any world size
+    model.to_empty(device=dist_env.device)
+    model.init_weights(cfg.run.seed)  # every parameter drawn whole and sliced: identical for any world size
     return model
 
 
@@ -272,7 +268,19 @@ def _stage_bounds(stages: Sequence[StageSection]) -> list[tuple[int, int]]:
 
 
 # ------------------------------------------------------------------------------------------ pretraining
+def resolve_init_from(cfg: TrainConfig) -> None:
+    """Resolve checkpoint.init_from in place by the one rule of every stage (seedcoder.checkpoint.resolve_dcp_checkpoint:
+    a checkpoint folder, a checkpoints root or a run folder: its newest complete checkpoint); a ConfigError naming the
+    key and the path otherwise. The resolved path is the one config.toml records."""
+    if cfg.checkpoint.init_from:
+        try:
+            cfg.checkpoint.init_from = ckpt.resolve_dcp_checkpoint(cfg.checkpoint.init_from)
+        except ckpt.CheckpointError as error:
+            raise ConfigError(f"config key 'checkpoint.init_from': {error}") from None
+
+
 def pretrain(cfg: TrainConfig) -> int:
+    resolve_init_from(cfg)  # before any process group: a bad path is one line, not a failure on every rank
     dist_env = init_distributed(cfg.train.device)
     try:
         return _pretrain(cfg, dist_env)
@@ -471,16 +479,11 @@ def _pretrain(cfg: TrainConfig, dist_env: Distributed) -> int:
 
 
 # ------------------------------------------------------------------------------------------ command line
-STAGES: dict[str, Callable[[TrainConfig], int]] = {"pretrain": pretrain}
-
-
-def _sft(cfg: TrainConfig) -> int:  # imported on use: SFT data checks, then this module's pretraining loop
-    from seedcoder.posttrain.sft import sft
-
+def _sft(cfg: TrainConfig) -> int:  # SFT's data checks, then this module's pretraining loop
     return sft(cfg, loop=pretrain)
 
 
-STAGES["sft"] = _sft
+STAGES: dict[str, Callable[[TrainConfig], int]] = {"pretrain": pretrain, "sft": _sft}
 
 
 def build_parser() -> argparse.ArgumentParser:

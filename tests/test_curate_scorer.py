@@ -28,18 +28,17 @@ from seedcoder.curate.scorer import (
     encode_prompts,
     epoch_batches,
     evaluation_metrics,
-    find_tokenizer,
     held_out_mask,
     load_scorer,
     pad_batch,
     prompt_format_for,
     read_scores,
-    resolve_checkpoint,
     score_parquet,
     train_scorer,
 )
 from seedcoder.data.build import train_tokenizer
 from seedcoder.model import model_config
+from seedcoder.tokenizer import load_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -130,7 +129,7 @@ def test_training_and_inference_use_one_prompt_format(trained, tokenizer_path):
 
 
 def test_prompt_format_keeps_the_head_of_long_files(tokenizer_path):
-    tokenizer = scorer_module.load_tokenizer_file(tokenizer_path)
+    tokenizer = load_tokenizer(tokenizer_path)
     fmt = prompt_format_for(tokenizer, 64)
     short = "x1 = x1 + 1\n"
     long = "".join(f"x{j} = x{j} + {j}\n" for j in range(200))
@@ -221,9 +220,9 @@ def test_base_checkpoints_load_with_their_tokenizer(tokenizer_path, tmp_path):
         warnings.simplefilter("ignore", UserWarning)
         ckpt.save_checkpoint(run / "checkpoints", 40, model=base, optimizer=optimizer, model_config=cfg.to_dict(),
                              train_state={"config": {"data": {"path": str(data_dir)}}})
-    step_dir = resolve_checkpoint(str(run))
-    assert step_dir.endswith("step-00000040") and resolve_checkpoint(str(run / "checkpoints")) == step_dir
-    assert find_tokenizer(step_dir) == str(data_dir / "tokenizer.json")
+    step_dir = ckpt.resolve_dcp_checkpoint(str(run))
+    assert step_dir.endswith("step-00000040") and ckpt.resolve_dcp_checkpoint(str(run / "checkpoints")) == step_dir
+    assert ckpt.find_tokenizer(step_dir) == str(data_dir / "tokenizer.json")
 
     rows = synthetic_rows(40, seed=2)
     train_scorer(rows, checkpoint=str(run), out_dir=str(tmp_path / "s"), steps=1, lr=1e-12, **FAST)
@@ -237,8 +236,8 @@ def test_base_checkpoints_load_with_their_tokenizer(tokenizer_path, tmp_path):
     save_model_state(base, converted)
     (converted / "hf").mkdir()
     (converted / "hf" / "tokenizer.json").write_text(open(tokenizer_path).read())
-    assert resolve_checkpoint(str(converted)) == str(converted)
-    assert find_tokenizer(str(converted)) == str(converted / "hf" / "tokenizer.json")
+    assert ckpt.resolve_dcp_checkpoint(str(converted)) == str(converted)
+    assert ckpt.find_tokenizer(str(converted)) == str(converted / "hf" / "tokenizer.json")
 
 
 def test_rows_split_over_ranks_score_like_one_process(trained, tmp_path):
@@ -302,7 +301,7 @@ def test_bad_inputs_name_the_argument(tokenizer_path, tmp_path):
         train_scorer(unrated, **common)
     with pytest.raises(ScorerError, match="'rows'.*pyarrow.Table"):
         train_scorer(rows.to_pylist(), **common)
-    with pytest.raises(ScorerError, match="'checkpoint'.*does not exist"):
+    with pytest.raises(ScorerError, match="'checkpoint'.*checkpoint directory not found"):
         train_scorer(rows, **{**common, "checkpoint": str(tmp_path / "nowhere")})
     hf_like = tmp_path / "hf_model"
     hf_like.mkdir()

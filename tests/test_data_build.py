@@ -7,10 +7,13 @@ import sys
 
 import pytest
 
-from seedcoder.data.build import BuildError, build_dataset, load_tokenizer
+from seedcoder.data.build import BuildError, build_dataset
 from seedcoder.data.loader import ShardLoader
-from seedcoder.data.shards import Language, ShardReader, Source, load_manifest
+from seedcoder.data.manifest import load_manifest
+from seedcoder.data.shard_reader import ShardReader
+from seedcoder.data.shards import Language, Source
 from seedcoder.data.tokenizer_tables import SPECIAL_TOKENS
+from seedcoder.tokenizer import load_tokenizer
 
 FILES = {
     "pkg/core.py": "def add(a, b):\n    return a + b\n\nTOTAL = 12345 + add(6, 7)\n",

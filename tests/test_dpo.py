@@ -19,12 +19,11 @@ from seedcoder.posttrain.dpo import (
     dpo_train,
     form_pairs,
     mine_pairs,
-    prompt_token_ids,
     read_pairs,
     reference_logprobs,
-    response_logprobs,
     sequence_logprobs,
 )
+from seedcoder.posttrain.policy import prompt_token_ids, response_logprobs
 from seedcoder.posttrain.rewards import (
     combined_rewards,
     extract_code,
@@ -289,7 +288,8 @@ def test_dpo_resumes_from_its_checkpoint(tmp_path):
 def test_command_line_mines_and_trains_the_demo_config(tmp_path):
     from pathlib import Path
 
-    from seedcoder.posttrain.dpo import DPO_DEFAULTS, load_run_config, main
+    from seedcoder.posttrain.dpo import DPO_DEFAULTS, main
+    from seedcoder.posttrain.run_config import load_run_config
 
     config = Path(__file__).resolve().parent.parent / "configs" / "dpo_tiny_demo.toml"
     assert main(["--config", str(config), f"--output.dir={tmp_path}", "--dpo.steps=3", "--dpo.loss_type=hinge"]) == 0

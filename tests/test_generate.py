@@ -19,6 +19,7 @@ from seedcoder.chat_template import (
     render_chat,
     tokenize_chat,
 )
+from seedcoder.checkpoint import CheckpointError
 from seedcoder.data.build import train_tokenizer
 from seedcoder.data.tokenizer_tables import BOS_TOKEN, EOS_TOKEN
 from seedcoder.generate import (
@@ -344,7 +345,7 @@ def test_from_checkpoint_ours_trainer_and_hugging_face(model, tokenizer, tokeniz
 
     ours = tmp_path / "ours"
     save_model_state(model, ours)
-    with pytest.raises(GenerationError, match="no tokenizer found"):
+    with pytest.raises(CheckpointError, match="no tokenizer found"):
         Engine.from_checkpoint(ours, device="cpu")
     loaded = Engine.from_checkpoint(ours, device="cpu", tokenizer=tokenizer_path)
     assert [c[0].token_ids for c in loaded.generate(prompts, params)] == expected
@@ -363,7 +364,7 @@ def test_from_checkpoint_ours_trainer_and_hugging_face(model, tokenizer, tokeniz
     from_hf = Engine.from_checkpoint(hf, device="cpu")
     assert [c[0].token_ids for c in from_hf.generate(prompts, params)] == expected
 
-    with pytest.raises(GenerationError, match="not a checkpoint"):
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
         Engine.from_checkpoint(data)
 
 

@@ -13,7 +13,6 @@ import torch
 
 from seedcoder.generate import Engine, SamplingParams
 from seedcoder.model import Transformer, model_config
-from seedcoder.posttrain.dpo import response_logprobs
 from seedcoder.posttrain.grpo import (
     CurriculumFilter,
     GRPOConfig,
@@ -25,10 +24,11 @@ from seedcoder.posttrain.grpo import (
     overlong_keep,
     pad_logprobs,
     sync_weights,
-    toy_tokenizer,
 )
-from seedcoder.posttrain.grpo import toy_problems as make_toy_problems
+from seedcoder.posttrain.policy import response_logprobs
 from seedcoder.posttrain.rewards import prefix_reward_fn
+from seedcoder.posttrain.run_config import toy_problems as make_toy_problems
+from seedcoder.tokenizer import toy_tokenizer
 
 # the resume tests save single-process DCP checkpoints, which torch warns about
 pytestmark = [pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning"),

@@ -15,17 +15,10 @@ import pytest
 import torch
 
 from seedcoder.data.loader import IGNORE_INDEX, ShardLoader, parse_mixture
-from seedcoder.data.shards import (
-    DocFlag,
-    Language,
-    ShardError,
-    ShardReader,
-    ShardWriter,
-    Source,
-    build_manifest,
-    file_sha256,
-    write_manifest,
-)
+from seedcoder.data.manifest import build_manifest, write_manifest
+from seedcoder.data.shard_reader import ShardReader
+from seedcoder.data.shard_writer import ShardWriter
+from seedcoder.data.shards import DocFlag, Language, ShardError, Source, file_sha256
 
 _C = pytest.importorskip("seedcoder._C", reason="the C++ loader extension is not built (pip install --no-build-isolation -e .)")
 
@@ -421,18 +414,6 @@ def test_close_and_exit_never_hang(dataset):
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
-
-
-def test_dali_pipeline(dataset):
-    pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed (optional: pip install nvidia-dali-cuda120)")
-    from seedcoder.data.dali import dali_pipeline
-
-    path, _ = dataset
-    with make_loader(path, batch_size=2, seq_len=64) as loader:
-        pipeline = dali_pipeline(loader, device_id=None)
-        pipeline.build()
-        outputs = pipeline.run()
-        assert len(outputs) >= 4
 
 
 # -- fill-in-the-middle wiring (the transform itself is tested with csrc/loader/fim.cpp) ---------------------

@@ -120,7 +120,7 @@ def test_dpo_and_rl_checkpoints_load_with_their_tokenizer(tmp_path):
     from seedcoder.generate import Engine
     from seedcoder.model import Transformer, model_config
     from seedcoder.posttrain.dpo import dpo_train
-    from seedcoder.posttrain.grpo import toy_tokenizer
+    from seedcoder.tokenizer import toy_tokenizer
 
     torch.set_num_threads(1)
     tokenizer = toy_tokenizer()

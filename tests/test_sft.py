@@ -18,7 +18,10 @@ import torch
 from seedcoder.chat_template import DEFAULT_SYSTEM_PROMPT
 from seedcoder.data.build import train_tokenizer
 from seedcoder.data.loader import IGNORE_INDEX, ShardLoader
-from seedcoder.data.shards import ShardReader, ShardWriter, build_manifest, file_sha256, load_manifest, write_manifest
+from seedcoder.data.manifest import build_manifest, load_manifest, write_manifest
+from seedcoder.data.shard_reader import ShardReader
+from seedcoder.data.shard_writer import ShardWriter
+from seedcoder.data.shards import file_sha256
 from seedcoder.data.tokenizer_tables import BOS_TOKEN, EOS_TOKEN
 from seedcoder.posttrain.sft import (
     SFTDataError,

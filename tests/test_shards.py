@@ -12,6 +12,9 @@ import pytest
 
 from seedcoder.cli import main as cli_main
 from seedcoder.data import crc32c as crc_module
+from seedcoder.data.manifest import ManifestError, build_manifest, load_manifest, score_histogram, write_manifest
+from seedcoder.data.shard_reader import ShardReader, read_header
+from seedcoder.data.shard_writer import ShardWriter
 from seedcoder.data.shards import (
     ALIGNMENT,
     HEADER_CRC_OFFSET,
@@ -22,19 +25,11 @@ from seedcoder.data.shards import (
     SECTION_NAMES,
     DocFlag,
     Language,
-    ManifestError,
     Section,
     ShardError,
-    ShardReader,
-    ShardWriter,
     Source,
-    build_manifest,
     content_hash64,
     file_sha256,
-    load_manifest,
-    read_header,
-    score_histogram,
-    write_manifest,
 )
 
 TOKENIZER_SHA = "ab" * 32

@@ -24,7 +24,10 @@ import pytest
 import torch
 
 from seedcoder.checkpoint import FAULT_ENV, latest_checkpoint, list_checkpoints
-from seedcoder.data.shards import Section, ShardWriter, build_manifest, read_header, write_manifest
+from seedcoder.data.manifest import build_manifest, write_manifest
+from seedcoder.data.shard_reader import read_header
+from seedcoder.data.shard_writer import ShardWriter
+from seedcoder.data.shards import Section
 from seedcoder.lr_schedule import LRSchedule
 from seedcoder.metrics import MetricsLogger, read_jsonl
 

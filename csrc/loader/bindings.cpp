@@ -1,6 +1,6 @@
 // Python bindings (seedcoder._C): Dataset, Loader (batches as dicts of zero-copy torch tensors over pooled,
 // optionally pinned buffers), the FIM/BPE entry points, CRC32C. The GIL is released for every wait and every
-// piece of C++ work; C++ errors become Python exceptions (ShardError -> seedcoder.data.ShardError).
+// piece of C++ work; C++ errors become Python exceptions (ShardError -> seedcoder.data.shards.ShardError).
 #include <torch/extension.h>
 
 #include <chrono>

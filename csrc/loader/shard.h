@@ -59,7 +59,7 @@ static_assert(sizeof(SectionEntry) == 24 && sizeof(Header) == 256 && offsetof(He
 static_assert(offsetof(Header, header_crc32c) == 252 && sizeof(DocumentRecord) == 16);
 }  // namespace scs
 
-// "<path>: <problem>"; the bindings turn it into seedcoder.data.ShardError(path, problem).
+// "<path>: <problem>"; the bindings turn it into seedcoder.data.shards.ShardError(path, problem).
 class ShardError : public std::runtime_error {
  public:
   ShardError(std::string path, std::string problem)

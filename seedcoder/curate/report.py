@@ -47,7 +47,7 @@ class TokenCounter:
     def __init__(self, tokenizer_path: str | None):
         self.tokenizer = None
         if tokenizer_path and os.path.exists(tokenizer_path):
-            from seedcoder.data.build import load_tokenizer
+            from seedcoder.tokenizer import load_tokenizer
 
             self.tokenizer = load_tokenizer(tokenizer_path)
         self.counts: dict[str, int] = {}

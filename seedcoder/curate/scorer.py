@@ -84,6 +84,7 @@ from seedcoder.curate.errors import CurateConfigError
 from seedcoder.fileio import atomic_write, atomic_write_text
 from seedcoder.model import ModelConfig, Transformer, model_config
 from seedcoder.progress import progress
+from seedcoder.tokenizer import EOS_NAMES, TokenizerError, load_tokenizer
 
 SCORER_FORMAT = "seedcoder-scorer"
 SCORER_VERSION = 1
@@ -103,7 +104,6 @@ MIN_MAX_TOKENS = 16
 LENGTH_SORT_WINDOW = 16  # batches per window sorted by length in training
 REQUIRED_COLUMNS = ("text", "language", "path", "rating")
 BOS_NAMES = ("<[begin▁of▁sentence]>", "<|begin_of_text|>", "<s>", "<bos>", "<|startoftext|>")
-EOS_NAMES = ("<[end▁of▁sentence]>", "<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "<|eos|>")
 PAD_NAMES = ("<[PAD▁TOKEN]>", "<pad>", "<|pad|>", "[PAD]")
 
 
@@ -222,16 +222,11 @@ def pad_batch(prompts: Sequence[np.ndarray], pad_id: int) -> tuple[torch.Tensor,
     return torch.from_numpy(ids), torch.from_numpy(lengths)
 
 
-def load_tokenizer_file(path: str, argument: str = "tokenizer"):
-    from tokenizers import Tokenizer
-
-    if not os.path.isfile(path):
-        raise ScorerError(f"argument {argument!r}: {path} does not exist")
+def _load_tokenizer(path: str, argument: str):
     try:
-        return Tokenizer.from_file(path)
-    except Exception as error:
-        raise ScorerError(f"argument {argument!r}: {path} is not a tokenizer.json the `tokenizers` library can load: "
-                          f"{error}") from None
+        return load_tokenizer(path)
+    except TokenizerError as error:
+        raise ScorerError(f"argument {argument!r}: {error}") from None
 
 
 # ------------------------------------------------------------------------------------------ inference
@@ -326,7 +321,7 @@ def load_scorer(out_dir: str, device: str | torch.device | None = None) -> Score
     except (OSError, ValueError, KeyError, TypeError) as error:
         where = os.path.join(directory, SCORER_META)
         raise ScorerError(f"argument 'out_dir': {where} is unreadable: {error}") from None
-    tokenizer = load_tokenizer_file(os.path.join(directory, TOKENIZER_FILE), "out_dir")
+    tokenizer = _load_tokenizer(os.path.join(directory, TOKENIZER_FILE), "out_dir")
     device = _default_device(device)
     model = ScorerModel.empty(cfg, device)
     _load_model_weights(directory, model, "out_dir")
@@ -343,41 +338,6 @@ def _load_model_weights(directory: str, model: nn.Module, argument: str) -> None
 
 
 # ------------------------------------------------------------------------------------------ base checkpoints
-def resolve_checkpoint(path: str) -> str:
-    """The checkpoint directory `path` names: itself (model_config.json + .metadata), else the newest complete
-    step-N under it or under its checkpoints/ folder. ScorerError naming 'checkpoint' otherwise."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ScorerError(f"argument 'checkpoint': {path} does not exist")
-    if not os.path.isdir(path):
-        raise ScorerError(f"argument 'checkpoint': {path} is not a directory")
-    if os.path.isfile(os.path.join(path, ckpt.MODEL_CONFIG_NAME)) and os.path.isfile(os.path.join(path, ".metadata")):
-        return path
-    for root in (path, os.path.join(path, CHECKPOINTS_DIR)):
-        latest = ckpt.latest_checkpoint(root)
-        if latest is not None:
-            return latest
-    if os.path.isfile(os.path.join(path, "config.json")):
-        raise ScorerError(f"argument 'checkpoint': {path} looks like a Hugging Face folder; convert it first: "
-                          f"seedcoder convert --from-hf {path} --out CKPT_DIR")
-    raise ScorerError(f"argument 'checkpoint': {path} is not a seedcoder checkpoint (no {ckpt.MODEL_CONFIG_NAME} + "
-                      "DCP .metadata, and no complete step-N checkpoint under it or its checkpoints/ folder)")
-
-
-def find_tokenizer(checkpoint_dir: str) -> str | None:
-    """tokenizer.json next to a checkpoint: in it, in its hf/ folder (a converted HF model), or in the dataset
-    its trainer config names (data.path / stages' data_path). None when there is none."""
-    candidates = [os.path.join(checkpoint_dir, TOKENIZER_FILE), os.path.join(checkpoint_dir, "hf", TOKENIZER_FILE)]
-    try:
-        config = ckpt.read_train_state(checkpoint_dir).get("config") or {}
-    except ckpt.CheckpointError:
-        config = {}
-    data_paths = [(config.get("data") or {}).get("path")]
-    data_paths += [stage.get("data_path") for stage in config.get("stages") or []]
-    candidates += [os.path.join(data_path, TOKENIZER_FILE) for data_path in data_paths if data_path]
-    return next((candidate for candidate in candidates if os.path.isfile(candidate)), None)
-
-
 def _check_context(max_tokens: int, cfg: ModelConfig) -> None:
     if max_tokens > cfg.max_seq_len:
         raise ScorerError(f"argument 'max_tokens': {max_tokens} exceeds the model's max_seq_len {cfg.max_seq_len}")
@@ -612,9 +572,10 @@ def train_scorer(
     """Train the scorer on rated rows and evaluate it on a held-out split; returns (and writes) metrics.json.
 
     rows: pyarrow.Table with text, language, path, rating (0..10; ints or floats) and optionally id.
-    checkpoint: the base model (see `resolve_checkpoint`), or None for a fresh `model` preset (name, dict or
-    ModelConfig; ignored when a checkpoint is given: its model_config.json decides). tokenizer: tokenizer.json
-    (default: found with the checkpoint, see `find_tokenizer`; required without a checkpoint).
+    checkpoint: the base model (`seedcoder.checkpoint.resolve_dcp_checkpoint`: ours, not a Hugging Face folder), or
+    None for a fresh `model` preset (name, dict or ModelConfig; ignored when a checkpoint is given: its
+    model_config.json decides). tokenizer: tokenizer.json
+    (default: found with the checkpoint, see `seedcoder.checkpoint.find_tokenizer`; required without a checkpoint).
     epochs / steps: one epoch by default; `steps` sets the number of optimizer steps instead (the data cycles).
     lr, warmup_fraction, min_lr_ratio: AdamW peak LR, linear warmup over that fraction of the steps, cosine
     down to lr * min_lr_ratio. max_tokens: the scorer's context (prompt length cap). checkpoint_interval: steps
@@ -642,16 +603,21 @@ def train_scorer(
     data = rated_rows(rows)
 
     # -- base model and tokenizer
-    checkpoint_dir = resolve_checkpoint(checkpoint) if checkpoint is not None else None
+    checkpoint_dir = None
+    if checkpoint is not None:
+        try:
+            checkpoint_dir = ckpt.resolve_dcp_checkpoint(checkpoint)
+        except ckpt.CheckpointError as error:
+            raise ScorerError(f"argument 'checkpoint': {error}") from None
     if tokenizer is None:
         if checkpoint_dir is None:
             raise ScorerError("argument 'tokenizer': required when checkpoint is None (a tokenizer.json)")
-        tokenizer = find_tokenizer(checkpoint_dir)
-        if tokenizer is None:
-            raise ScorerError(f"argument 'tokenizer': not given, and no {TOKENIZER_FILE} found with checkpoint "
-                              f"{checkpoint_dir} (in it, in its hf/ folder, or in the dataset its train config names)")
+        try:
+            tokenizer = ckpt.find_tokenizer(checkpoint_dir)
+        except ckpt.CheckpointError as error:
+            raise ScorerError(f"argument 'tokenizer': {error}") from None
     tokenizer_path = os.path.abspath(os.fspath(tokenizer))
-    hf_tokenizer = load_tokenizer_file(tokenizer_path)
+    hf_tokenizer = _load_tokenizer(tokenizer_path, "tokenizer")
     prompt = prompt_format_for(hf_tokenizer, max_tokens, tokenizer_path=tokenizer_path)
     if checkpoint_dir is not None:
         _check_context(max_tokens, _base_model_config(checkpoint_dir))
@@ -949,14 +915,12 @@ __all__ = [
     "encode_prompts",
     "epoch_batches",
     "evaluation_metrics",
-    "find_tokenizer",
     "held_out_mask",
     "load_scorer",
     "pad_batch",
     "prompt_format_for",
     "rated_rows",
     "read_scores",
-    "resolve_checkpoint",
     "score_parquet",
     "train_scorer",
 ]

@@ -8,7 +8,7 @@
 The tokenizer is the one of `seedcoder data build` (`seedcoder.data.build`): a given tokenizer.json is copied
 into the output directory; otherwise a byte-level BPE is trained (`train_tokenizer`) on the first
 `sample_bytes` of text of the inputs, in order. Each input shard (part-NNNNN.parquet of dataset D) becomes
-`D-NNNNN.scs` (`seedcoder.data.shards.ShardWriter`, written atomically) with, per document:
+`D-NNNNN.scs` (`seedcoder.data.shard_writer.ShardWriter`, written atomically) with, per document:
 
     score        the row's `score` (0..10) when the dataset has one, else 0.0 (not scored)
     language     the row's language when the shard format knows it (`seedcoder.data.shards.Language`), else
@@ -33,16 +33,11 @@ import numpy as np
 
 from seedcoder.curate import dataset as ds
 from seedcoder.curate.executor import Task
-from seedcoder.data.build import load_tokenizer, train_tokenizer
-from seedcoder.data.shards import (
-    DocFlag,
-    Language,
-    ShardWriter,
-    build_manifest,
-    content_hash64,
-    file_sha256,
-    write_manifest,
-)
+from seedcoder.data.build import train_tokenizer
+from seedcoder.data.manifest import build_manifest, write_manifest
+from seedcoder.data.shard_writer import ShardWriter
+from seedcoder.data.shards import DocFlag, Language, content_hash64, file_sha256
+from seedcoder.tokenizer import load_tokenizer
 
 TOKENIZER_NAME = "tokenizer.json"
 SHARD_LANGUAGES = frozenset(language.name.lower() for language in Language)
@@ -68,7 +63,7 @@ def prepare_tokenizer(datasets: Sequence[str], out_dir: str, *, tokenizer: str |
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, TOKENIZER_NAME)
     if tokenizer is not None:
-        load_tokenizer(tokenizer)  # BuildError naming the file when it is not a usable tokenizer
+        load_tokenizer(tokenizer)  # TokenizerError naming the file when it is not a usable tokenizer
         if not os.path.exists(path) or file_sha256(path) != file_sha256(tokenizer):
             temp = path + ".copy.tmp"
             shutil.copyfile(tokenizer, temp)

@@ -1,57 +1,6 @@
-"""Training data on disk: scored code shards (`.scs`) and their dataset manifest. See `seedcoder.data.shards`."""
+"""Training data on disk: scored code shards (`.scs`) and their dataset manifest.
 
-from seedcoder.data.shards import (
-    ALIGNMENT,
-    FORMAT_VERSION,
-    HEADER_DTYPE,
-    HEADER_SIZE,
-    MAGIC,
-    MANIFEST_NAME,
-    DocFlag,
-    Document,
-    Language,
-    ManifestError,
-    Section,
-    ShardError,
-    ShardHeader,
-    ShardReader,
-    ShardWriter,
-    Source,
-    build_manifest,
-    content_hash64,
-    file_sha256,
-    inspect_path,
-    load_manifest,
-    read_header,
-    score_histogram,
-    token_dtype_for_vocab,
-    write_manifest,
-)
-
-__all__ = [
-    "ALIGNMENT",
-    "FORMAT_VERSION",
-    "HEADER_DTYPE",
-    "HEADER_SIZE",
-    "MAGIC",
-    "MANIFEST_NAME",
-    "DocFlag",
-    "Document",
-    "Language",
-    "ManifestError",
-    "Section",
-    "ShardError",
-    "ShardHeader",
-    "ShardReader",
-    "ShardWriter",
-    "Source",
-    "build_manifest",
-    "content_hash64",
-    "file_sha256",
-    "inspect_path",
-    "load_manifest",
-    "read_header",
-    "score_histogram",
-    "token_dtype_for_vocab",
-    "write_manifest",
-]
+`shards` (layout, id tables, `ShardError`), `shard_writer`, `shard_reader`, `manifest` (a directory of
+shards), `shard_inspect` (`seedcoder shards inspect`); `build` makes a dataset from source files and `loader`
+packs shards into training batches.
+"""

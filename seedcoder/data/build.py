@@ -31,23 +31,19 @@ from typing import Any
 
 import numpy as np
 
-from seedcoder.data.shards import (
-    MANIFEST_NAME,
-    ShardReader,
-    ShardWriter,
-    build_manifest,
-    content_hash64,
-    file_sha256,
-    write_manifest,
-)
+from seedcoder.data.manifest import MANIFEST_NAME, build_manifest, write_manifest
+from seedcoder.data.shard_reader import ShardReader
+from seedcoder.data.shard_writer import ShardWriter
+from seedcoder.data.shards import content_hash64, file_sha256
 from seedcoder.data.tokenizer_tables import SPECIAL_TOKENS
 from seedcoder.fileio import atomic_write_text
+from seedcoder.tokenizer import TokenizerError, load_tokenizer
 
 PLAN_NAME = "plan.json"
 PLAN_FORMAT = "seedcoder-build-plan"
 TOKENIZER_NAME = "tokenizer.json"
 
-# File extension -> seedcoder.data.Language name (lower case). Files with other extensions are "unknown".
+# File extension -> seedcoder.data.shards.Language name (lower case). Files with other extensions are "unknown".
 EXTENSION_LANGUAGES = {
     ".py": "python", ".pyi": "python", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp", ".hpp": "cpp",
     ".hh": "cpp", ".cu": "cuda", ".cuh": "cuda", ".cs": "csharp", ".java": "java", ".kt": "kotlin", ".scala": "scala",
@@ -203,22 +199,6 @@ def train_tokenizer(texts: Iterable[str], out_path: str, *, vocab_size: int, min
     return out_path
 
 
-def load_tokenizer(path: str):
-    """A HF tokenizer.json with an <eos> token (BuildError naming the file otherwise)."""
-    from tokenizers import Tokenizer
-
-    try:
-        tokenizer = Tokenizer.from_file(path)
-    except Exception as error:
-        raise BuildError(f"{path}: not a tokenizer.json the `tokenizers` library can load: {error}") from None
-    if tokenizer.token_to_id(SPECIAL_TOKENS["eos"]) is None:
-        from seedcoder.data.loader import EOS_NAMES
-
-        if not any(tokenizer.token_to_id(name) is not None for name in EOS_NAMES):
-            raise BuildError(f"{path}: no end-of-sequence token (tried {', '.join(EOS_NAMES)})")
-    return tokenizer
-
-
 # ------------------------------------------------------------------------------------------ shards
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}.scs"
@@ -293,7 +273,10 @@ def build_dataset(
 
     # 2. tokenizer: given, already trained, or trained now on (a prefix of) the kept files
     if tokenizer is not None:
-        load_tokenizer(os.fspath(tokenizer))
+        try:
+            load_tokenizer(os.fspath(tokenizer))
+        except TokenizerError as error:  # the build's own error type: the caller asked for a build
+            raise BuildError(str(error)) from None
         if not os.path.exists(tokenizer_path) or file_sha256(tokenizer_path) != file_sha256(tokenizer):
             shutil.copyfile(tokenizer, tokenizer_path + ".tmp")
             os.replace(tokenizer_path + ".tmp", tokenizer_path)
@@ -332,7 +315,7 @@ def build_dataset(
 
     # 4. manifest: last, so its presence marks a complete dataset
     if os.path.exists(manifest_path):
-        from seedcoder.data.shards import load_manifest
+        from seedcoder.data.manifest import load_manifest
 
         manifest = load_manifest(manifest_path)
     else:
@@ -345,5 +328,5 @@ def build_dataset(
     return manifest
 
 
-__all__ = ["BuildError", "build_dataset", "language_of", "load_tokenizer", "new_tokenizer", "plan_files", "train_tokenizer",
+__all__ = ["BuildError", "build_dataset", "language_of", "new_tokenizer", "plan_files", "train_tokenizer",
            "write_shard"]

@@ -18,7 +18,7 @@ before any batch is made; the loader never reads outside a mapping.
 
 Kept set (once per loader). Mixture keys name groups of documents: `"file"` (a source), `"python"`
 (a language), `"file/python"` (both), `"*/python"`, `"file/*"`, `"*"` (everything else). Source names:
-file, repo, commit, web, sft; language names: `seedcoder.data.Language`. A document belongs to the most
+file, repo, commit, web, sft; language names: `seedcoder.data.shards.Language`. A document belongs to the most
 specific key that matches it (source+language > language > source > "*"); documents no key matches, or
 whose key has weight 0, are not used. Without a mixture every document is in one group. Then the score
 policy: `min_score` drops documents scoring below it, then `drop_bottom=p` drops the floor(p * n) lowest
@@ -98,14 +98,15 @@ from typing import Any
 
 import torch
 
-from seedcoder.data.shards import Language, ShardError, Source, _sha256_bytes, load_manifest
+from seedcoder.data.manifest import load_manifest
+from seedcoder.data.shards import Language, ShardError, Source, sha256_bytes
+from seedcoder.tokenizer import EOS_NAMES
 
 STATE_FORMAT = "seedcoder-loader-state"
 STATE_VERSION = 1
 IGNORE_INDEX = -100
 
 # Special-token spellings tried in order when the caller does not give ids (Seed-Coder's first).
-EOS_NAMES = ("<[end▁of▁sentence]>", "<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "<|eos|>")
 FIM_NAMES = {
     "suffix": ("<[fim-suffix]>", "<fim_suffix>", "<|fim_suffix|>", "<FIM_SUFFIX>"),
     "prefix": ("<[fim-prefix]>", "<fim_prefix>", "<|fim_prefix|>", "<FIM_PREFIX>"),
@@ -137,7 +138,7 @@ def parse_mixture(mixture: Mapping[str, float]) -> list[tuple[str, int, int, flo
         try:
             return int(Language[name.upper()])
         except KeyError:
-            raise ValueError(f"mixture key {key!r}: unknown language {name!r} (see seedcoder.data.Language)") from None
+            raise ValueError(f"mixture key {key!r}: unknown language {name!r} (see seedcoder.data.shards.Language)") from None
 
     groups, seen = [], {}
     for key, weight in mixture.items():
@@ -273,7 +274,7 @@ class ShardLoader:
 
         self.dataset = _C.Dataset(
             [os.fspath(path) for path in shard_paths],
-            None if expected is None else _sha256_bytes(expected, "expected_tokenizer_sha256"),
+            None if expected is None else sha256_bytes(expected, "expected_tokenizer_sha256"),
             verify_checksums,
             len(Language),
             len(Source),

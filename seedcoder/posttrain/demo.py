@@ -44,7 +44,20 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
+
+from seedcoder.chat_template import tokenize_chat
+from seedcoder.checkpoint import latest_checkpoint, load_model, load_tokenizer_for
+from seedcoder.demo_runs import launch_command, loss_fall
+from seedcoder.evaluate import add_eval_commands
 from seedcoder.fileio import atomic_write_text
+from seedcoder.generate import Engine, SamplingParams
+from seedcoder.metrics import read_jsonl
+from seedcoder.posttrain.dpo import dpo_train, mine_pairs, read_pairs
+from seedcoder.posttrain.grpo import GRPOConfig, grpo_train
+from seedcoder.posttrain.rewards import make_unit_test_reward_fn
+from seedcoder.posttrain.run_config import read_problems
+from seedcoder.posttrain.sft import build_sft_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SFT_CONFIG = os.path.join(ROOT, "configs", "sft_tiny_demo.toml")
@@ -126,8 +139,6 @@ def chat_prompt(problem: dict) -> list[dict]:
 def prompt_ids(problem: dict, tokenizer: Any) -> list[int]:
     """The problem's prompt tokens: Seed-Coder's chat template with the assistant generation prompt and no system
     turn (SYSTEM_PROMPT; the SFT data is rendered the same way)."""
-    from seedcoder.chat_template import tokenize_chat
-
     return list(tokenize_chat(chat_prompt(problem), tokenizer, system_prompt=SYSTEM_PROMPT).input_ids)
 
 
@@ -213,8 +224,6 @@ def _step_of(checkpoint: str | None) -> int:
 
 
 def _latest(directory: str) -> str | None:
-    from seedcoder.checkpoint import latest_checkpoint
-
     return latest_checkpoint(directory) if os.path.isdir(directory) else None
 
 
@@ -256,32 +265,21 @@ class _Follow:
 
 
 def _read_records(path: str) -> list[dict]:
-    from seedcoder.metrics import read_jsonl
-
     return read_jsonl(path) if os.path.exists(path) else []
 
 
 def _load(checkpoint: str, tokenizer_path: str):
-    import torch
-
-    from seedcoder.generate import load_model, load_tokenizer_for
-
     model, directory = load_model(checkpoint, device="cuda" if torch.cuda.is_available() else "cpu", dtype=torch.float32)
     return model, load_tokenizer_for(directory, tokenizer_path)
 
 
 def _engine(model, tokenizer, max_batch: int):
-    from seedcoder.generate import Engine
-
     return Engine(copy.deepcopy(model).eval(), tokenizer, max_batch=max_batch, max_seq_len=512, seed=0)
 
 
 # ------------------------------------------------------------------------------------------ 7. SFT
 def run_sft(out: str, nproc: int, *, steps: int = SFT_STEPS, lr: float = SFT_LR) -> dict:
     """Step 7: chats -> SFT shards -> `torchrun -m seedcoder.train sft` from out/checkpoints. Returns its summary."""
-    from seedcoder.demo import launch_command, loss_fall
-    from seedcoder.posttrain.sft import build_sft_dataset
-
     sft_dir = os.path.join(out, "sft")
     os.makedirs(sft_dir, exist_ok=True)
     chats = os.path.join(sft_dir, "chats.jsonl")
@@ -296,8 +294,8 @@ def run_sft(out: str, nproc: int, *, steps: int = SFT_STEPS, lr: float = SFT_LR)
     if done >= steps:
         _say(f"[sft] complete ({_latest(checkpoints)}): skipped")
     else:
-        command = launch_command(nproc)[:-1] + [
-            "sft", "--config", SFT_CONFIG, f"--run.out_dir={sft_dir}", f"--data.path={os.path.join(sft_dir, 'data')}",
+        command = launch_command(nproc, "sft") + [
+            "--config", SFT_CONFIG, f"--run.out_dir={sft_dir}", f"--data.path={os.path.join(sft_dir, 'data')}",
             f"--checkpoint.init_from={os.path.join(out, 'checkpoints')}", f"--train.steps={steps}", f"--optimizer.lr={lr}",
             f"--train.micro_batch_size={max(1, 16 // nproc)}", "--checkpoint.interval=20",
         ] + (["--resume"] if done else [])
@@ -314,9 +312,6 @@ def run_sft(out: str, nproc: int, *, steps: int = SFT_STEPS, lr: float = SFT_LR)
 # ------------------------------------------------------------------------------------------ 8. DPO
 def run_dpo(out: str, *, steps: int = DPO_STEPS, k: int = DPO_K) -> dict:
     """Step 8: toy problems -> pairs mined from the SFT model in the sandbox -> DPO. Returns its summary."""
-    from seedcoder.generate import SamplingParams
-    from seedcoder.posttrain.dpo import dpo_train, mine_pairs, read_pairs, read_problems
-
     dpo_dir = os.path.join(out, "dpo")
     checkpoints = os.path.join(dpo_dir, "checkpoints")
     os.makedirs(checkpoints, exist_ok=True)
@@ -369,10 +364,6 @@ def run_dpo(out: str, *, steps: int = DPO_STEPS, k: int = DPO_K) -> dict:
 # ------------------------------------------------------------------------------------------ 9. RL
 def run_rl(out: str, init_from: str, *, steps: int = RL_STEPS) -> dict:
     """Step 9: GRPO from `init_from` (a checkpoints/ folder) on the toy problems. Returns its summary."""
-    from seedcoder.posttrain.dpo import read_problems
-    from seedcoder.posttrain.grpo import GRPOConfig, grpo_train
-    from seedcoder.posttrain.rewards import make_unit_test_reward_fn
-
     rl_dir = os.path.join(out, "rl")
     checkpoints = os.path.join(rl_dir, "checkpoints")
     os.makedirs(checkpoints, exist_ok=True)
@@ -409,8 +400,6 @@ def _evaluated_checkpoint(results: str) -> str | None:
 def run_eval(out: str, checkpoint: str, *, max_tokens: int = EVAL_MAX_TOKENS) -> dict:
     """Step 10: HumanEval (164, greedy) on `checkpoint` (a step-N folder) through the `seedcoder eval humaneval`
     code path; skipped when eval/humaneval/results.json already holds that checkpoint's results."""
-    from seedcoder.evaluate import add_eval_commands
-
     eval_dir = os.path.join(out, "eval", "humaneval")
     results = os.path.join(eval_dir, "results.json")
     if _evaluated_checkpoint(results) == checkpoint:

@@ -1,6 +1,6 @@
 """DPO: the preference losses, response log-probs under our model, sandbox-judged pair mining, and a training loop.
 
-    from seedcoder.posttrain.dpo import dpo_loss, response_logprobs, mine_pairs, read_pairs, dpo_train
+    from seedcoder.posttrain.dpo import dpo_loss, sequence_logprobs, mine_pairs, read_pairs, dpo_train
     # 1. pairs: K samples per prompt from the engine, each run against the prompt's tests in the sandbox
     pairs = mine_pairs(engine, [{"id": "p0", "prompt": "def add(a, b):", "tests": "assert add(1, 2) == 3"}],
                        "runs/dpo/pairs.jsonl", k=8, params=SamplingParams(n=8, temperature=0.8, max_tokens=256))
@@ -18,10 +18,8 @@ rejected (r) responses, with h = (log pi(c) - log ref(c)) - (log pi(r) - log ref
 averaged over pairs. The implicit rewards are beta * (log pi - log ref) of each response; `reward_accuracy` is the
 fraction of pairs whose chosen reward is above the rejected one and `reward_margin` the mean difference.
 
-`response_logprobs(model, prompts, responses)` gives per-token log-probs of each response given its prompt (token
-ids; the rows are right-padded into one batch, so padding never affects a real token under causal attention);
-`sequence_logprobs` sums them over the response tokens only: the quantity DPO and GRPO (seedcoder.posttrain.grpo)
-both need.
+`sequence_logprobs` sums the per-token log-probs of `seedcoder.posttrain.policy.response_logprobs` over the
+response tokens only (prompt tokens excluded).
 
 Pair mining writes one JSON object per line: {"id", "prompt", "prompt_ids", "chosen", "chosen_ids", "rejected",
 "rejected_ids"} (token ids exactly as sampled, so training does not depend on re-tokenizing text), atomically
@@ -37,21 +35,28 @@ shuffle state) and resumes from the newest one found there. Command line (a TOML
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import json
 import math
 import os
 import random
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from seedcoder.checkpoint import save_checkpoint
+from seedcoder.config import ConfigError
+from seedcoder.errors import exit_on_user_error
 from seedcoder.fileio import atomic_write_text
+from seedcoder.generate import Engine, SamplingParams
+from seedcoder.posttrain.policy import load_policy_for, prompt_token_ids, response_logprobs, resume_checkpoint
+from seedcoder.posttrain.rewards import prefix_reward_fn, unit_test_rewards
+from seedcoder.posttrain.run_config import load_run_config, read_input, read_problems, toy_problems
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 
@@ -93,63 +98,6 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
 
 
 # ------------------------------------------------------------------------------------------ log-probs
-def _check_ids(name: str, rows: Sequence[Sequence[int]], allow_empty: bool) -> None:
-    if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence):
-        raise ValueError(f"{name}: expected a list of token-id lists, got {type(rows).__name__}")
-    for i, row in enumerate(rows):
-        if isinstance(row, (str, bytes)) or not isinstance(row, Sequence) or (not allow_empty and len(row) == 0):
-            raise ValueError(f"{name}[{i}]: expected a non-empty list of token ids")
-        if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in row):
-            raise ValueError(f"{name}[{i}]: token ids must be integers >= 0")
-
-
-def response_logprobs(model: torch.nn.Module, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
-                      *, pad_id: int = 0, fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probs of each response given its prompt: (logprobs, mask), both (B, R) with R the longest
-    response; logprobs[b, j] = log p(responses[b][j] | prompt + responses[b][:j]) in fp32, 0 where mask is False
-    (padding). Differentiable (call under torch.no_grad() for reference / old-policy values).
-
-    fused=False: the model's logits (B, S, V), as the engine computes them (log_softmax in fp32 of the head's
-    output), so log-prob parity with the engine is exact up to kernel differences. fused=True: minus the model's
-    per-token loss (`labels`, reduction "none": the fused linear cross-entropy, which on a GPU never materializes
-    the logits; fp32 head) for long sequences and large vocabularies."""
-    _check_ids("prompts", prompts, allow_empty=False)
-    _check_ids("responses", responses, allow_empty=True)
-    if len(prompts) != len(responses):
-        raise ValueError(f"responses: got {len(responses)} for {len(prompts)} prompts")
-    if not prompts:
-        raise ValueError("prompts: empty batch")
-    device = next(model.parameters()).device
-    width = max(len(p) + len(r) for p, r in zip(prompts, responses))
-    longest = max(len(r) for r in responses)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    targets = torch.zeros((len(prompts), max(longest, 1)), dtype=torch.long)
-    mask = torch.zeros((len(prompts), max(longest, 1)), dtype=torch.bool)
-    index = torch.zeros((len(prompts), max(longest, 1)), dtype=torch.long)  # logit position predicting each token
-    for b, (p, r) in enumerate(zip(prompts, responses)):
-        ids[b, : len(p) + len(r)] = torch.tensor(list(p) + list(r))
-        if r:
-            targets[b, : len(r)] = torch.tensor(list(r))
-            mask[b, : len(r)] = True
-            index[b, : len(r)] = torch.arange(len(p) - 1, len(p) + len(r) - 1)
-    if fused:
-        labels = torch.full((len(prompts), width), -100, dtype=torch.long)
-        rows = torch.arange(len(prompts))[:, None].expand_as(index)
-        labels[rows[mask], index[mask]] = targets[mask]
-        nll = model(ids.to(device), labels=labels.to(device), loss_reduction="none")  # (B, S), 0 where ignored
-        logprobs = -nll.float().gather(1, index.to(device))
-        mask = mask.to(device)
-        logprobs = torch.where(mask, logprobs, torch.zeros_like(logprobs))
-        return logprobs[:, :longest], mask[:, :longest]
-    # the logits at the positions that predict a response token (position len(prompt) - 1 + j predicts token j)
-    logits = model(ids.to(device))  # (B, S, V)
-    logits = logits.gather(1, index.to(device)[:, :, None].expand(-1, -1, logits.shape[-1]))
-    logprobs = logits.float().log_softmax(-1).gather(-1, targets.to(device)[:, :, None])[:, :, 0]
-    mask = mask.to(device)
-    logprobs = torch.where(mask, logprobs, torch.zeros_like(logprobs))
-    return logprobs[:, :longest], mask[:, :longest]
-
-
 def sequence_logprobs(model: torch.nn.Module, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
                       *, batch_size: int | None = None, pad_id: int = 0, fused: bool = False) -> torch.Tensor:
     """(B,) sum of the response tokens' log-probs (prompt tokens excluded); batch_size: rows per forward pass."""
@@ -174,16 +122,6 @@ def _problem_field(problem: Any, index: int, key: str) -> Any:
     return problem[key]
 
 
-def prompt_token_ids(engine: Any, prompt: Any, where: str = "prompt") -> list[int]:
-    """A prompt's token ids for `engine`: text (encoded by the engine), token ids, or a chat (a list of
-    {"role", "content"} messages: Seed-Coder's template with the assistant generation prompt)."""
-    if isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt):
-        from seedcoder.chat_template import tokenize_chat
-
-        return list(tokenize_chat(prompt, engine.tokenizer).input_ids)
-    return list(engine.encode_prompt(prompt, where))
-
-
 def form_pairs(passed: Sequence[bool], max_pairs: int | None = None) -> list[tuple[int, int]]:
     """(passing index, failing index) pairs from one prompt's sample outcomes: passing and failing samples are
     matched in order (each sample used at most once), so min(#pass, #fail) pairs, capped at max_pairs."""
@@ -202,9 +140,6 @@ def mine_pairs(engine: Any, problems: Sequence[dict], out_path: str | os.PathLik
     texts)` when given, a sample passing when its reward >= pass_reward), form (passing, failing) pairs and write
     them to out_path as JSONL (atomically). Returns the pairs; a prompt whose samples all pass or all fail
     contributes none. max_pairs_per_prompt caps the pairs of one prompt (form_pairs)."""
-    from seedcoder.generate import SamplingParams
-    from seedcoder.posttrain.rewards import unit_test_rewards
-
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise ValueError(f"k: must be an integer >= 2 (a pair needs two samples), got {k!r}")
     params = params or SamplingParams(n=k, temperature=0.8, top_p=0.95)
@@ -264,27 +199,6 @@ def reference_logprobs(model: torch.nn.Module, pairs: Sequence[dict], *,
     return chosen, rejected
 
 
-def resume_checkpoint(checkpoint_dir: str | None, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                      rng: random.Random, *, stage: str) -> dict[str, Any] | None:
-    """Load the newest intact checkpoint of a single-process post-training loop (DPO or GRPO) into model,
-    optimizer and rng; its train state, or None when there is none (incomplete ones are removed first, damaged
-    ones skipped with a warning: seedcoder.checkpoint.resume_latest)."""
-    from seedcoder.checkpoint import CheckpointError, remove_incomplete, resume_latest
-
-    if checkpoint_dir is None:
-        return None
-    remove_incomplete(checkpoint_dir)
-    resumed = resume_latest(checkpoint_dir, model=model, optimizer=optimizer, model_config=model.cfg.to_dict())
-    if resumed is None:
-        return None
-    latest, state = resumed
-    if state.get("stage") != stage:
-        raise CheckpointError(f"checkpoint_dir: {latest} is not a {stage.upper()} checkpoint (stage {state.get('stage')!r})")
-    version, internal, gauss = state["rng"]
-    rng.setstate((version, tuple(internal), gauss))
-    return state
-
-
 def dpo_train(model: torch.nn.Module, pairs: Sequence[dict], *, steps: int, batch_size: int = 8, beta: float = 0.1,
               loss_type: str = "sigmoid", lr: float = 5e-7, weight_decay: float = 0.0, max_grad_norm: float = 1.0,
               reference: tuple[torch.Tensor, torch.Tensor] | None = None, ref_model: torch.nn.Module | None = None,
@@ -299,8 +213,6 @@ def dpo_train(model: torch.nn.Module, pairs: Sequence[dict], *, steps: int, batc
     checkpoint_dir: a checkpoint (seedcoder.checkpoint: model, optimizer, step, shuffle state) every
     `checkpoint_every` steps (0: only at the end), the newest `keep` kept; a directory that already holds one
     is resumed from (call again with the same model init, pairs and settings)."""
-    from seedcoder.checkpoint import save_checkpoint
-
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
         raise ValueError(f"checkpoint_every: must be an integer >= 0, got {checkpoint_every!r}")
     if not pairs:
@@ -363,95 +275,6 @@ def dpo_train(model: torch.nn.Module, pairs: Sequence[dict], *, steps: int, batc
 
 
 # ------------------------------------------------------------------------------------------ command line
-def load_run_config(path: str | os.PathLike | None, overrides: Sequence[str], defaults: dict[str, dict[str, Any]]
-                    ) -> dict[str, dict[str, Any]]:
-    """A TOML file of [section] tables over `defaults` (every key known, its type that of the default; an int is
-    accepted for a float), then `--section.key=value` overrides (the value read as TOML, else as a string).
-    An unreadable file, unknown sections or keys and wrong types raise ConfigError (a ValueError) naming them."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-
-    from seedcoder.config import ConfigError
-
-    config = {section: dict(values) for section, values in defaults.items()}
-
-    def assign(section: str, key: str, value: Any, where: str) -> None:
-        if section not in config:
-            raise ConfigError(f"{where}: unknown section [{section}] (known: {', '.join(config)})")
-        if key not in config[section]:
-            raise ConfigError(f"{where}: unknown key {section}.{key} (known: {', '.join(config[section])})")
-        default = config[section][key]
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if type(value) is not type(default):
-            raise ConfigError(f"{where}: {section}.{key} must be a {type(default).__name__}, got {value!r}")
-        config[section][key] = value
-
-    if path is not None:
-        try:
-            with open(path, "rb") as file:
-                raw = tomllib.load(file)
-        except (OSError, tomllib.TOMLDecodeError) as error:
-            raise ConfigError(f"{path}: cannot read the config ({error})") from None
-        for section, table in raw.items():
-            if not isinstance(table, dict):
-                raise ConfigError(f"{path}: {section} must be a [section] table")
-            for key, value in table.items():
-                assign(section, key, value, os.fspath(path))
-    for item in overrides:
-        if not item.startswith("--") or "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ConfigError(f"override {item!r}: expected --section.key=value")
-        name, text = item[2:].split("=", 1)
-        section, key = name.split(".", 1)
-        try:
-            value = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = text
-        if isinstance(config.get(section, {}).get(key), str):
-            value = text
-        assign(section, key, value, "command line")
-    return config
-
-
-def load_policy(model_section: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
-    """(model in train mode, tokenizer) from a [model] table: init_from (a checkpoint: ours, a folder of step-N,
-    or Hugging Face) + tokenizer (default: found next to it); init_from "" = a fresh `preset` model with the toy
-    word-level tokenizer (seedcoder.posttrain.grpo.toy_tokenizer), seeded by `seed`."""
-    from seedcoder.generate import load_model, load_tokenizer_for
-    from seedcoder.model import Transformer, model_config
-
-    torch.manual_seed(model_section["seed"])
-    if model_section["init_from"]:
-        model, directory = load_model(model_section["init_from"], device="cpu" if not torch.cuda.is_available() else None,
-                                      dtype=torch.float32)
-        tokenizer = load_tokenizer_for(directory, model_section["tokenizer"] or None)
-    else:
-        from seedcoder.posttrain.grpo import toy_tokenizer
-
-        tokenizer = toy_tokenizer()
-        model = Transformer(model_config(model_section["preset"], vocab_size=tokenizer.get_vocab_size(),
-                                         init_std=model_section["init_std"]))
-        model.init_weights(seed=model_section["seed"])
-    return model.train(), tokenizer
-
-
-def read_problems(path: str) -> list[dict]:
-    """Problems from a JSONL file: one {"id", "prompt", "tests" | "answer", optional "prefix"} object per line."""
-    problems = []
-    with open(path, encoding="utf-8") as file:
-        for line_no, line in enumerate(file, 1):
-            if line.strip():
-                record = json.loads(line)
-                if not isinstance(record, dict) or "prompt" not in record:
-                    raise ValueError(f"{path}:{line_no}: expected an object with 'prompt'")
-                problems.append(record)
-    if not problems:
-        raise ValueError(f"{path}: no problems")
-    return problems
-
-
 DPO_DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"init_from": "", "tokenizer": "", "preset": "debug", "init_std": 0.02, "seed": 0},
     "data": {"problems": "", "pairs": "", "reward": "unit_tests"},
@@ -462,36 +285,10 @@ DPO_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def read_input(key: str, path: str, read: Callable[[str], Any]) -> Any:
-    """`read(path)` for the file named by config key `key`; a missing or malformed file is a ConfigError naming both."""
-    from seedcoder.config import ConfigError
-
-    try:
-        return read(path)
-    except (OSError, ValueError) as error:  # ValueError: json.JSONDecodeError, or the reader's own checks
-        raise ConfigError(f"config key {key!r} ({path}): {error}") from None
-
-
-def load_policy_for(model_section: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
-    """`load_policy`, with a checkpoint that cannot be found or loaded reported as a ConfigError naming model.init_from."""
-    from seedcoder.config import ConfigError
-    from seedcoder.generate import GenerationError
-    from seedcoder.hf_convert import ConvertError
-
-    try:
-        return load_policy(model_section)
-    except (GenerationError, ConvertError) as error:
-        raise ConfigError(f"config key 'model.init_from': {error}") from None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """python -m seedcoder.posttrain.dpo --config configs/dpo_tiny_demo.toml [--section.key=value ...]: mine pairs
     (unless [data] pairs names a file) into <dir>/pairs.jsonl, then train; <dir>/metrics.jsonl, <dir>/checkpoints.
     Bad input (config, data files, checkpoints) exits 2 with one line on stderr (seedcoder.errors)."""
-    import argparse
-
-    from seedcoder.errors import exit_on_user_error
-
     parser = argparse.ArgumentParser(prog="python -m seedcoder.posttrain.dpo", description=main.__doc__)
     parser.add_argument("--config", help="TOML file (sections: " + ", ".join(DPO_DEFAULTS) + ")")
     args, overrides = parser.parse_known_args(argv)
@@ -500,11 +297,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_from_config(config_path: str | None, overrides: Sequence[str]) -> int:
     """`main` after the command line: mine pairs if needed, then train (raises ConfigError and other user errors)."""
-    from seedcoder.config import ConfigError
-    from seedcoder.generate import Engine, SamplingParams
-    from seedcoder.posttrain.grpo import toy_problems
-    from seedcoder.posttrain.rewards import prefix_reward_fn
-
     cfg = load_run_config(config_path, overrides, DPO_DEFAULTS)
     out = cfg["output"]["dir"]
     os.makedirs(out, exist_ok=True)
@@ -537,8 +329,8 @@ def run_from_config(config_path: str | None, overrides: Sequence[str]) -> int:
     return 0
 
 
-__all__ = ["DPO_DEFAULTS", "LOSS_TYPES", "dpo_loss", "dpo_train", "form_pairs", "load_policy", "load_run_config", "main",
-           "mine_pairs", "prompt_token_ids", "read_pairs", "read_problems", "reference_logprobs", "response_logprobs",
+__all__ = ["DPO_DEFAULTS", "LOSS_TYPES", "dpo_loss", "dpo_train", "form_pairs", "main", "mine_pairs", "read_pairs",
+           "reference_logprobs",
            "sequence_logprobs"]
 
 

@@ -33,13 +33,15 @@ with Seed-Coder's template and its generation prompt). Checkpoints: `checkpoint_
 checkpoints (model, optimizer, step, curriculum, prompt order); a directory holding one is resumed from.
 
 Command line (a TOML config with [model], [data], [grpo] = GRPOConfig fields, [output]; `--section.key=value`
-overrides; see configs/grpo_tiny_demo.toml, the toy task of `toy_problems` + `toy_tokenizer`):
+overrides; see configs/grpo_tiny_demo.toml, the toy task of
+`seedcoder.posttrain.run_config.toy_problems` + `seedcoder.tokenizer.toy_tokenizer`):
 
     python -m seedcoder.posttrain.grpo --config configs/grpo_tiny_demo.toml --output.dir=runs/grpo-tiny
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import json
@@ -54,7 +56,13 @@ from typing import Any
 
 import torch
 
-from seedcoder.posttrain.dpo import prompt_token_ids, response_logprobs, resume_checkpoint
+from seedcoder.checkpoint import save_checkpoint
+from seedcoder.config import ConfigError
+from seedcoder.errors import exit_on_user_error
+from seedcoder.generate import Engine, SamplingParams
+from seedcoder.posttrain.policy import load_policy_for, prompt_token_ids, response_logprobs, resume_checkpoint
+from seedcoder.posttrain.rewards import make_unit_test_reward_fn, prefix_reward_fn
+from seedcoder.posttrain.run_config import load_run_config, read_input, read_problems, toy_problems
 
 
 # ------------------------------------------------------------------------------------------ advantages
@@ -304,9 +312,6 @@ def grpo_train(model: torch.nn.Module, tokenizer: Any, problems: Sequence[dict],
     `checkpoint_every` steps (0: only at the end), the newest `keep` kept; when the directory already holds one,
     training resumes from it (call again with the same model init, problems and config after a kill). Sampling
     is seeded per step, so a resumed run draws the same samples as an uninterrupted one."""
-    from seedcoder.checkpoint import save_checkpoint
-    from seedcoder.generate import Engine, SamplingParams
-
     config = config or GRPOConfig()
     if not problems:
         raise ValueError("problems: nothing to train on")
@@ -432,29 +437,6 @@ def grpo_train(model: torch.nn.Module, tokenizer: Any, problems: Sequence[dict],
 
 
 # ------------------------------------------------------------------------------------------ toy task + command line
-TOY_VOCAB = ("Write", *"0123456789", "x", "y")
-
-
-def toy_tokenizer() -> Any:
-    """The toy task's word-level tokenizer: the specials (bos, eos, <unk>), "Write", the digits, x and y (16 tokens;
-    words split on whitespace, decoded without spaces)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    from seedcoder.data.tokenizer_tables import BOS_TOKEN, EOS_TOKEN
-
-    tokens = [BOS_TOKEN, EOS_TOKEN, "<unk>", *TOY_VOCAB]
-    tokenizer = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.add_special_tokens([BOS_TOKEN, EOS_TOKEN])
-    tokenizer.decoder = decoders.Fuse()
-    return tokenizer
-
-
-def toy_problems(digits: str = "0123456789") -> list[dict]:
-    """The toy verifiable task: {"id": d, "prompt": "Write d", "answer": d}; rewards.prefix_reward_fn scores it."""
-    return [{"id": d, "prompt": f"Write {d}", "answer": d} for d in digits]
-
-
 GRPO_DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"init_from": "", "tokenizer": "", "preset": "debug", "init_std": 0.02, "seed": 0},
     "data": {"problems": "", "reward": "unit_tests", "format_weight": 0.1},
@@ -468,10 +450,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     [data] problems (JSONL; "" = the toy task) with [data] reward "unit_tests" (sandbox + format) or "prefix";
     <dir>/metrics.jsonl (one line per step) and <dir>/checkpoints (resumed from when present). Bad input (config,
     problems file, checkpoints) exits 2 with one line on stderr (seedcoder.errors)."""
-    import argparse
-
-    from seedcoder.errors import exit_on_user_error
-
     parser = argparse.ArgumentParser(prog="python -m seedcoder.posttrain.grpo", description=main.__doc__)
     parser.add_argument("--config", help="TOML file (sections: " + ", ".join(GRPO_DEFAULTS) + ")")
     args, overrides = parser.parse_known_args(argv)
@@ -480,10 +458,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_from_config(config_path: str | None, overrides: Sequence[str]) -> int:
     """`main` after the command line (raises ConfigError and other user errors)."""
-    from seedcoder.config import ConfigError
-    from seedcoder.posttrain.dpo import load_policy_for, load_run_config, read_input, read_problems
-    from seedcoder.posttrain.rewards import make_unit_test_reward_fn, prefix_reward_fn
-
     cfg = load_run_config(config_path, overrides, GRPO_DEFAULTS)
     if cfg["data"]["reward"] not in ("unit_tests", "prefix"):
         raise ConfigError(f"config key 'data.reward': expected 'unit_tests' or 'prefix', got {cfg['data']['reward']!r}")
@@ -508,8 +482,7 @@ def run_from_config(config_path: str | None, overrides: Sequence[str]) -> int:
 
 
 __all__ = ["CurriculumFilter", "GRPOConfig", "ParityMonitor", "group_advantages", "grpo_token_loss", "grpo_train",
-           "GRPO_DEFAULTS", "informative_groups", "main", "overlong_keep", "pad_logprobs", "sync_weights", "toy_problems",
-           "toy_tokenizer"]
+           "GRPO_DEFAULTS", "informative_groups", "main", "overlong_keep", "pad_logprobs", "sync_weights"]
 
 
 if __name__ == "__main__":

@@ -49,8 +49,9 @@ the configured train.steps are.
 The `sft` training stage (`seedcoder.train` STAGES["sft"] -> `sft(cfg)`) is the pretraining loop
 (`seedcoder.train.pretrain`: FSDP2, accumulation, the global mean over loss tokens, checkpoints, exact resume) on
 SFT shards, after checks: every stage's dataset must hold `sft` documents, FIM is switched off (data.fim_rate 0),
-and `checkpoint.init_from` may name a checkpoint folder or a run's `checkpoints/` directory (its newest complete
-checkpoint is used). The starting model must share the dataset's tokenizer (the model vocabulary follows it).
+and `checkpoint.init_from` means what it means in every stage (`seedcoder.checkpoint.resolve_checkpoint`: a
+checkpoint folder, a checkpoints root or a run folder, whose newest complete checkpoint is used). The starting
+model must share the dataset's tokenizer (the model vocabulary follows it).
 """
 
 from __future__ import annotations
@@ -70,8 +71,15 @@ from typing import Any
 import numpy as np
 
 from seedcoder.chat_template import DEFAULT_SYSTEM_PROMPT, ChatTemplateError, special_token_id, tokenize_chat
+from seedcoder.config import ConfigError
+from seedcoder.data.loader import ShardLoader
+from seedcoder.data.manifest import MANIFEST_NAME, build_manifest, load_manifest, write_manifest
+from seedcoder.data.shard_reader import ShardReader
+from seedcoder.data.shard_writer import ShardWriter
+from seedcoder.data.shards import content_hash64, file_sha256
 from seedcoder.data.tokenizer_tables import BOS_TOKEN, EOS_TOKEN
 from seedcoder.fileio import atomic_write_text
+from seedcoder.tokenizer import TokenizerError, load_tokenizer
 
 PLAN_NAME = "sft_plan.json"
 PLAN_FORMAT = "seedcoder-sft-plan"
@@ -211,15 +219,13 @@ def _check_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
 
 
 def _load_chat_tokenizer(path: str):
-    from seedcoder.data.build import BuildError, load_tokenizer
-
     if not os.path.isfile(path):
         raise SFTDataError(f"tokenizer: {path} is not a file")
     try:
         tokenizer = load_tokenizer(path)
         special_token_id(tokenizer, BOS_TOKEN, "begin-of-sentence")
         special_token_id(tokenizer, EOS_TOKEN, "end-of-sentence")
-    except (BuildError, ChatTemplateError) as error:
+    except (TokenizerError, ChatTemplateError) as error:
         raise SFTDataError(f"tokenizer: {error}") from None
     return tokenizer
 
@@ -246,8 +252,6 @@ def shard_name(index: int) -> str:
 
 def _shard_done(out_dir: str, index: int, tokenizer_sha256: str) -> dict[str, Any] | None:
     """The shard's summary when it was completed by an earlier run (its .json present and its .scs valid)."""
-    from seedcoder.data.shards import ShardReader
-
     summary = _read_json(os.path.join(out_dir, shard_name(index)[:-4] + ".json"))
     if not isinstance(summary, dict) or summary.get("shard") != index:
         return None
@@ -274,8 +278,6 @@ def build_sft_dataset(
     difficulty_weights: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Build (or continue building) an SFT dataset in `out_dir`; returns the report (module docstring)."""
-    from seedcoder.data.shards import MANIFEST_NAME, ShardWriter, build_manifest, content_hash64, file_sha256, write_manifest
-
     paths = _check_inputs(inputs)
     if isinstance(rows_per_shard, bool) or not isinstance(rows_per_shard, int) or rows_per_shard < 1:
         raise SFTDataError(f"rows_per_shard must be an integer >= 1, got {rows_per_shard!r}")
@@ -428,8 +430,6 @@ def build_sft_dataset(
 def rows_per_epoch(data_path: str, *, seq_len: int, mode: str = "best_fit", seed: int = 0,
                    score_temperature: float | None = None, mixture: Mapping[str, float] | None = None) -> int:
     """Rows of `seq_len` tokens in epoch 0 of the loader's plan for this dataset and packing."""
-    from seedcoder.data.loader import ShardLoader
-
     with ShardLoader(data_path, seq_len=seq_len, batch_size=1, mode=mode, seed=seed, score_temperature=score_temperature,
                      mixture=mixture or None, rank=0, world_size=1, threads=1, prefetch=1) as loader:
         return int(loader.row_count(0))
@@ -450,9 +450,6 @@ def steps_for_epochs(data_path: str, *, epochs: float = PAPER_EPOCHS, seq_len: i
 
 # ------------------------------------------------------------------------------------------ the training stage
 def _check_sft_dataset(path: str, key: str) -> None:
-    from seedcoder.config import ConfigError
-    from seedcoder.data.shards import load_manifest
-
     try:
         manifest = load_manifest(path, check="none")
     except Exception as error:
@@ -462,35 +459,17 @@ def _check_sft_dataset(path: str, key: str) -> None:
                           "`python -m seedcoder.posttrain.sft build`)")
 
 
-def resolve_init_from(path: str) -> str:
-    """A checkpoint folder as given, or the newest complete checkpoint of a `checkpoints/` directory."""
-    from seedcoder import checkpoint as ckpt
-    from seedcoder.config import ConfigError
-
-    if not path or os.path.isfile(os.path.join(path, ".metadata")):
-        return path
-    latest = ckpt.latest_checkpoint(path) if os.path.isdir(path) else None
-    if latest is None:
-        raise ConfigError(f"config key 'checkpoint.init_from': {path!r} is neither a complete checkpoint nor a directory "
-                          "of checkpoints")
-    return latest
-
-
-def sft(cfg, *, loop=None) -> int:
+def sft(cfg, *, loop) -> int:
     """`python -m seedcoder.train sft`: the pretraining loop on SFT shards (module docstring); returns the exit code.
 
-    loop: the training loop to run after the checks (default: `seedcoder.train.pretrain`).
+    loop: the training loop to run after the checks (`seedcoder.train.pretrain`, which resolves
+    `checkpoint.init_from` by the rule of every stage).
     """
-    if loop is None:
-        from seedcoder.train import pretrain as loop
-
     main = os.environ.get("RANK", "0") == "0"
     stages = cfg.resolved_stages()
     for index, stage in enumerate(stages):
         key = f"stages[{index}].data_path" if cfg.stages and cfg.stages[index].data_path else "data.path"
         if not stage.data_path:
-            from seedcoder.config import ConfigError
-
             raise ConfigError("config key 'data.path' is not set: the SFT dataset directory "
                               "(from `python -m seedcoder.posttrain.sft build`)")
         _check_sft_dataset(stage.data_path, key)
@@ -500,7 +479,6 @@ def sft(cfg, *, loop=None) -> int:
         cfg.data.fim_rate = 0.0
         for stage in cfg.stages:
             stage.fim_rate = None if stage.fim_rate is None else 0.0
-    cfg.checkpoint.init_from = resolve_init_from(cfg.checkpoint.init_from)  # also used by --resume without a checkpoint
     if not cfg.checkpoint.resume:
         if not cfg.checkpoint.init_from and main:
             print("sft: WARNING no checkpoint.init_from: fine-tuning a randomly initialized model", flush=True)
@@ -510,8 +488,6 @@ def sft(cfg, *, loop=None) -> int:
                 rows = rows_per_epoch(stage.data_path, seq_len=stage.seq_len, mode=cfg.data.mode,
                                       score_temperature=cfg.data.score_temperature, mixture=cfg.data.mixture)
             except (OSError, ValueError) as error:
-                from seedcoder.config import ConfigError
-
                 raise ConfigError(f"config key 'data.path' ({stage.data_path}): {error}") from None
             epochs = stage.steps * stage.batch_size / max(1, rows)
             print(f"sft: stage {stage.name}: {stage.steps} steps x {stage.batch_size} rows = {epochs:.2f} epoch(s) of "
@@ -568,7 +544,6 @@ __all__ = [
     "iter_input_rows",
     "parse_row",
     "render_example",
-    "resolve_init_from",
     "rows_per_epoch",
     "score_to_weight",
     "sample_weight",
