@@ -148,6 +148,36 @@ def run_curate(args: argparse.Namespace) -> int:
     return curate_main((["--help"] if args.curate_help else []) + args.arguments)
 
 
+TRAIN_STAGES = {"pretrain": "seedcoder.train", "sft": "seedcoder.train", "dpo": "seedcoder.posttrain.dpo",
+                "rl": "seedcoder.posttrain.grpo"}
+
+
+def add_train_commands(groups: argparse._SubParsersAction) -> None:
+    # Each stage parses its own arguments (--config, --section.key=value overrides, --resume), as it does under
+    # `torchrun -m seedcoder.train`, which stays the way to start several processes.
+    train = groups.add_parser(
+        "train", add_help=False,
+        help="a training stage in one process: pretrain, sft, dpo, rl (GRPO) (`seedcoder train STAGE --help`; "
+             "several processes: torchrun ... -m seedcoder.train pretrain|sft)",
+    )
+    train.add_argument("-h", "--help", action="help", help="show this help (a stage's own: seedcoder train STAGE --help)")
+    train.add_argument("stage", choices=list(TRAIN_STAGES), metavar="{" + ",".join(TRAIN_STAGES) + "}")
+    train.add_argument("arguments", nargs=argparse.REMAINDER)
+    train.set_defaults(handler=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    if TRAIN_STAGES[args.stage] == "seedcoder.train":
+        from seedcoder.train import main
+
+        return main([args.stage, *args.arguments])
+    if args.stage == "dpo":
+        from seedcoder.posttrain.dpo import main
+    else:
+        from seedcoder.posttrain.grpo import main
+    return main(args.arguments)
+
+
 def add_eval_commands(groups: argparse._SubParsersAction) -> None:
     from seedcoder.evaluate import add_eval_commands as add  # light: the heavy parts import when a command runs
 
@@ -162,7 +192,8 @@ def add_serve_commands(groups: argparse._SubParsersAction) -> None:
 
 COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [add_shards_commands, add_convert_commands,
                                                                       add_data_commands, add_curate_commands,
-                                                                      add_eval_commands, add_serve_commands]
+                                                                      add_train_commands, add_eval_commands,
+                                                                      add_serve_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,7 +21,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALLOWED_LOCAL: dict[str, set[str]] = {
     # `seedcoder --help` and a command's argument errors stay fast: torch is imported by the command that runs
     "seedcoder.cli": {"seedcoder.curate.pipeline", "seedcoder.data.build", "seedcoder.data.shard_inspect",
-                      "seedcoder.data.shards", "seedcoder.evaluate", "seedcoder.hf_convert", "seedcoder.serve"},
+                      "seedcoder.data.shards", "seedcoder.evaluate", "seedcoder.hf_convert", "seedcoder.posttrain.dpo",
+                      "seedcoder.posttrain.grpo", "seedcoder.serve", "seedcoder.train"},
     "seedcoder.serve": {"seedcoder.chat_template", "seedcoder.data.tokenizer_tables", "seedcoder.generate",
                         "seedcoder.hf_convert"},
     "seedcoder.evaluate": {"seedcoder.generate"},  # evaluating an HTTP endpoint or references needs no torch

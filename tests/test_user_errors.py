@@ -62,3 +62,14 @@ def test_grpo_bad_config_and_data_files_are_one_line(tmp_path, capsys, override,
 
     assert main([f"--output.dir={tmp_path}", override.format(tmp_path=tmp_path)]) == EXIT_USER_ERROR
     assert one_line(capsys, "seedcoder.posttrain.grpo").startswith(problem.format(tmp_path=tmp_path))
+
+
+@pytest.mark.parametrize("stage, prog", [("pretrain", "seedcoder.train"), ("sft", "seedcoder.train"),
+                                         ("dpo", "seedcoder.posttrain.dpo"), ("rl", "seedcoder.posttrain.grpo")])
+def test_seedcoder_train_starts_every_stage(tmp_path, capsys, stage, prog):
+    """`seedcoder train STAGE ...` is the stage's own entry point: the same arguments, the same one-line errors."""
+    from seedcoder.cli import main
+
+    missing = tmp_path / "nowhere.toml"
+    assert main(["train", stage, "--config", str(missing)]) == EXIT_USER_ERROR
+    assert str(missing) in one_line(capsys, prog)
