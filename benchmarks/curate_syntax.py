@@ -28,7 +28,7 @@ Three parts, on the running interpreter (the Python check is CPython's own, so i
    --repeats times and each keeps its best, and the per-file bests are summed.
 
        throughput = bytes / sum over files of the best CPU seconds
-       ratio = filter MB/s / bare-engine MB/s;  target: ratio >= 0.85 (issue [5])
+       ratio = filter MB/s / bare-engine MB/s;  target: ratio >= 0.85
 
 `bench_syntax_filter(documents=None)` returns the speed numbers as a dict and prints the table;
 `benchmarks/curate.py` calls it on its frozen corpus (a list of (language, text)). Without documents it uses the

@@ -15,10 +15,10 @@ On the same shards, in one run:
   * resume: a fresh loader (shards opened and CRC-checked), load_state_dict to the middle of an epoch, first
     batch; and a seek on a loader that is already open.
 
-Targets (issue [2], on the 2-core CPU machine): plain packing >= 30% of the memcpy ceiling; FIM 0.5 +
+Targets (on the 2-core CPU machine): plain packing >= 30% of the memcpy ceiling; FIM 0.5 +
 score-weighted >= 300M tokens/s per thread; >= 10x the best Python loader; resume < 1 s. The table prints
 PASS/FAIL computed from the measured numbers (`build_report`, which the tests feed with made-up numbers).
-The Python-loader target compares like with like (issue [8]): each Python row is matched with our row of the same
+The Python-loader target compares like with like: each Python row is matched with our row of the same
 packing, thread count and output bytes per token (the same clock too: thread CPU time for 1 thread, wall time for
 workers), and the verdict takes the smallest of those ratios:
 
@@ -330,7 +330,7 @@ def build_report(results: dict) -> tuple[str, list[dict]]:
     best_ours = max((row for row in ran if not row["python"]), key=lambda row: row["tokens_per_s"], default=None)
     best_python = max((row for row in ran if row["python"]), key=lambda row: row["tokens_per_s"], default=None)
     if best_ours and best_python:
-        lines += ["", f"Not like for like, no verdict (the figure this benchmark judged by before issue [8]): the best "
+        lines += ["", f"Not like for like, no verdict (the figure this benchmark once judged by): the best "
                   f"of ours in any mode, {best_ours['loader']} ({best_ours['tokens_per_s'] / 1e6:,.1f} M tokens/s), over "
                   f"the best Python row, {best_python['loader']} ({best_python['tokens_per_s'] / 1e6:,.1f}): "
                   f"{best_ours['tokens_per_s'] / best_python['tokens_per_s']:,.1f}x."]

@@ -12,7 +12,7 @@ costs the same; the trainer's FSDP run keeps fp32 masters instead). The loss is 
 Reported per implementation: median step time over --steps timed steps (after --warmup), tokens/s, MFU =
 tokens/s x Transformer.flops_per_token(seq_len) / the GPU's dense bf16 peak (the FLOP formula: 6 N + 6 L H D S,
 N = parameters without the input embedding, the attention term halved for causal masking), peak memory.
-Targets from issue [3] on an H100: ours MFU >= 50%, >= 1.3x the HF tokens/s. On a CPU the debug model runs
+Targets on an H100: ours MFU >= 50%, >= 1.3x the HF tokens/s. On a CPU the debug model runs
 (fp32, short rows) and the report says that GPU figures need a GPU.
 """
 

@@ -51,7 +51,7 @@ def test_agrees_with_cpython_parser_on_real_files_and_damaged_copies():
     assert not [label for label in result["disagreements"] if label.startswith("filter keeps")], result["disagreements"]
 
 
-# The four files of issue [8] that tree-sitter-python kept: indentation errors. (source, where CPython points)
+# Four files that tree-sitter-python kept: indentation errors. (source, where CPython points)
 INDENTATION_ERRORS = {
     "if_body": ("if x:\ny = 1\n", "line 2, column 1"),  # expected an indented block after 'if' statement on line 1
     "indent": ("x = 1\n    y = 2\n", "line 2, column 4"),  # unexpected indent

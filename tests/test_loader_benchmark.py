@@ -1,4 +1,4 @@
-"""benchmarks.loader's verdicts (issue [8]): the Python-loader target compares like with like and can FAIL.
+"""benchmarks.loader's verdicts: the Python-loader target compares like with like and can FAIL.
 
 Made-up numbers, no dataset and no measurement: `build_report` is the pure half of the benchmark.
 """
@@ -49,7 +49,7 @@ def test_python_target_fails_on_a_like_for_like_miss_although_best_vs_best_is_ov
     assert target["measured"].startswith("9.4x; 9.4x at concat, 1 thread, 25 B/token (330.0 vs 35.0 M tokens/s); "
                                          "137.1x at concat, 2 workers, 25 B/token")
     # the old figure (int32 or multi-worker ours over the best Python row) is still printed, labelled, without a verdict
-    assert ("Not like for like, no verdict (the figure this benchmark judged by before issue [8]): the best of ours in "
+    assert ("Not like for like, no verdict (the figure this benchmark once judged by): the best of ours in "
             "any mode, ours: concat, 2 background workers (754.0 M tokens/s), over the best Python row, numpy memmap + "
             "DataLoader, 0 workers (35.0): 21.5x.") in report
     others = {target["target"]: target["verdict"] for target in targets if target is not _python_target(targets)}
