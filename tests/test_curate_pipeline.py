@@ -16,7 +16,7 @@ import pytest
 
 from seedcoder.cli import main as cli_main
 from seedcoder.curate import dataset as ds
-from seedcoder.curate import pipeline
+from seedcoder.curate import pipeline, syntax_filter
 from seedcoder.curate.errors import CurateConfigError, CurateStateError
 from seedcoder.curate.executor import ExecutorConfig, TaskError
 from seedcoder.curate.pipeline import check_options, load_pipeline_config, run_pipeline, run_step
@@ -150,14 +150,14 @@ def test_a_failed_shard_stops_the_step_and_the_rerun_finishes_it(tmp_path, corpu
     reference = str(tmp_path / "reference")
     run_step("syntax", out=reference, inputs={"in": str(tmp_path / "ingest")}, executor=INLINE)
 
-    original = pipeline.ROW_FUNCTIONS["syntax"]
+    original = syntax_filter.syntax_rows
 
     def failing(table, options):
         if "pkg/module_12.py" in table.column("path").to_pylist():
             raise RuntimeError("simulated crash")
         return original(table, options)
 
-    monkeypatch.setitem(pipeline.ROW_FUNCTIONS, "syntax", failing)
+    monkeypatch.setattr(syntax_filter, "syntax_rows", failing)
     out = str(tmp_path / "syntax")
     with pytest.raises(TaskError, match=r"task part-00004 .* RuntimeError: simulated crash"):
         run_step("syntax", out=out, inputs={"in": str(tmp_path / "ingest")}, executor=INLINE)
@@ -166,7 +166,7 @@ def test_a_failed_shard_stops_the_step_and_the_rerun_finishes_it(tmp_path, corpu
     with open(os.path.join(out, ".part-00004.parquet.abcdef.tmp"), "wb") as file:  # what a kill mid-write leaves
         file.write(b"half a parquet file")
 
-    monkeypatch.setitem(pipeline.ROW_FUNCTIONS, "syntax", original)
+    monkeypatch.setattr(syntax_filter, "syntax_rows", original)
     run_step("syntax", out=out, inputs={"in": str(tmp_path / "ingest")}, executor=INLINE)
     assert snapshot(out) == snapshot(reference)
     assert not os.path.exists(os.path.join(out, ".part-00004.parquet.abcdef.tmp"))
@@ -539,6 +539,37 @@ def test_options_and_config_errors(tmp_path):
     assert config["steps"][0]["inputs"][0] == os.path.join(ROOT, "x") and config["steps"][0]["shard_rows"] == 5
     assert config["steps"][0]["name"] == "ingest"
     assert os.path.isfile(os.path.join(config["steps"][0]["inputs"][1], "os.py"))
+
+
+def test_run_checks_the_whole_config_before_the_first_step(tmp_path, corpus, capsys):
+    """Unknown keys and wrong types, overrides included, stop `curate run` before any step writes anything."""
+    out = tmp_path / "out"
+    config = tmp_path / "c.toml"
+    config.write_text(textwrap.dedent(f"""
+        out = "{out}"
+        workers = 1
+        progress = false
+        [[steps]]
+        step = "ingest"
+        inputs = ["{corpus}"]
+        [[steps]]
+        step = "exact_dedup"
+        [[steps]]
+        step = "near_dedup"
+    """))
+    cases = [("workerz=3", "unknown top-level key 'workerz' (did you mean 'workers'?)"),
+             ("near_dedup.threshold=abc", "near_dedup: option 'threshold' must be int or float, got 'abc'"),
+             ("near_dedup.treshold=0.8", "near_dedup: unknown option 'treshold' (did you mean 'threshold'?)"),
+             ("near_dedup.threshold=1.5", "near_dedup: threshold must be in (0, 1)"),
+             ("workers=\"two\"", "'workers' must be int, got 'two'"),
+             ("exact_dedup.workers=true", "exact_dedup: 'workers' must be int, got True")]
+    for override, message in cases:
+        assert cli_main(["curate", "run", "--config", str(config), "--set", override]) == 1, override
+        assert message in capsys.readouterr().err, override
+        assert not out.exists(), override
+    with pytest.raises(CurateConfigError, match="unknown top-level key 'workerz'"):
+        run_pipeline(str(config), overrides={"workerz": 3})
+    assert not out.exists()
 
 
 def test_demo_config_names_every_step_with_valid_options():

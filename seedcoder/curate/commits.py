@@ -69,12 +69,17 @@ import re
 import subprocess
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-from seedcoder.curate.errors import CurateInputError
+from seedcoder.curate import dataset as ds
+from seedcoder.curate.errors import CurateConfigError, CurateInputError
+from seedcoder.curate.executor import Task
+from seedcoder.curate.step import NONE_INT, Option, StepContext, StepKind
 
 README_MAX_BYTES = 16_000  # a README longer than this is cut at a line boundary
 TREE_MAX_BYTES = 16_000  # the directory tree listing is cut after this many bytes, with a count of the rest
@@ -674,4 +679,77 @@ def _commit_sample(repository: _Repository, repo: str, sha: str, parent: str | N
     return row, None
 
 
-__all__ = ["SKIP_REASONS", "SnapshotBM25", "commit_samples", "render_tree"]
+# ------------------------------------------------------------------------------------------ the step
+COMMIT_SCHEMA = pa.schema([("commit_sha", pa.string()), ("message", pa.string()),
+                           ("changed_paths", pa.list_(pa.string())), ("target_start", pa.int64()),
+                           ("size_bytes", pa.int64())])
+
+
+def commits_task(out_dir: str, index: int, repo_dir: str, repo: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Commit samples of one repository -> part `index`; a broken repository becomes one dropped row."""
+    kept_rows, dropped_rows = [], []
+    try:
+        for row in commit_samples(repo_dir, repo=repo, max_commits=options["max_commits"],
+                                  max_diff_bytes=options["max_diff_bytes"],
+                                  max_sample_bytes=options["max_sample_bytes"],
+                                  context_files=options["context_files"],
+                                  max_changed_files=options["max_changed_files"], on_skip=dropped_rows.append):
+            kept_rows.append(row)
+    except CurateInputError as error:  # the whole repository fails (its rows so far are not trusted)
+        dropped_rows = [{"id": ds.stable_id("commit", repo, "broken"), "repo": repo, "path": "", "language": "commit",
+                         "text": "", "source": "commit", "changed_paths": [],
+                         "drop_reason": f"broken_repository: {error} "
+                                        f"({len(kept_rows)} sample(s) read before it failed)"}]
+        kept_rows = []
+    for row in kept_rows + dropped_rows:
+        row["size_bytes"] = len(row.get("text", "").encode("utf-8"))
+    kept = ds.base_table(kept_rows, COMMIT_SCHEMA)
+    dropped = ds.base_table(dropped_rows, COMMIT_SCHEMA)
+    dropped = dropped.append_column(ds.DROP_REASON, pa.array([row["drop_reason"] for row in dropped_rows], pa.string()))
+    return ds.write_part(out_dir, index, kept, dropped)
+
+
+def run_commits(ctx: StepContext) -> dict[str, Any]:
+    repos = [os.path.abspath(path) for path in ctx.options["repos"]]
+    if not repos:
+        raise CurateConfigError("commits: no repositories (option repos, or --in REPO_DIR ...)")
+    missing = [path for path in repos if not os.path.isdir(path)]
+    if missing:
+        raise CurateConfigError(f"commits: not a directory: {missing}")
+    heads = [_git_head(path) for path in repos]
+    done = ctx.prepare(heads=heads)
+    if done is not None:
+        return done
+    names: dict[str, int] = {}
+    tasks = []
+    for index, path in enumerate(repos):
+        name = os.path.basename(path.rstrip(os.sep)) or path
+        names[name] = names.get(name, 0) + 1
+        name = name if names[name] == 1 else f"{name}~{names[name]}"
+        tasks.append(Task(key=f"part-{index:05d}", function="seedcoder.curate.commits:commits_task",
+                          args={"out_dir": ctx.out_dir, "index": index, "repo_dir": path, "repo": name,
+                                "options": ctx.options}, marker=ds.marker_path(ctx.out_dir, index)))
+    return ctx.finish(ctx.run(tasks))
+
+
+def _git_head(path: str) -> str | None:
+    try:
+        result = subprocess.run(["git", "-c", "safe.directory=*", "-C", path, "rev-parse", "HEAD"], capture_output=True,
+                                text=True, check=False)
+    except FileNotFoundError:
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+STEP = StepKind("commits", "commit samples (message + context -> changed paths + diffs)", run_commits, {
+    "repos": Option([], "git repositories (default in a pipeline: the git repositories ingest read)"),
+    "max_commits": Option(None, "newest commits per repository (default: all)", NONE_INT),
+    "max_diff_bytes": Option(64_000, "commits with larger diffs are skipped"),
+    "max_sample_bytes": Option(256_000, "largest sample; context is cut to fit"),
+    "context_files": Option(5, "BM25-picked files of the snapshot"),
+    "max_changed_files": Option(50, "commits touching more files are skipped"),
+}, reads=(), line="commits")
+
+
+__all__ = ["COMMIT_SCHEMA", "SKIP_REASONS", "STEP", "SnapshotBM25", "commit_samples", "commits_task", "render_tree",
+           "run_commits"]

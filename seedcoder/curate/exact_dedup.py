@@ -9,9 +9,9 @@ no part in it. Then file level over the rows that remain: the first row with a d
 is dropped ("exact_duplicate: same content as ID (REPO/PATH)"). "First" is the dataset's order: shard by
 shard, row by row, which ingest makes deterministic, so the kept copy is the same on every run.
 
-In the pipeline this is a global step (see `seedcoder.curate.pipeline`): `hash_part` writes each shard's
-digests to `_work/` (resumable), `decide` reads all of them and returns each shard's decisions (keep, reason
-and the `sha256` column the kept rows gain). Memory: about 100 bytes per row in `decide`.
+In the pipeline this is a global step (`seedcoder.curate.step.run_global_step`): `hash_part` writes each
+shard's digests to `_work/` (resumable), `decide` reads all of them and returns each shard's decisions (keep,
+reason and the `sha256` column the kept rows gain). Memory: about 100 bytes per row in `decide`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from seedcoder.curate.dataset import DROP_REASON, read_part, read_table, write_table
+from seedcoder.curate.step import Option, StepContext, StepKind, run_global_step
 
 
 def content_digests(texts: Sequence[str]) -> list[bytes]:
@@ -74,7 +75,7 @@ def exact_duplicates(digests: Sequence[bytes], repos: Sequence[str], ids: Sequen
     return keep, reasons
 
 
-# ------------------------------------------------------------------------------------------ pipeline hooks
+# ------------------------------------------------------------------------------------------ the step
 def hash_part(in_dir: str, index: int, out_path: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """Map phase: shard `index` of `in_dir` -> `out_path` (Parquet: sha256, id, repo, path)."""
     table = read_part(in_dir, index, ["id", "repo", "path", "text"])
@@ -85,7 +86,8 @@ def hash_part(in_dir: str, index: int, out_path: str, options: Mapping[str, Any]
     return {"rows": table.num_rows}
 
 
-def decide(map_paths: Sequence[str], options: Mapping[str, Any]) -> tuple[list[pa.Table], dict[str, Any]]:
+def decide(map_paths: Sequence[str], parts: Sequence[int], options: Mapping[str, Any]
+           ) -> tuple[list[pa.Table], dict[str, Any]]:
     """Reduce phase: every shard's digests -> per-shard decisions (keep, drop_reason, sha256) and a summary."""
     tables = [read_table(path) for path in map_paths]
     sizes = [table.num_rows for table in tables]
@@ -109,4 +111,16 @@ def decide(map_paths: Sequence[str], options: Mapping[str, Any]) -> tuple[list[p
     return decisions, summary
 
 
-__all__ = ["content_digests", "decide", "duplicate_repositories", "exact_duplicates", "hash_part"]
+
+def run_exact_dedup(ctx: StepContext) -> dict[str, Any]:
+    return run_global_step(ctx, "seedcoder.curate.exact_dedup:hash_part", decide)
+
+
+STEP = StepKind("exact_dedup", "SHA-256 exact dedup, repository level then file level", run_exact_dedup, {
+    "repo_level": Option(True, "drop a repository whose set of file digests equals an earlier one's"),
+    "file_level": Option(True, "drop every file whose content an earlier file has"),
+})
+
+
+__all__ = ["STEP", "content_digests", "decide", "duplicate_repositories", "exact_duplicates", "hash_part",
+           "run_exact_dedup"]

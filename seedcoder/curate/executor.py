@@ -1,6 +1,6 @@
 """Run a step's per-shard tasks on a local process pool (the default) or on Ray; the task code is the same for both.
 
-    tasks = [Task(key="part-00000", function="seedcoder.curate.pipeline:row_step_task", args={...},
+    tasks = [Task(key="part-00000", function="seedcoder.curate.step:row_step_task", args={...},
                   marker="out/part-00000.done"), ...]
     records = run_tasks(tasks, ExecutorConfig(kind="local", workers=2), log_path="out/log.jsonl", description="syntax")
 

@@ -36,6 +36,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,9 +44,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from seedcoder.curate.dataset import base_table, split_rows, stable_id, write_part
+from seedcoder.curate.dataset import base_table, marker_path, split_rows, stable_id, write_part
 from seedcoder.curate.errors import CurateConfigError, CurateInputError
+from seedcoder.curate.executor import Task
 from seedcoder.curate.languages import LANGUAGES, language_of
+from seedcoder.curate.step import Option, StepContext, StepKind, say
 
 SIZE_SCHEMA = pa.schema([("size_bytes", pa.int64())])
 INPUT_KINDS = ("auto", "dir", "git", "jsonl", "parquet")
@@ -529,4 +532,40 @@ def _dump_rows(source: Source, entries: Sequence[tuple], options: IngestOptions)
                        f"malformed_dump: {source.path}: row group {ref} is unreadable: {error}")
 
 
-__all__ = ["IngestOptions", "IngestPlan", "Source", "check_content", "ingest_part", "normalize_language", "plan_ingest"]
+
+# ------------------------------------------------------------------------------------------ the step
+def run_ingest(ctx: StepContext) -> dict[str, Any]:
+    values = {key: value for key, value in ctx.options.items() if key != "inputs"}
+    options = IngestOptions.from_mapping(values)
+    tick = time.perf_counter()
+    plan = plan_ingest(ctx.options["inputs"], options)
+    say(f"{ctx.name}: planned {sum(len(task) for task in plan.tasks):,} entries from {len(plan.sources)} input(s) "
+        f"into {len(plan.tasks)} shard(s) in {time.perf_counter() - tick:.1f} s")
+    done = ctx.prepare(plan=plan.fingerprint)
+    if done is not None:
+        return done
+    tasks = []
+    for index, entries in enumerate(plan.tasks):
+        used = sorted({entry[0] for entry in entries})
+        tasks.append(Task(key=f"part-{index:05d}", function="seedcoder.curate.ingest:ingest_part",
+                          args={"out_dir": ctx.out_dir, "index": index, "entries": entries, "options": values,
+                                "sources": {i: plan.sources[i] for i in used}},
+                          marker=marker_path(ctx.out_dir, index)))
+    return ctx.finish(ctx.run(tasks), {"sources": len(plan.sources), "excluded": plan.excluded})
+
+
+STEP = StepKind("ingest", "directories, git repositories, jsonl/parquet dumps -> files", run_ingest, {
+    "inputs": Option([], "paths (or {path, kind, repo, fields} tables) to ingest"),
+    "max_file_bytes": Option(1 << 20, "larger files are dropped as oversize (never read)"),
+    "shard_bytes": Option(64 << 20, "about this many bytes of text per shard"),
+    "shard_rows": Option(20_000, "at most this many files per shard"),
+    "include": Option([], "glob patterns (relative path or file name) to take; empty: all"),
+    "exclude": Option([".git", ".hg", ".svn"], "glob patterns to skip (no row is written for them)"),
+    "follow_symlinks": Option(False, "follow directory symlinks (loops are detected and recorded)"),
+    "nested_git": Option(True, "a subdirectory with .git is ingested as its own git repository"),
+    "git": Option(True, "read a directory with .git through git (files tracked at HEAD)"),
+}, reads=(), line="files")
+
+
+__all__ = ["STEP", "IngestOptions", "IngestPlan", "Source", "check_content", "ingest_part", "normalize_language",
+           "plan_ingest", "run_ingest"]

@@ -33,15 +33,29 @@ cluster even if A and C are not similar. `verify=False` gives datasketch's MinHa
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+
+from seedcoder.curate import dataset as ds
+from seedcoder.curate.errors import CurateConfigError, CurateStateError
+from seedcoder.curate.step import NONE_INT, Option, StepContext, StepKind, run_global_step, split_decisions
 
 try:
     from seedcoder import _minhash
-except ImportError as error:  # the extension is built by setup.py
-    raise ImportError("seedcoder._minhash (C++, csrc/minhash/) is not built: in the repository run "
-                      "`pip install --no-build-isolation -e .` or `python setup.py build_ext --inplace`") from error
+except ImportError as error:  # the extension is built by setup.py; the pipeline's other steps run without it
+    _minhash = None
+    _MINHASH_ERROR = error
+
+
+def _kernel():
+    if _minhash is None:
+        raise ImportError("seedcoder._minhash (C++, csrc/minhash/) is not built: in the repository run "
+                          "`pip install --no-build-isolation -e .` or `python setup.py build_ext --inplace`"
+                          ) from _MINHASH_ERROR
+    return _minhash
 
 SIGNATURE_DTYPE = np.uint32
 EMPTY_VALUE = 0xFFFFFFFF  # every value of a text without shingles
@@ -90,18 +104,18 @@ def minhash_signatures(texts: Sequence[str], *, num_perm: int = 256, ngram: int 
         except TypeError:
             raise TypeError(f"texts must be a sequence of str, got {type(texts).__name__}") from None
     out = np.empty((len(texts), len(a)), dtype=SIGNATURE_DTYPE)
-    _minhash.signatures(texts, ngram, a, b, out)
+    _kernel().signatures(texts, ngram, a, b, out)
     return out
 
 
 def shingles(text: str, ngram: int = 5) -> list[bytes]:
     """The shingles of `text` as UTF-8 bytes (words joined by one space), in text order, repeats kept."""
-    return _minhash.shingles(text, _check_ngram(ngram))
+    return _kernel().shingles(text, _check_ngram(ngram))
 
 
 def shingle_hash(shingle: bytes) -> int:
     """MurmurHash3_x86_32 (seed 0) of a shingle: the `hashfunc` that makes datasketch's MinHash equal ours."""
-    return _minhash.murmur3_32(shingle)
+    return _kernel().murmur3_32(shingle)
 
 
 def estimated_jaccard(first: np.ndarray, second: np.ndarray) -> float:
@@ -196,5 +210,103 @@ def near_duplicate_clusters(signatures: np.ndarray, *, threshold: float = 0.8, b
         if bands * rows > num_perm:
             raise ValueError(f"bands * rows = {bands} * {rows} exceeds the {num_perm} values of a signature")
     out = np.empty(len(array), dtype=np.int64)
-    _minhash.cluster(array, num_perm, int(bands), int(rows), bool(verify), float(threshold), out)
+    _kernel().cluster(array, num_perm, int(bands), int(rows), bool(verify), float(threshold), out)
     return out
+
+
+# ------------------------------------------------------------------------------------------ the step
+def near_dedup_map(in_dir: str, index: int, out_path: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Map phase: MinHash signatures of shard `index` (with id, repo, path) -> out_path."""
+    table = ds.read_part(in_dir, index, ["id", "repo", "path", "text"])
+    signatures = np.asarray(minhash_signatures(table.column("text").to_pylist(), num_perm=options["num_perm"],
+                                               ngram=options["ngram"], seed=options["seed"]))
+    if signatures.ndim != 2 or signatures.shape[0] != table.num_rows:
+        raise CurateStateError(f"minhash_signatures returned shape {signatures.shape} for {table.num_rows} texts")
+    flat = pa.array(signatures.reshape(-1))
+    result = pa.table({"id": table.column("id"), "repo": table.column("repo"), "path": table.column("path"),
+                       "signature": pa.FixedSizeListArray.from_arrays(flat, signatures.shape[1])})
+    ds.write_table(out_path, result)
+    return {"rows": table.num_rows}
+
+
+def _clusters(signatures: np.ndarray, threshold: float, options: Mapping[str, Any]) -> np.ndarray:
+    if len(signatures) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.asarray(near_duplicate_clusters(signatures, threshold=threshold, bands=options["bands"],
+                                              rows=options["rows"]), dtype=np.int64)
+
+
+def near_dedup_reduce(map_paths: Sequence[str], parts: Sequence[int], options: Mapping[str, Any]
+                      ) -> tuple[list[pa.Table], dict[str, Any]]:
+    """Reduce phase: every shard's signatures -> per-shard decisions (repository level, then file level)."""
+    tables = [ds.read_table(path) for path in map_paths]
+    sizes = [table.num_rows for table in tables]
+    ids = [value for table in tables for value in table.column("id").to_pylist()]
+    repos = [value or "" for table in tables for value in table.column("repo").to_pylist()]
+    paths = [value or "" for table in tables for value in table.column("path").to_pylist()]
+    width = options["num_perm"]
+    chunks = [table.column("signature").combine_chunks().flatten().to_numpy().reshape(-1, width) for table in tables
+              if table.num_rows]
+    signatures = np.concatenate(chunks) if chunks else np.zeros((0, width), dtype=np.uint64)
+    count = len(ids)
+    keep = np.ones(count, dtype=bool)
+    reasons: list[str | None] = [None] * count
+    cluster_size = np.ones(count, dtype=np.int64)
+    duplicate_repos = 0
+    if options["repo_level"]:
+        names = list(dict.fromkeys(repo for repo in repos if repo))  # first-appearance order: earlier repo wins
+        if len(names) > 1:
+            position = {name: i for i, name in enumerate(names)}
+            repo_rows = np.array([position.get(repo, -1) for repo in repos], dtype=np.int64)
+            # MinHash of a union = element-wise minimum of the members' MinHashes: a repository's signature
+            members = np.flatnonzero(repo_rows >= 0)
+            order = members[np.argsort(repo_rows[members], kind="stable")]
+            starts = np.searchsorted(repo_rows[order], np.arange(len(names)))
+            repo_signatures = np.minimum.reduceat(signatures[order], starts, axis=0)
+            representative = _clusters(repo_signatures, options["repo_threshold"] or options["threshold"], options)
+            for row, code in enumerate(repo_rows.tolist()):
+                if code >= 0 and representative[code] != code:
+                    keep[row] = False
+                    reasons[row] = f"near_duplicate_repository: of repository {names[representative[code]]}"
+            duplicate_repos = int(np.sum(representative != np.arange(len(names))))
+    clusters = 0
+    if options["file_level"]:
+        remaining = np.flatnonzero(keep)
+        representative = _clusters(signatures[remaining], options["threshold"], options)
+        clusters = int(np.sum(representative == np.arange(len(remaining))))
+        sizes_of = np.bincount(representative, minlength=len(remaining)) if len(remaining) else np.zeros(0, np.int64)
+        for local, row in enumerate(remaining.tolist()):
+            rep = int(representative[local])
+            if rep != local:
+                original = int(remaining[rep])
+                keep[row] = False
+                reasons[row] = f"near_duplicate: of {ids[original]} ({repos[original]}/{paths[original]})"
+            else:
+                cluster_size[row] = sizes_of[local]
+    decisions = split_decisions(sizes, {"keep": pa.array(keep), ds.DROP_REASON: pa.array(reasons, pa.string()),
+                                        "near_dup_cluster_size": pa.array(cluster_size)})
+    return decisions, {"rows": count, "file_clusters": clusters, "duplicate_repositories": duplicate_repos}
+
+
+def run_near_dedup(ctx: StepContext) -> dict[str, Any]:
+    return run_global_step(ctx, "seedcoder.curate.near_dedup:near_dedup_map", near_dedup_reduce)
+
+
+def _check_threshold(options: Mapping[str, Any]) -> None:
+    threshold = options["threshold"]
+    if not 0.0 < threshold < 1.0:
+        raise CurateConfigError(f"near_dedup: threshold must be in (0, 1) (the paper's range: 0.7-0.85), "
+                                f"got {threshold}")
+
+
+STEP = StepKind("near_dedup", "MinHash LSH near dedup, repository level then file level", run_near_dedup, {
+    "num_perm": Option(256, "MinHash permutations"),
+    "ngram": Option(5, "shingle size"),
+    "seed": Option(1, "MinHash seed"),
+    "threshold": Option(0.8, "Jaccard similarity threshold (0.7-0.85 in the paper)"),
+    "repo_threshold": Option(None, "threshold at repository level (default: threshold)", (int, float, type(None))),
+    "bands": Option(None, "LSH bands (default: chosen for the threshold)", NONE_INT),
+    "rows": Option(None, "LSH rows per band (default: chosen for the threshold)", NONE_INT),
+    "repo_level": Option(True, "cluster repositories (MinHash of the union of their files) first"),
+    "file_level": Option(True, "cluster files"),
+}, check=_check_threshold)

@@ -33,6 +33,7 @@ Backends (one interface: `Oracle.rate(requests) -> results` in request order, `O
 from __future__ import annotations
 
 import abc
+import dataclasses
 import hashlib
 import json
 import math
@@ -49,7 +50,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
+from seedcoder.curate import dataset as ds
+from seedcoder.curate.errors import CurateConfigError
+from seedcoder.curate.executor import Task
+from seedcoder.curate.step import WORKER_CACHE, Option, StepContext, StepKind, column, say
 from seedcoder.fileio import atomic_write_text
 
 
@@ -780,23 +786,100 @@ def make_oracle(backend: str = "rubric", **options: Any) -> Oracle:
         raise OracleError(f"backend {backend!r}: bad options {sorted(options)}: {error}") from error
 
 
-__all__ = [
-    "BACKENDS",
-    "Oracle",
-    "OracleError",
-    "OpenAIOracle",
-    "RatingRequest",
-    "RatingResult",
-    "ResponseCache",
-    "RubricOracle",
-    "VLLMOracle",
-    "build_rating_prompt",
-    "make_oracle",
-    "measure_code",
-    "parse_rating",
-    "result_from_answer",
-    "rubric_answer",
-    "split_answer",
-    "stratified_sample",
-    "summarize_ratings",
-]
+# ------------------------------------------------------------------------------------------ the step
+def oracle_task(in_dir: str, rows: Sequence[tuple[int, int]], out_dir: str, index: int, backend: str,
+                backend_options: Mapping[str, Any]) -> dict[str, Any]:
+    """Rate the sampled rows `rows` ((shard, row) pairs of in_dir) and write them as part `index`."""
+    by_part: dict[int, list[int]] = {}
+    for part, row in rows:
+        by_part.setdefault(part, []).append(row)
+    tables = [ds.read_part(in_dir, part, list(ds.BASE_COLUMNS)).take(pa.array(picked, pa.int64()))
+              for part, picked in by_part.items()]
+    table = pa.concat_tables(tables) if tables else ds.base_table([])
+    oracle = step_oracle(backend, backend_options)
+    requests = [RatingRequest(id=i, text=t, language=lang, path=p) for i, t, lang, p in
+                zip(column(table, "id"), column(table, "text"), column(table, "language"), column(table, "path"))]
+    results = {result.id: result for result in oracle.rate(requests)} if requests else {}
+    ratings, explanations, raws, reasons = [], [], [], []
+    for request in requests:
+        result = results.get(request.id)
+        if result is None:
+            ratings.append(None)
+            explanations.append("")
+            raws.append("")
+            reasons.append("unparseable_rating: the oracle returned no result for this row")
+            continue
+        ratings.append(result.rating)
+        explanations.append(result.explanation or "")
+        raws.append(result.raw or "")
+        if result.rating is None:
+            detail = result.error or f"no 'Rating: [[X]]' with X in 0..10 in the answer {(result.raw or '')[-120:]!r}"
+            reasons.append(f"unparseable_rating: {detail}")
+        else:
+            reasons.append(None)
+    table = ds.with_columns(table, {"rating": pa.array(ratings, pa.int32()),
+                                    "rating_explanation": pa.array(explanations, pa.string()),
+                                    "rating_raw": pa.array(raws, pa.string()),
+                                    "oracle": pa.array([oracle.name] * table.num_rows, pa.string())})
+    kept, dropped = ds.split_rows(table, [reason is None for reason in reasons], reasons)
+    stats = ds.write_part(out_dir, index, kept, dropped)
+    stats["oracle"] = oracle.name
+    return stats
+
+
+def step_oracle(backend: str, backend_options: Mapping[str, Any]) -> Oracle:
+    """The oracle, built once per process; a bad backend or option is a CurateConfigError."""
+    key = ("oracle", backend, json.dumps(backend_options, sort_keys=True, default=str))
+    if key not in WORKER_CACHE:
+        try:
+            WORKER_CACHE[key] = make_oracle(backend, **backend_options)
+        except ValueError as error:  # OracleError: unknown backend, bad options, vLLM not installed
+            raise CurateConfigError(f"oracle: {error}") from None
+    return WORKER_CACHE[key]
+
+
+def run_oracle(ctx: StepContext) -> dict[str, Any]:
+    backend = ctx.options["backend"]
+    executor = ctx.executor
+    if backend != "rubric":  # an LLM backend: one client (its own concurrency) or one vLLM engine, in this process
+        executor = dataclasses.replace(executor, kind="local", workers=1)
+    if backend != "vllm":  # cheap to build: check the backend and its options before any work
+        step_oracle(backend, ctx.options["backend_options"])
+    ctx.executor = executor
+    in_dir = ctx.inputs["in"]
+    parts = ds.finished_parts(in_dir)
+    done = ctx.prepare()
+    if done is not None:
+        return done
+    located, languages = [], []
+    for part in parts:
+        values = ds.read_part(in_dir, part, ["language"]).column("language").to_pylist()
+        languages += [value or "unknown" for value in values]
+        located += [(part, row) for row in range(len(values))]
+    chosen = sorted(int(i) for i in stratified_sample(languages, ctx.options["n"], seed=ctx.options["seed"]))
+    per_part = ctx.options["shard_rows"]
+    groups = [[located[i] for i in chosen[start : start + per_part]] for start in range(0, len(chosen), per_part)]
+    say(f"{ctx.name}: rating {len(chosen):,} of {len(languages):,} files ({len(set(languages))} languages) with "
+        f"backend {ctx.options['backend']!r} in {len(groups)} part(s)")
+    tasks = [Task(key=f"part-{index:05d}", function="seedcoder.curate.oracle:oracle_task",
+                  args={"in_dir": in_dir, "rows": rows, "out_dir": ctx.out_dir, "index": index,
+                        "backend": ctx.options["backend"], "backend_options": ctx.options["backend_options"]},
+                  marker=ds.marker_path(ctx.out_dir, index)) for index, rows in enumerate(groups)]
+    markers = ctx.run(tasks)
+    names = sorted({marker.get("stats", {}).get("oracle", "") for marker in markers} - {""})
+    return ctx.finish(markers, {"sampled": len(chosen), "population": len(languages), "oracle": names})
+
+
+STEP = StepKind("oracle", "ratings (0-10) of a sample stratified by language", run_oracle, {
+    "n": Option(1000, "files to rate"),
+    "seed": Option(0, "sampling seed"),
+    "backend": Option("rubric", "rubric (offline static proxy), openai (any OpenAI-compatible endpoint) or vllm"),
+    "backend_options": Option({}, "options of the backend (model, base_url, concurrency, cache_dir, ...)"),
+    "shard_rows": Option(256, "rated rows per output shard (the unit of resumption)"),
+}, line="ratings")
+
+
+__all__ = ["BACKENDS", "STEP", "OpenAIOracle", "Oracle", "OracleError", "RatingRequest", "RatingResult",
+           "ResponseCache", "RubricOracle", "VLLMOracle", "build_rating_prompt", "make_oracle", "measure_code",
+           "oracle_task", "parse_rating", "result_from_answer", "rubric_answer", "run_oracle", "split_answer",
+           "step_oracle", "stratified_sample", "summarize_ratings"]

@@ -48,8 +48,16 @@ import re
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from seedcoder.curate import dataset as ds
 from seedcoder.curate.errors import CurateInputError
+from seedcoder.curate.executor import Task
+from seedcoder.curate.step import Option, StepContext, StepKind, column
 
 # Not programming languages: they count for the main language only when a repository holds nothing else.
 NON_CODE_LANGUAGES = frozenset({
@@ -430,4 +438,86 @@ def repository_documents(repo: str, files: Sequence[tuple[str, str, str]], *, ma
     return rows
 
 
-__all__ = ["NON_CODE_LANGUAGES", "dependency_order", "file_dependencies", "main_language", "repository_documents"]
+# ------------------------------------------------------------------------------------------ the step
+REPO_DOC_SCHEMA = pa.schema([("file_paths", pa.list_(pa.string())), ("part", pa.int64()), ("score", pa.float32()),
+                             ("size_bytes", pa.int64())])
+
+
+def repo_documents_task(in_dir: str, repos: Sequence[tuple[str, Sequence[tuple[int, int]]]], out_dir: str, index: int,
+                        max_chars: int) -> dict[str, Any]:
+    """The repository documents of `repos` ((name, [(shard, row), ...]) each) -> part `index`."""
+    wanted: dict[int, set[int]] = {}
+    for _, located in repos:
+        for part, row in located:
+            wanted.setdefault(part, set()).add(row)
+    loaded: dict[tuple[int, int], dict] = {}
+    for part, rows in wanted.items():
+        columns = ["path", "language", "text"]
+        table = ds.read_part(in_dir, part)
+        table = table.select([*columns, *(["score"] if "score" in table.column_names else [])])
+        ordered = sorted(rows)
+        for row, record in zip(ordered, table.take(pa.array(ordered, pa.int64())).to_pylist()):
+            loaded[(part, row)] = record
+    kept_rows, dropped_rows = [], []
+    for repo, located in repos:
+        files = [loaded[key] for key in located]
+        try:
+            documents = repository_documents(repo, [(f["path"], f["language"], f["text"]) for f in files],
+                                             max_chars=max_chars)
+        except (CurateInputError, ValueError) as error:
+            dropped_rows.append({"id": ds.stable_id("repo", repo), "repo": repo, "path": "", "language": "unknown",
+                                 "text": "", "source": "repo", "file_paths": [f["path"] for f in files],
+                                 "drop_reason": f"repo_document_failed: {error}"})
+            continue
+        scores = {f["path"]: f.get("score") for f in files}
+        for document in documents:
+            member = [scores.get(path) for path in document.get("file_paths", [])]
+            member = [value for value in member if value is not None]
+            document["score"] = float(np.mean(member)) if member else None
+            document["size_bytes"] = len(document["text"].encode("utf-8"))
+            kept_rows.append(document)
+    kept = ds.base_table(kept_rows, REPO_DOC_SCHEMA)
+    dropped = ds.base_table(dropped_rows, REPO_DOC_SCHEMA)
+    dropped = dropped.append_column(ds.DROP_REASON, pa.array([row["drop_reason"] for row in dropped_rows], pa.string()))
+    return ds.write_part(out_dir, index, kept, dropped)
+
+
+def run_repo_documents(ctx: StepContext) -> dict[str, Any]:
+    in_dir = ctx.inputs["in"]
+    parts = ds.finished_parts(in_dir)
+    done = ctx.prepare()
+    if done is not None:
+        return done
+    by_repo: dict[str, list[tuple[int, int]]] = {}
+    sizes: dict[str, int] = {}
+    for part in parts:
+        has_sizes = "size_bytes" in pq.read_schema(ds.part_path(in_dir, part)).names
+        table = ds.read_part(in_dir, part, ["repo", "size_bytes"] if has_sizes else ["repo"])
+        for row, (repo, size) in enumerate(zip(column(table, "repo"), column(table, "size_bytes"))):
+            if repo:  # files without a repository make no repository document
+                by_repo.setdefault(repo, []).append((part, row))
+                sizes[repo] = sizes.get(repo, 0) + int(size or 0)
+    groups: list[list] = [[]]
+    group_bytes = 0
+    for repo, located in by_repo.items():  # repositories in first-appearance order, ~shard_bytes per part
+        if groups[-1] and group_bytes + sizes[repo] > ctx.options["shard_bytes"]:
+            groups.append([])
+            group_bytes = 0
+        groups[-1].append((repo, located))
+        group_bytes += sizes[repo]
+    groups = [group for group in groups if group]
+    tasks = [Task(key=f"part-{index:05d}", function="seedcoder.curate.repo_documents:repo_documents_task",
+                  args={"in_dir": in_dir, "repos": group, "out_dir": ctx.out_dir, "index": index,
+                        "max_chars": ctx.options["max_chars"]}, marker=ds.marker_path(ctx.out_dir, index))
+             for index, group in enumerate(groups)]
+    return ctx.finish(ctx.run(tasks), {"repositories": len(by_repo)})
+
+
+STEP = StepKind("repo_documents", "repository documents in dependency order", run_repo_documents, {
+    "max_chars": Option(1_000_000, "larger repositories are split into parts of at most this many characters"),
+    "shard_bytes": Option(64 << 20, "about this many bytes of repositories per output shard"),
+}, line="repo")
+
+
+__all__ = ["NON_CODE_LANGUAGES", "REPO_DOC_SCHEMA", "STEP", "dependency_order", "file_dependencies", "main_language",
+           "repo_documents_task", "repository_documents", "run_repo_documents"]

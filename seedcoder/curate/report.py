@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from seedcoder.curate import dataset as ds
+from seedcoder.curate.step import NONE_STR, Option, StepContext, StepKind
 from seedcoder.fileio import atomic_write, atomic_write_text
 from seedcoder.progress import progress as progress_bar
 
@@ -409,4 +410,20 @@ def _plots(report: Mapping[str, Any], out_dir: str) -> list[str]:
     return written
 
 
-__all__ = ["TokenCounter", "build_report", "render_markdown"]
+# ------------------------------------------------------------------------------------------ the step
+def run_report(ctx: StepContext) -> dict[str, Any]:
+    done = ctx.prepare()
+    if done is not None:
+        return done
+    report = build_report(ctx.inputs["steps"], ctx.out_dir, tokenizer=ctx.options["tokenizer"],
+                          count_tokens=ctx.options["count_tokens"], progress=ctx.executor.progress)
+    return ctx.finish_other({"kind": "report", "files": sorted(report["files"])})
+
+
+STEP = StepKind("report", "per step and language: kept / dropped with reasons, scores, MAE; md+json+png", run_report, {
+    "tokenizer": Option(None, "count tokens with this tokenizer.json (default: the tokenize step's)", NONE_STR),
+    "count_tokens": Option(True, "count tokens of kept and dropped rows (tokenizes every text once)"),
+}, reads=("steps",), line="report")
+
+
+__all__ = ["STEP", "TokenCounter", "build_report", "render_markdown", "run_report"]

@@ -32,7 +32,9 @@ from typing import Any
 import numpy as np
 
 from seedcoder.curate import dataset as ds
+from seedcoder.curate.errors import CurateConfigError
 from seedcoder.curate.executor import Task
+from seedcoder.curate.step import NONE_STR, Option, StepContext, StepKind, say
 from seedcoder.data.build import train_tokenizer
 from seedcoder.data.manifest import build_manifest, write_manifest
 from seedcoder.data.shard_writer import ShardWriter
@@ -164,5 +166,36 @@ def finish_shards(out_dir: str, markers: Sequence[Mapping[str, Any]], tokenizer_
     return manifest
 
 
-__all__ = ["document_fields", "file_sha256", "finish_shards", "prepare_tokenizer", "shard_names", "tokenize_part",
-           "tokenize_tasks"]
+# ------------------------------------------------------------------------------------------ the step
+def run_tokenize(ctx: StepContext) -> dict[str, Any]:
+    datasets = ctx.inputs["datasets"]
+    if not datasets:
+        raise CurateConfigError("tokenize: no input datasets")
+    for path in datasets:
+        ds.finished_parts(path)
+    tokenizer = ctx.options["tokenizer"]
+    if tokenizer and not os.path.isfile(tokenizer):
+        raise CurateConfigError(f"tokenize: tokenizer {tokenizer} does not exist")
+    tokenizer_sha = file_sha256(tokenizer) if tokenizer else None
+    done = ctx.prepare(tokenizer_sha256=tokenizer_sha)
+    if done is not None:
+        return done
+    tokenizer_path = prepare_tokenizer(datasets, ctx.out_dir, tokenizer=tokenizer, vocab_size=ctx.options["vocab_size"],
+                                       sample_bytes=ctx.options["tokenizer_sample_bytes"],
+                                       progress=ctx.executor.progress)
+    markers = ctx.run(tokenize_tasks(datasets, ctx.out_dir, tokenizer_path))
+    manifest = finish_shards(ctx.out_dir, markers, tokenizer_path)
+    totals = manifest["totals"] if manifest else {"documents": 0, "tokens": 0, "shards": 0}
+    say(f"{ctx.name}: {totals['documents']:,} documents, {totals['tokens']:,} tokens in {totals['shards']} shard(s)")
+    return ctx.finish_other({"kind": "shards", "totals": totals, "tokenizer": os.path.basename(tokenizer_path)})
+
+
+STEP = StepKind("tokenize", "tokenize into .scs shards with score, language and source", run_tokenize, {
+    "tokenizer": Option(None, "a tokenizer.json to use (default: train a byte-level BPE on the data)", NONE_STR),
+    "vocab_size": Option(8192, "vocabulary of the trained tokenizer"),
+    "tokenizer_sample_bytes": Option(256 << 20, "bytes of text the tokenizer is trained on"),
+}, reads=("datasets",), line="shards")
+
+
+__all__ = ["STEP", "document_fields", "file_sha256", "finish_shards", "prepare_tokenizer", "run_tokenize",
+           "shard_names", "tokenize_part", "tokenize_tasks"]
