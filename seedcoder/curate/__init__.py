@@ -1,4 +1,4 @@
-"""Model-centric code-data curation (issue [5]): raw repositories -> deduplicated, filtered, scored shards.
+"""Model-centric code-data curation: raw repositories -> deduplicated, filtered, scored shards.
 
     seedcoder curate run --config configs/curate_demo.toml       # every step, resumable
     from seedcoder.curate.pipeline import run_pipeline, run_step

@@ -1,4 +1,4 @@
-"""The quality scorer (issue [5], steps 6 and 7): our Llama model plus a regression head, trained on oracle ratings.
+"""The quality scorer (curation steps 6 and 7): our Llama model plus a regression head, trained on oracle ratings.
 
     from seedcoder.curate.scorer import train_scorer, load_scorer
     metrics = train_scorer(rated, checkpoint="runs/demo", out_dir="runs/scorer")   # rated: a pyarrow.Table with
