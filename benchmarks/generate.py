@@ -32,8 +32,10 @@ import torch
 
 from benchmarks.common import Skip, atomic_write_text, collect_environment, eprint, error_summary, optional_import
 from seedcoder.data.tokenizer_tables import SPECIAL_TOKENS
-from seedcoder.generate import Engine, SamplingParams, VLLMEngine, vllm_unavailable_reason, write_hf_tokenizer_files
+from seedcoder.generate import Engine
 from seedcoder.model import Transformer, model_config
+from seedcoder.sampling import SamplingParams
+from seedcoder.vllm_engine import VLLMEngine, vllm_unavailable_reason, write_hf_tokenizer_files
 
 FORMULA = "tokens/s = batch x new tokens / wall seconds of one generate call (prefill included; median of repeats)"
 SAMPLED = {"temperature": 0.6, "top_p": 0.8, "repetition_penalty": 1.05}

@@ -10,7 +10,7 @@
             finishes its step, a checkpoint is written, and the job exits;
 3. resume:  the same command with --resume continues at the next step, to the end; loss.png is drawn;
 4. sample:  the trained model completes a Python prompt (greedy and temperature sampling, and a fill-in-the-
-            middle prompt in Seed-Coder's SPM format) with a simple sampling loop.
+            middle prompt in Seed-Coder's SPM format) with our generation engine (seedcoder.generate).
 5. curate:  the model-centric pipeline (configs/curate_demo.toml, `seedcoder.curate`) on the standard library and
             this repository with its git history: ingest, exact and near dedup, syntax filter, decontamination,
             oracle ratings (the offline rubric proxy unless an endpoint is configured), a scorer trained from the
@@ -50,9 +50,10 @@ from seedcoder.curate.pipeline import run_pipeline
 from seedcoder.data.build import build_dataset
 from seedcoder.data.tokenizer_tables import SPECIAL_TOKENS
 from seedcoder.demo_runs import launch_command, loss_fall
+from seedcoder.generate import Engine
 from seedcoder.metrics import read_jsonl
 from seedcoder.posttrain.demo import run_posttrain
-from seedcoder.progress import progress
+from seedcoder.sampling import SamplingParams
 from seedcoder.tokenizer import load_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -121,17 +122,16 @@ def train(out: str, data: str, steps: int, nproc: int, micro_batch: int, *, resu
 
 
 def sample_completions(out: str, data: str, device) -> str:
-    """Greedy and temperature samples from the newest checkpoint, as text."""
+    """Greedy and temperature samples from the newest checkpoint (our generation engine), as text."""
     path = latest_checkpoint(os.path.join(out, "checkpoints"))
     tokenizer = load_tokenizer(os.path.join(data, "tokenizer.json"))
     model, _ = load_model(path, device, torch.float32)
-    eos = tokenizer.token_to_id(SPECIAL_TOKENS["eos"])
-    generator = torch.Generator(device=device).manual_seed(0)
+    engine = Engine(model, tokenizer)
 
     def complete(prompt_ids: list[int], *, temperature: float, max_new_tokens: int = 120) -> str:
-        ids = sample(model, prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=40, stop_id=eos,
-                     context=256, generator=generator)
-        return tokenizer.decode(ids[len(prompt_ids):], skip_special_tokens=True)
+        params = SamplingParams(temperature=temperature, top_k=40, top_p=1.0, repetition_penalty=1.0,
+                                max_tokens=max_new_tokens, seed=0)  # top-k sampling, greedy at temperature 0
+        return engine.generate([prompt_ids], params, progress=True)[0][0].text
 
     def encode(text: str) -> list[int]:
         return tokenizer.encode(text, add_special_tokens=False).ids
@@ -151,28 +151,6 @@ def sample_completions(out: str, data: str, device) -> str:
         FIM_PREFIX + "\u2588" + complete(fim_ids, temperature=0.0, max_new_tokens=60) + "\u2588" + FIM_SUFFIX,
     ]
     return "\n".join(parts)
-
-
-def sample(model, prompt_ids: list[int], *, max_new_tokens: int, temperature: float, top_k: int, stop_id: int | None,
-           context: int, generator) -> list[int]:
-    """A plain sampling loop (no KV cache: the demo model is tiny): greedy at temperature 0, else top-k sampling.
-    Progress goes to stderr (a minute or more on a loaded CPU)."""
-    device = next(model.parameters()).device
-    ids = list(prompt_ids)
-    with torch.no_grad(), progress(max_new_tokens, "[demo] sampling", unit="token") as bar:
-        for _ in range(max_new_tokens):
-            window = torch.tensor([ids[-context:]], device=device)
-            logits = model(window)[0, -1].float()
-            if temperature <= 0:
-                token = int(logits.argmax())
-            else:
-                values, indices = torch.topk(logits / temperature, min(top_k, logits.numel()))
-                token = int(indices[torch.multinomial(torch.softmax(values, dim=-1), 1, generator=generator)])
-            if token == stop_id:
-                break
-            ids.append(token)
-            bar.update(1)
-    return ids
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -227,7 +227,7 @@ class EngineGenerator:
                  stop: list[str]) -> list[list[str]]:
         import inspect
 
-        from seedcoder.generate import SamplingParams
+        from seedcoder.sampling import SamplingParams
 
         # evaluation means plain sampling: no top-k, no repetition penalty (the engine's defaults are the paper's
         # 0.6 / 0.8 / 1.05 for chat use); only the fields this SamplingParams has are passed

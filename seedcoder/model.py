@@ -32,6 +32,10 @@ straight from cu_seqlens / max_seqlen, or plain causal rows. Elsewhere, and as t
 over 128, a mask known only from position_ids), it is PyTorch SDPA: is_causal when every row is one document,
 else a dense (B, 1, S, S) boolean block-diagonal causal mask, built in that call (once per layer: elementwise work,
 small next to SDPA's own). The flash path never builds one: at S = 32K it would take 1 GiB per row.
+
+Generation (seedcoder/generate.py) runs this same forward pass with a `KVCache` as an optional argument: a
+prefill is the packed-row forward above that also stores each token's keys and values; a decode step feeds one
+token per sequence and attends over its cached keys and values. Without a cache nothing changes.
 """
 
 from __future__ import annotations
@@ -261,6 +265,79 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMas
     return out.transpose(1, 2)
 
 
+# ------------------------------------------------------------------------------------------ KV cache
+class KVCache:
+    """Keys and values of the tokens generated so far: keys[layer] and values[layer] are (slots, n_kv_heads,
+    capacity, head_dim), one slot per sequence (the generation engine owns the slots and the capacity).
+
+    A forward pass with a cache (`Transformer.forward(..., kv_cache=cache.prefill(...) or cache.decode(...))`)
+    writes its tokens' keys and values into the cache and attends in one of two ways, chosen by the call that
+    set the cache up for the pass:
+
+    * `prefill(slots, positions)`: the pass holds whole new sequences (one packed row, documents from
+      cu_seqlens). Token t of the flattened B*S tokens goes to slot slots[t] at position positions[t]; attention
+      is the model's own (`attend`) over the pass, so prefill is exactly the forward pass without a cache.
+    * `decode(positions, max_position)`: one new token per row, row b being the sequence in slot b. Its keys
+      and values go to position positions[b] and it attends over positions 0..positions[b] of its slot, in torch
+      SDPA with a padding mask for the shorter sequences (max_position = max(positions), known on the host).
+    """
+
+    def __init__(self, cfg: ModelConfig, slots: int, capacity: int, device: torch.device, dtype: torch.dtype):
+        self.shape = (slots, cfg.n_kv_heads, capacity, cfg.head_dim)
+        self.keys = [torch.zeros(self.shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.values = [torch.zeros(self.shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self._slots = self._positions = self._keep = None  # where the current pass writes, what decode reads
+
+    @property
+    def capacity(self) -> int:
+        return self.shape[2]
+
+    def grow(self, capacity: int, used: int) -> None:
+        """Reallocate with room for `capacity` positions, keeping the first `used` of every slot."""
+        shape = (*self.shape[:2], capacity, self.shape[3])
+        for tensors in (self.keys, self.values):
+            for layer, old in enumerate(tensors):
+                new = torch.zeros(shape, device=old.device, dtype=old.dtype)
+                new[:, :, :used] = old[:, :, :used]
+                tensors[layer] = new
+        self.shape = shape
+
+    def copy_slot(self, source: int, target: int, length: int) -> None:
+        for tensors in (self.keys, self.values):
+            for t in tensors:
+                t[target, :, :length] = t[source, :, :length]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+    def prefill(self, slots: torch.Tensor, positions: torch.Tensor) -> KVCache:
+        """Set up the next pass to write token t at (slots[t], positions[t]) and attend over the pass only."""
+        self._slots, self._positions, self._keep = slots, positions, None
+        return self
+
+    def decode(self, positions: torch.Tensor, max_position: int) -> KVCache:
+        """Set up the next pass (B, 1) to write row b at (b, positions[b]) and attend over its slot's 0..positions[b]."""
+        batch, span = positions.shape[0], max_position + 1
+        self._slots, self._positions = torch.arange(batch, device=positions.device), positions
+        self._keep = (torch.arange(span, device=positions.device)[None, :] <= positions[:, None]).view(batch, 1, 1, span)
+        return self
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
+        """Attention's step with a cache: q (B, S, Hq, D), k and v (B, S, Hkv, D) -> (B, S, Hq, D)."""
+        batch, seqlen, n_heads, head_dim = q.shape
+        keys, values = self.keys[layer], self.values[layer]
+        keys[self._slots, :, self._positions] = k.reshape(batch * seqlen, -1, head_dim)
+        values[self._slots, :, self._positions] = v.reshape(batch * seqlen, -1, head_dim)
+        if self._keep is None:
+            return attend(q, k, v, mask)
+        # GQA without repeating K/V: the `group` query heads of a K/V head become `group` query rows of it
+        # (query head j reads K/V head j // group, as in `attend`'s SDPA with enable_gqa).
+        n_kv_heads, span = k.shape[2], self._keep.shape[-1]
+        out = F.scaled_dot_product_attention(q.reshape(batch, n_kv_heads, n_heads // n_kv_heads, head_dim),
+                                             keys[:batch, :, :span], values[:batch, :, :span], attn_mask=self._keep)
+        return out.reshape(batch, seqlen, n_heads, head_dim)
+
+
 # ------------------------------------------------------------------------------------------ modules
 def _backend(t: torch.Tensor) -> str:
     """Kernel backend: the Triton kernels on CUDA, the torch reference elsewhere."""
@@ -282,8 +359,9 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layer_id: int):
         super().__init__()
+        self.layer_id = layer_id  # which layer's buffers of a KVCache it uses
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.rope_theta = cfg.rope_theta
         self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
@@ -291,13 +369,15 @@ class Attention(nn.Module):
         self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, position_ids: torch.Tensor | None, mask: AttentionMask) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor | None, mask: AttentionMask,
+                kv_cache: KVCache | None = None) -> torch.Tensor:
         batch, seqlen, _ = x.shape
         q = self.wq(x).view(batch, seqlen, self.n_heads, self.head_dim)
         k = self.wk(x).view(batch, seqlen, self.n_kv_heads, self.head_dim)
         v = self.wv(x).view(batch, seqlen, self.n_kv_heads, self.head_dim)
         q, k = apply_rotary(q, k, position_ids, theta=self.rope_theta, backend=_backend(q))
-        return self.wo(attend(q, k, v, mask).reshape(batch, seqlen, -1))
+        out = attend(q, k, v, mask) if kv_cache is None else kv_cache.attend(self.layer_id, q, k, v, mask)
+        return self.wo(out.reshape(batch, seqlen, -1))
 
 
 class FeedForward(nn.Module):
@@ -316,15 +396,16 @@ class FeedForward(nn.Module):
 class TransformerBlock(nn.Module):
     """h -> h + attention(norm(h)) -> (that) + feed_forward(norm(that)); the unit of sharding and checkpointing."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layer_id: int):
         super().__init__()
         self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.attention = Attention(cfg)
+        self.attention = Attention(cfg, layer_id)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.feed_forward = FeedForward(cfg)
 
-    def forward(self, h: torch.Tensor, position_ids: torch.Tensor | None, mask: AttentionMask) -> torch.Tensor:
-        attention_out = self.attention(self.attention_norm(h), position_ids, mask)
+    def forward(self, h: torch.Tensor, position_ids: torch.Tensor | None, mask: AttentionMask,
+                kv_cache: KVCache | None = None) -> torch.Tensor:
+        attention_out = self.attention(self.attention_norm(h), position_ids, mask, kv_cache)
         x, h = self.ffn_norm(attention_out.to(h.dtype), residual=h)  # h = h + attention_out, x = norm(h)
         return h + self.feed_forward(x)
 
@@ -359,7 +440,7 @@ class Transformer(nn.Module):
             raise TypeError(f"Transformer: expected a ModelConfig (see model_config()), got {type(cfg).__name__}")
         self.cfg = cfg
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(TransformerBlock(cfg, layer_id) for layer_id in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.output = OutputHead(cfg.dim, cfg.vocab_size)
         if not any(p.is_meta for p in self.parameters()):
@@ -394,19 +475,26 @@ class Transformer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, *, position_ids: torch.Tensor | None = None,
                 cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None, labels: torch.Tensor | None = None,
-                loss_reduction: str = "sum") -> torch.Tensor:
+                loss_reduction: str = "sum", kv_cache: KVCache | None = None,
+                logits_at: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids (B, S) -> logits (B, S, V), or with labels (B, S) (the next token, -100 = ignored) the loss.
 
         position_ids (B, S) / cu_seqlens (int32, document boundaries over the flattened B*S tokens) / max_seqlen:
         the loader's packing information (see the module docstring). The loss is computed from the final hidden
         states and the head's weight without materializing logits; loss_reduction "sum" (default: the trainer
         divides by the global count of labels != -100), "mean" (over non-ignored tokens) or "none" ((B, S)).
+
+        Generation: kv_cache (a KVCache set up with `prefill` or `decode`) stores this pass's keys and values and,
+        when decoding, lets it attend over the cached ones; logits_at (N,) picks the flattened B*S positions whose
+        logits are returned, (N, V) (a prefill needs only each prompt's last token: the head is the costly part).
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids: expected shape (B, S), got {tuple(input_ids.shape)}")
         if loss_reduction not in LOSS_REDUCTIONS:
             raise ValueError(f"loss_reduction: expected one of {LOSS_REDUCTIONS}, got {loss_reduction!r}")
         batch, seqlen = input_ids.shape
+        if labels is not None and logits_at is not None:
+            raise ValueError("logits_at: picks logits; a loss (labels) covers every position")
         if labels is not None and tuple(labels.shape) != (batch, seqlen):
             raise ValueError(f"labels: shape {tuple(labels.shape)} != input_ids' {(batch, seqlen)}")
         if position_ids is not None:
@@ -425,7 +513,9 @@ class Transformer(nn.Module):
 
         h = self.tok_embeddings(input_ids)
         for block in self.layers:
-            h = block(h, position_ids, mask)
+            h = block(h, position_ids, mask, kv_cache)
+        if logits_at is not None:
+            h = h.reshape(batch * seqlen, -1)[logits_at]
         return self.output(self.norm(h), labels, loss_reduction)
 
     def num_params(self, exclude_embedding: bool = False) -> int:

@@ -49,7 +49,8 @@ from typing import TYPE_CHECKING, Any
 from seedcoder.errors import UserError
 
 if TYPE_CHECKING:  # imported where used, so that `seedcoder --help` (which imports this module) stays fast
-    from seedcoder.generate import Engine, SamplingParams, SequenceUpdate
+    from seedcoder.generate import Engine, SequenceUpdate
+    from seedcoder.sampling import SamplingParams
 
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_MAX_N = 256  # completions per request: pass@100 is usually estimated from n = 200 samples
@@ -208,7 +209,7 @@ class TokenText:
 def _sampling_params(body: dict[str, Any], *, max_tokens: int | None, logprobs: bool, top_logprobs: int,
                      default_max_tokens: int, eos_id: int) -> "SamplingParams":
     """SamplingParams from a request body; stop_token_ids add to eos unless ignore_eos (vLLM's meaning)."""
-    from seedcoder.generate import SamplingParams, SamplingParamsError
+    from seedcoder.sampling import SamplingParams, SamplingParamsError
 
     fields: dict[str, Any] = {"max_tokens": max_tokens if max_tokens is not None else default_max_tokens,
                               "logprobs": logprobs, "top_logprobs": top_logprobs}
@@ -283,7 +284,8 @@ def create_app(engine: "Engine", model_name: str, *, default_max_tokens: int = D
     from pydantic import BaseModel, ConfigDict, Field
 
     from seedcoder.chat_template import ChatTemplateError, tokenize_chat
-    from seedcoder.generate import GenerationError, SamplingParams, SequenceUpdate
+    from seedcoder.generate import GenerationError, SequenceUpdate
+    from seedcoder.sampling import SamplingParams
 
     engine_loop = EngineLoop(engine)
     token_text = TokenText(engine.tokenizer)

@@ -24,18 +24,15 @@ ALLOWED_LOCAL: dict[str, set[str]] = {
                       "seedcoder.data.shards", "seedcoder.evaluate", "seedcoder.hf_convert", "seedcoder.posttrain.dpo",
                       "seedcoder.posttrain.grpo", "seedcoder.serve", "seedcoder.train"},
     "seedcoder.serve": {"seedcoder.chat_template", "seedcoder.data.tokenizer_tables", "seedcoder.generate",
-                        "seedcoder.hf_convert"},
-    "seedcoder.evaluate": {"seedcoder.generate"},  # evaluating an HTTP endpoint or references needs no torch
+                        "seedcoder.hf_convert", "seedcoder.sampling"},
+    "seedcoder.evaluate": {"seedcoder.generate", "seedcoder.sampling"},  # an HTTP endpoint or references need no torch
+    "seedcoder.curate.score": {"seedcoder.curate.scorer"},  # `seedcoder curate` runs its other steps without torch
     # compiled extensions that a checkout may not have built: their users fall back without them
     "seedcoder.data.loader": {"seedcoder._C", "seedcoder.data.tokenizer_tables"},
     "seedcoder.kernels._cuda_ext": {"seedcoder._cuda"},
     # not yet moved (other parts of the consolidation: config system, curation steps, training-step core)
     "seedcoder.config": {"seedcoder.model"},
     "seedcoder.curate.executor": {"seedcoder.progress"},
-    "seedcoder.curate.pipeline": {"seedcoder.curate.commits", "seedcoder.curate.decontaminate", "seedcoder.curate.exact_dedup",
-                                  "seedcoder.curate.ingest", "seedcoder.curate.near_dedup", "seedcoder.curate.oracle",
-                                  "seedcoder.curate.repo_documents", "seedcoder.curate.report", "seedcoder.curate.scorer",
-                                  "seedcoder.curate.syntax", "seedcoder.curate.tokenize_shards"},
     "seedcoder.curate.report": {"seedcoder.tokenizer"},
     "seedcoder.curate.scorer": {"seedcoder.config", "seedcoder.hf_convert", "seedcoder.lr_schedule", "seedcoder.metrics",
                                 "seedcoder.train"},

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from seedcoder.data.build import train_tokenizer
-from seedcoder.generate import Completion, Engine, SamplingParams
+from seedcoder.generate import Engine
 from seedcoder.model import Transformer, model_config
 from seedcoder.posttrain.dpo import (
     dpo_loss,
@@ -32,6 +32,7 @@ from seedcoder.posttrain.rewards import (
     prefix_reward_fn,
     unit_test_rewards,
 )
+from seedcoder.sampling import Completion, SamplingParams
 
 CORPUS = ["def add(a, b):\n    return a + b\n", "print(7)\nprint(3)\n", "x = [1, 2, 3]\n"] * 8
 

@@ -412,7 +412,7 @@ def test_bad_settings_are_named(humaneval):
 
 # ------------------------------------------------------------------------------------------------ engine adapter
 def test_engine_generator_adapter():
-    generate = pytest.importorskip("seedcoder.generate", reason="the embedded engine (seedcoder/generate.py) is not there yet")
+    sampling = pytest.importorskip("seedcoder.sampling", reason="the embedded engine (seedcoder/sampling.py) is not there")
 
     class Completion:
         def __init__(self, text):
@@ -429,7 +429,7 @@ def test_engine_generator_adapter():
     engine = FakeEngine()
     answers = EngineGenerator(engine).generate(["a", "b"], n=2, temperature=0.0, top_p=1.0, max_tokens=7, stop=["\nprint"])
     assert answers == [["a-0", "a-1"], ["b-0", "b-1"]]
-    assert isinstance(engine.params, generate.SamplingParams)
+    assert isinstance(engine.params, sampling.SamplingParams)
     assert engine.params.n == 2 and engine.params.max_tokens == 7 and engine.params.temperature == 0.0
 
 

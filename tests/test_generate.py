@@ -22,22 +22,18 @@ from seedcoder.chat_template import (
 from seedcoder.checkpoint import CheckpointError
 from seedcoder.data.build import train_tokenizer
 from seedcoder.data.tokenizer_tables import BOS_TOKEN, EOS_TOKEN
-from seedcoder.generate import (
-    BackendUnavailable,
-    Engine,
-    GenerationError,
+from seedcoder.generate import Engine, GenerationError, load_engine
+from seedcoder.model import Transformer, model_config
+from seedcoder.sampling import (
     SamplingParams,
     SamplingParamsError,
-    VLLMEngine,
     apply_repetition_penalty,
     apply_top_k,
     apply_top_p,
-    load_engine,
     process_logits,
     sample_tokens,
-    write_hf_tokenizer_files,
 )
-from seedcoder.model import Transformer, model_config
+from seedcoder.vllm_engine import BackendUnavailable, VLLMEngine, write_hf_tokenizer_files
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

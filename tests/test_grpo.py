@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 
-from seedcoder.generate import Engine, SamplingParams
+from seedcoder.generate import Engine
 from seedcoder.model import Transformer, model_config
 from seedcoder.posttrain.grpo import (
     CurriculumFilter,
@@ -28,6 +28,7 @@ from seedcoder.posttrain.grpo import (
 from seedcoder.posttrain.policy import response_logprobs
 from seedcoder.posttrain.rewards import prefix_reward_fn
 from seedcoder.posttrain.run_config import toy_problems as make_toy_problems
+from seedcoder.sampling import SamplingParams
 from seedcoder.tokenizer import toy_tokenizer
 
 # the resume tests save single-process DCP checkpoints, which torch warns about

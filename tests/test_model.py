@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seedcoder.model import PRESETS, ModelConfig, Transformer, model_config
+from seedcoder.model import PRESETS, KVCache, ModelConfig, Transformer, model_config
 
 
 def build(name="debug", seed=0, **overrides) -> Transformer:
@@ -199,6 +199,29 @@ def test_cu_seqlens_over_several_rows_and_one_document_per_row():
         # B + 1 boundaries: every row is one document, the plain causal path
         torch.testing.assert_close(model(ids, cu_seqlens=torch.tensor([0, 8, 16], dtype=torch.int32)), model(ids),
                                    rtol=0, atol=0)
+
+
+def test_kv_cache_prefill_then_decode_gives_the_full_forward_logits():
+    """Two prompts prefilled as one packed row into cache slots 1 and 0, then decoded a token at a time together:
+    every step's logits are the full forward pass's at that position."""
+    model = build(seed=7)
+    gen = torch.Generator().manual_seed(3)
+    rows = [torch.randint(0, model.cfg.vocab_size, (n,), generator=gen) for n in (9, 6)]
+    prompt_lengths = [5, 3]
+    cache = KVCache(model.cfg, slots=2, capacity=16, device=torch.device("cpu"), dtype=torch.float32)
+    with torch.no_grad():
+        full = [model(row.unsqueeze(0))[0] for row in rows]
+        ids = torch.cat([row[:n] for row, n in zip(rows, prompt_lengths)]).unsqueeze(0)
+        positions = torch.cat([torch.arange(n) for n in prompt_lengths])
+        cu = torch.tensor([0, 5, 8], dtype=torch.int32)
+        logits = model(ids, position_ids=positions[None], cu_seqlens=cu, max_seqlen=5,
+                       kv_cache=cache.prefill(torch.tensor([1] * 5 + [0] * 3), positions), logits_at=cu[1:].long() - 1)
+        torch.testing.assert_close(logits, torch.stack([full[0][4], full[1][2]]), rtol=1e-5, atol=1e-5)
+        for step in range(3):  # slot 0 holds the second prompt, slot 1 the first
+            positions = torch.tensor([3 + step, 5 + step])
+            tokens = torch.stack([rows[1][3 + step], rows[0][5 + step]])[:, None]
+            logits = model(tokens, position_ids=positions[:, None], kv_cache=cache.decode(positions, 5 + step))[:, 0]
+            torch.testing.assert_close(logits, torch.stack([full[1][3 + step], full[0][5 + step]]), rtol=1e-5, atol=1e-5)
 
 
 def test_flash_path_allocates_no_seqlen_squared_tensor(monkeypatch):

@@ -51,13 +51,14 @@ from seedcoder.checkpoint import latest_checkpoint, load_model, load_tokenizer_f
 from seedcoder.demo_runs import launch_command, loss_fall
 from seedcoder.evaluate import add_eval_commands
 from seedcoder.fileio import atomic_write_text
-from seedcoder.generate import Engine, SamplingParams
+from seedcoder.generate import Engine
 from seedcoder.metrics import read_jsonl
 from seedcoder.posttrain.dpo import dpo_train, mine_pairs, read_pairs
 from seedcoder.posttrain.grpo import GRPOConfig, grpo_train
 from seedcoder.posttrain.rewards import make_unit_test_reward_fn
 from seedcoder.posttrain.run_config import read_problems
 from seedcoder.posttrain.sft import build_sft_dataset
+from seedcoder.sampling import SamplingParams
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SFT_CONFIG = os.path.join(ROOT, "configs", "sft_tiny_demo.toml")

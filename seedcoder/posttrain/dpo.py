@@ -53,10 +53,11 @@ from seedcoder.checkpoint import save_checkpoint
 from seedcoder.config import ConfigError
 from seedcoder.errors import exit_on_user_error
 from seedcoder.fileio import atomic_write_text
-from seedcoder.generate import Engine, SamplingParams
+from seedcoder.generate import Engine
 from seedcoder.posttrain.policy import load_policy_for, prompt_token_ids, response_logprobs, resume_checkpoint
 from seedcoder.posttrain.rewards import prefix_reward_fn, unit_test_rewards
 from seedcoder.posttrain.run_config import load_run_config, read_input, read_problems, toy_problems
+from seedcoder.sampling import SamplingParams
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 

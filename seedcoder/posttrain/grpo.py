@@ -59,10 +59,11 @@ import torch
 from seedcoder.checkpoint import save_checkpoint
 from seedcoder.config import ConfigError
 from seedcoder.errors import exit_on_user_error
-from seedcoder.generate import Engine, SamplingParams
+from seedcoder.generate import Engine
 from seedcoder.posttrain.policy import load_policy_for, prompt_token_ids, response_logprobs, resume_checkpoint
 from seedcoder.posttrain.rewards import make_unit_test_reward_fn, prefix_reward_fn
 from seedcoder.posttrain.run_config import load_run_config, read_input, read_problems, toy_problems
+from seedcoder.sampling import SamplingParams
 
 
 # ------------------------------------------------------------------------------------------ advantages
