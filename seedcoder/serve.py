@@ -30,10 +30,15 @@ engine and waits on an asyncio queue fed from that thread, so requests from conc
 together (continuous batching: a request joins as soon as a slot is free). A client that disconnects
 mid-stream has its request aborted. `--log-jsonl PATH` appends one JSON line per finished request (endpoint,
 tokens, latency).
+
+Layout: seedcoder/openai_api.py holds the API itself (the request schema, each check and limit, the response and
+stream shapes) as plain functions; this module holds the HTTP side (the body-size middleware, the engine thread
+`EngineLoop`, the routes, each of which reads parse -> engine -> answer) and the command line.
 """
 
-# No `from __future__ import annotations` here: FastAPI reads the request models from the handlers' annotations,
-# and those models are local to create_app (so importing this module does not import pydantic / FastAPI).
+# No `from __future__ import annotations` here: FastAPI reads the request models from the route handlers'
+# annotations, and those models are built when the app is (openai_api.request_models), so that importing this
+# module imports neither pydantic nor FastAPI.
 import argparse
 import asyncio
 import contextlib
@@ -43,10 +48,31 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Hashable, Sequence
+from collections.abc import AsyncIterator, Hashable
 from typing import TYPE_CHECKING, Any
 
+from seedcoder.chat_template import ChatTemplateError, tokenize_chat
 from seedcoder.errors import UserError
+from seedcoder.openai_api import (
+    Answer,
+    APIError,
+    ChatAnswer,
+    CompletionAnswer,
+    Finished,
+    TokenText,
+    chat_max_tokens,
+    check_chat_logprobs,
+    check_completion_count,
+    check_context,
+    check_model,
+    prompts_of,
+    refuse_unsupported,
+    request_models,
+    sampling_fields,
+    stream_events,
+    validation_error,
+    whole_answer,
+)
 
 if TYPE_CHECKING:  # imported where used, so that `seedcoder --help` (which imports this module) stays fast
     from seedcoder.generate import Engine, SequenceUpdate
@@ -55,18 +81,6 @@ if TYPE_CHECKING:  # imported where used, so that `seedcoder --help` (which impo
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_MAX_N = 256  # completions per request: pass@100 is usually estimated from n = 200 samples
 DEFAULT_MAX_REQUEST_BYTES = 1 << 20  # a 32K-token prompt is ~128 KB of text, ~250 KB as a JSON list of token ids
-
-
-class APIError(Exception):
-    """An error answered in OpenAI's format."""
-
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
 class RequestSizeLimit:
@@ -117,9 +131,12 @@ class RequestSizeLimit:
         await send({"type": "http.response.body", "body": payload})
 
 
+
+
 # ------------------------------------------------------------------------------------------ engine thread
 class EngineLoop:
-    """Runs `engine.step()` in a background thread and routes each update to the asyncio queue of its request."""
+    """Runs `engine.step()` in a background thread and routes each update to the asyncio queue of its HTTP request,
+    so that concurrent requests are decoded together."""
 
     def __init__(self, engine: "Engine"):
         self.engine = engine
@@ -137,8 +154,45 @@ class EngineLoop:
         self._wake.set()
         self._thread.join(timeout=30)
 
-    def submit(self, prompt_ids: list[int], params: "SamplingParams", queue: asyncio.Queue) -> Hashable:
-        """Add a request whose updates go to `queue` (call from the event loop). GenerationError for a bad prompt."""
+    def submit(self, prompts: list[list[int]], params: "SamplingParams") -> AsyncIterator[tuple[int, "SequenceUpdate"]]:
+        """Add one HTTP request's prompts (call from the event loop); APIError 400 for a prompt the engine refuses
+        (nothing of the request then runs). Returns its updates as (prompt index, update) until every sequence
+        finished; stopping early (a client gone) aborts what still runs."""
+        from seedcoder.generate import GenerationError
+
+        queue: asyncio.Queue = asyncio.Queue()
+        request_ids: list[Hashable] = []
+        try:
+            for index, prompt in enumerate(prompts):
+                try:
+                    request_ids.append(self._add(prompt, params, queue))
+                except GenerationError as error:
+                    where = f"prompt {index}: " if len(prompts) > 1 else ""
+                    raise APIError(400, where + str(error), param=error.param or "prompt") from None
+        except BaseException:
+            for request_id in request_ids:
+                self._release(request_id, abort=True)
+            raise
+        return self._updates(request_ids, queue, params.n)
+
+    async def _updates(self, request_ids: list[Hashable], queue: asyncio.Queue,
+                       n: int) -> AsyncIterator[tuple[int, "SequenceUpdate"]]:
+        position = {request_id: index for index, request_id in enumerate(request_ids)}
+        remaining = len(request_ids) * n
+        try:
+            while remaining:
+                update: SequenceUpdate = await queue.get()
+                if update.error is not None:
+                    raise APIError(500, f"generation failed: {type(update.error).__name__}: {update.error}",
+                                   type="server_error")
+                if update.finished:
+                    remaining -= 1
+                yield position[update.request_id], update
+        finally:
+            for request_id in request_ids:
+                self._release(request_id, abort=remaining != 0)
+
+    def _add(self, prompt_ids: list[int], params: "SamplingParams", queue: asyncio.Queue) -> Hashable:
         request_id = f"req-{uuid.uuid4().hex}"
         with self._lock:
             self._routes[request_id] = (asyncio.get_running_loop(), queue)
@@ -151,7 +205,7 @@ class EngineLoop:
         self._wake.set()
         return request_id
 
-    def release(self, request_id: Hashable, *, abort: bool) -> None:
+    def _release(self, request_id: Hashable, *, abort: bool) -> None:
         """Stop routing a request's updates; abort it in the engine when it has not finished."""
         with self._lock:
             self._routes.pop(request_id, None)
@@ -184,92 +238,59 @@ class EngineLoop:
                 self._deliver(update.request_id, update)
 
 
-# ------------------------------------------------------------------------------------------ helpers
-class TokenText:
-    """Token strings and bytes for log-prob answers (byte-level BPE tokens mapped back to their bytes)."""
+# ------------------------------------------------------------------------------------------ engine-facing parsing
+def encode_prompts(engine: "Engine", prompts: list[Any]) -> list[list[int]]:
+    """A completion request's prompts (strings or token ids) as token ids; 400 for one the engine refuses."""
+    from seedcoder.generate import GenerationError
 
-    def __init__(self, tokenizer: Any):
-        from seedcoder.data.tokenizer_tables import UNICODE_TO_BYTE
-
-        self.tokenizer = tokenizer
-        self.unicode_to_byte = UNICODE_TO_BYTE
-
-    def bytes(self, token_id: int) -> bytes:
-        token = self.tokenizer.id_to_token(token_id)
-        if token is None:
-            return b""
-        if all(char in self.unicode_to_byte for char in token):
-            return bytes(self.unicode_to_byte[char] for char in token)
-        return token.encode("utf-8")  # an added token (specials): its content
-
-    def text(self, token_id: int) -> str:
-        return self.bytes(token_id).decode("utf-8", errors="replace")
+    out = []
+    for index, prompt in enumerate(prompts):
+        try:
+            out.append(engine.encode_prompt(prompt, "prompt" if len(prompts) == 1 else f"prompt[{index}]"))
+        except GenerationError as error:
+            raise APIError(400, str(error), param="prompt") from None
+    return out
 
 
-def _sampling_params(body: dict[str, Any], *, max_tokens: int | None, logprobs: bool, top_logprobs: int,
-                     default_max_tokens: int, eos_id: int) -> "SamplingParams":
-    """SamplingParams from a request body; stop_token_ids add to eos unless ignore_eos (vLLM's meaning)."""
+def encode_chat(engine: "Engine", messages: list[dict[str, Any]]) -> list[int]:
+    """A chat request's messages as the token ids of Seed-Coder's chat template; 400 for messages it refuses."""
+    from seedcoder.generate import GenerationError
+
+    try:
+        return engine.encode_prompt(tokenize_chat(messages, engine.tokenizer).input_ids, "messages")
+    except (ChatTemplateError, GenerationError) as error:
+        raise APIError(400, str(error), param="messages") from None
+
+
+def sampling_params(fields: dict[str, Any]) -> "SamplingParams":
+    """SamplingParams from `openai_api.sampling_fields`; 400 naming the field SamplingParams refuses."""
     from seedcoder.sampling import SamplingParams, SamplingParamsError
 
-    fields: dict[str, Any] = {"max_tokens": max_tokens if max_tokens is not None else default_max_tokens,
-                              "logprobs": logprobs, "top_logprobs": top_logprobs}
-    for name in ("n", "temperature", "top_p", "top_k", "repetition_penalty", "seed"):
-        if body.get(name) is not None:
-            fields[name] = body[name]
-    if body.get("stop") is not None:
-        fields["stop"] = [body["stop"]] if isinstance(body["stop"], str) else list(body["stop"])
-    extra_stop_ids = tuple(body.get("stop_token_ids") or ())
-    if body.get("ignore_eos"):
-        fields["stop_token_ids"] = extra_stop_ids
-    elif extra_stop_ids:
-        fields["stop_token_ids"] = (eos_id, *extra_stop_ids)
     try:
         return SamplingParams(**fields)
     except SamplingParamsError as error:
         raise APIError(400, str(error), param=error.param) from None
 
 
-def _check_request_size(body: dict[str, Any], prompts: int, max_n: int) -> None:
-    """400 for a request asking for more than `max_n` completions (n, best_of, or prompts x n)."""
-    for param in ("n", "best_of"):
-        value = body.get(param)
-        if isinstance(value, int) and not isinstance(value, bool) and value > max_n:
-            raise APIError(400, f"{param}: at most {max_n} completions per request (seedcoder serve --max-n), "
-                                f"got {value}", param=param)
-    n = body.get("n") or 1
-    if isinstance(n, int) and prompts * n > max_n:
-        raise APIError(400, f"prompt: {prompts} prompts x n={n} ask for {prompts * n} completions, over this server's "
-                            f"limit of {max_n} per request (seedcoder serve --max-n)", param="prompt")
+class RequestLog:
+    """`--log-jsonl PATH`: one JSON line per finished request (endpoint, tokens, latency); None writes nothing."""
 
+    def __init__(self, path: str | os.PathLike | None):
+        self.path = path
+        self._lock = threading.Lock()
 
-def _check_context(prompts: list[list[int]], max_tokens: int | None, context: int, *, param: str, what: str) -> None:
-    """400 for a prompt whose tokens + max_tokens can never fit the context (vLLM's check and message)."""
-    if max_tokens is None or isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
-        return
-    for index, prompt in enumerate(prompts):
-        if len(prompt) + max_tokens > context:
-            where = f"prompt {index}: " if len(prompts) > 1 else ""
-            raise APIError(400, f"{where}This model's maximum context length is {context} tokens. However, you "
-                                f"requested {len(prompt) + max_tokens} tokens ({len(prompt)} in the {what}, "
-                                f"{max_tokens} in the completion). Please reduce the length of the {what} or "
-                                f"{param}.", param=param, code="context_length_exceeded")
+    def when_finished(self, answer: Answer, *, stream: bool, started: float) -> Finished:
+        def write(completion_tokens: int, finish: list[str]) -> None:
+            if self.path is None:
+                return
+            record = {"time": time.time(), "id": answer.id, "endpoint": answer.endpoint, **answer.log_fields,
+                      "n": answer.n, "prompt_tokens": sum(map(len, answer.prompts)),
+                      "completion_tokens": completion_tokens, "finish_reasons": finish, "stream": stream,
+                      "latency_s": round(time.perf_counter() - started, 4)}
+            with self._lock, open(self.path, "a", encoding="utf-8") as file:  # one line per request: appends stay whole
+                file.write(json.dumps(record) + "\n")
 
-
-def _refuse_unsupported(body: dict[str, Any]) -> None:
-    checks = [("echo", bool(body.get("echo")), "echo is not supported"),
-              ("suffix", body.get("suffix") is not None, "suffix is not supported (use a fill-in-the-middle prompt)"),
-              ("best_of", body.get("best_of") not in (None, body.get("n") or 1), "best_of other than n is not supported"),
-              ("presence_penalty", bool(body.get("presence_penalty")), "presence_penalty is not supported "
-               "(use repetition_penalty)"),
-              ("frequency_penalty", bool(body.get("frequency_penalty")), "frequency_penalty is not supported "
-               "(use repetition_penalty)"),
-              ("logit_bias", bool(body.get("logit_bias")), "logit_bias is not supported"),
-              ("tools", bool(body.get("tools")), "tools are not supported"),
-              ("response_format", (body.get("response_format") or {"type": "text"}).get("type") != "text",
-               "only the text response_format is supported")]
-    for param, refused, message in checks:
-        if refused:
-            raise APIError(400, message, param=param)
+        return write
 
 
 # ------------------------------------------------------------------------------------------ app
@@ -281,15 +302,11 @@ def create_app(engine: "Engine", model_name: str, *, default_max_tokens: int = D
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
-    from pydantic import BaseModel, ConfigDict, Field
 
-    from seedcoder.chat_template import ChatTemplateError, tokenize_chat
-    from seedcoder.generate import GenerationError, SequenceUpdate
-    from seedcoder.sampling import SamplingParams
-
+    CompletionRequest, ChatRequest = request_models()
     engine_loop = EngineLoop(engine)
     token_text = TokenText(engine.tokenizer)
-    log_lock = threading.Lock()
+    request_log = RequestLog(log_jsonl)
     created = int(time.time())
 
     @contextlib.asynccontextmanager
@@ -304,145 +321,24 @@ def create_app(engine: "Engine", model_name: str, *, default_max_tokens: int = D
     app.state.engine_loop = engine_loop
     app.add_middleware(RequestSizeLimit, max_bytes=max_request_bytes)
 
-    class Sampling(BaseModel):
-        model_config = ConfigDict(extra="allow")  # OpenAI fields we do not use (user, metadata, ...) are accepted
-
-        model: str
-        n: int = 1
-        temperature: float | None = None
-        top_p: float | None = None
-        top_k: int | None = None
-        repetition_penalty: float | None = None
-        stop: str | list[str] | None = None
-        stop_token_ids: list[int] | None = None
-        ignore_eos: bool = False
-        seed: int | None = None
-        stream: bool = False
-        stream_options: dict[str, Any] | None = None
-
-    class CompletionRequest(Sampling):
-        prompt: str | list[str] | list[int] | list[list[int]]
-        max_tokens: int | None = None
-        logprobs: int | None = Field(default=None, ge=0, le=20)
-
-    class ChatRequest(Sampling):
-        messages: list[dict[str, Any]]
-        max_tokens: int | None = None
-        max_completion_tokens: int | None = None
-        logprobs: bool = False
-        top_logprobs: int | None = Field(default=None, ge=0, le=20)
-
     @app.exception_handler(APIError)
     async def api_error(_request: Request, error: APIError):
         return JSONResponse(error.body(), status_code=error.status)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, error: RequestValidationError):
-        first = (error.errors() or [{"loc": (), "msg": "invalid request"}])[0]
-        location = [str(part) for part in first.get("loc", ()) if part != "body"]
-        param = location[0] if location else None
-        where = ".".join(location) or "body"
-        return JSONResponse(APIError(400, f"{where}: {first.get('msg')}", param=param).body(), status_code=400)
+    async def invalid_body(_request: Request, error: RequestValidationError):
+        refusal = validation_error(error.errors())
+        return JSONResponse(refusal.body(), status_code=refusal.status)
 
-    def check_model(name: str) -> None:
-        if name != model_name:
-            raise APIError(404, f"The model '{name}' does not exist (this server serves '{model_name}')",
-                           type="not_found_error", param="model", code="model_not_found")
+    async def respond(answer: Answer, updates: AsyncIterator, body: Any, started: float):
+        """The answer: server-sent events when the request streams, else the whole object once generated."""
+        finished = request_log.when_finished(answer, stream=body.stream, started=started)
+        if body.stream:
+            include_usage = bool((body.stream_options or {}).get("include_usage"))
+            return StreamingResponse(stream_events(answer, updates, include_usage=include_usage, finished=finished),
+                                     media_type="text/event-stream")
+        return await whole_answer(answer, updates, finished=finished)
 
-    def log(record: dict[str, Any]) -> None:
-        if log_jsonl is None:
-            return
-        with log_lock, open(log_jsonl, "a", encoding="utf-8") as file:  # one line per request: appends stay whole
-            file.write(json.dumps(record) + "\n")
-
-    async def run(prompts: list[list[int]], params: SamplingParams) -> tuple[list[Hashable], asyncio.Queue]:
-        queue: asyncio.Queue = asyncio.Queue()
-        request_ids: list[Hashable] = []
-        try:
-            for index, prompt in enumerate(prompts):
-                try:
-                    request_ids.append(engine_loop.submit(prompt, params, queue))
-                except GenerationError as error:
-                    where = f"prompt {index}: " if len(prompts) > 1 else ""
-                    raise APIError(400, where + str(error), param=error.param or "prompt") from None
-        except BaseException:
-            for request_id in request_ids:
-                engine_loop.release(request_id, abort=True)
-            raise
-        return request_ids, queue
-
-    async def updates(request_ids: list[Hashable], queue: asyncio.Queue, n: int) -> AsyncIterator[tuple[int, SequenceUpdate]]:
-        """(prompt index, update) until every sequence finished; releases (aborts) the requests when stopped early."""
-        position = {request_id: index for index, request_id in enumerate(request_ids)}
-        remaining = len(request_ids) * n
-        open_ids = set(request_ids)
-        try:
-            while remaining:
-                update: SequenceUpdate = await queue.get()
-                if update.error is not None:
-                    raise APIError(500, f"generation failed: {type(update.error).__name__}: {update.error}",
-                                   type="server_error")
-                if update.finished:
-                    remaining -= 1
-                yield position[update.request_id], update
-        finally:
-            finished_all = remaining == 0
-            for request_id in open_ids:
-                engine_loop.release(request_id, abort=not finished_all)
-
-    def prompts_of(body: CompletionRequest) -> list[Any]:
-        """The request's prompts: strings or token id lists."""
-        prompt = body.prompt
-        if isinstance(prompt, str):
-            prompts: list[Any] = [prompt]
-        elif prompt and all(isinstance(p, int) for p in prompt):
-            prompts = [prompt]
-        else:
-            prompts = list(prompt)
-        if not prompts:
-            raise APIError(400, "prompt: must not be empty", param="prompt")
-        return prompts
-
-    def prompt_ids_of(prompts: list[Any]) -> list[list[int]]:
-        out = []
-        for index, p in enumerate(prompts):
-            try:
-                out.append(engine.encode_prompt(p, "prompt" if len(prompts) == 1 else f"prompt[{index}]"))
-            except GenerationError as error:
-                raise APIError(400, str(error), param="prompt") from None
-        return out
-
-    def usage(prompts: list[list[int]], completion_tokens: int) -> dict[str, int]:
-        prompt_tokens = sum(len(p) for p in prompts)
-        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens}
-
-    # -------------------------------------------------------------------------------- log-prob formats
-    def completion_logprobs(token_ids: Sequence[int], logprobs: Sequence[float], top: Sequence[dict] | None,
-                            offset: int) -> dict[str, Any]:
-        tokens = [token_text.text(t) for t in token_ids]
-        offsets, position = [], offset
-        for token in tokens:
-            offsets.append(position)
-            position += len(token)
-        top_entries = None
-        if top is not None:
-            top_entries = [{token_text.text(t): lp for t, lp in (entry or {}).items()} for entry in top]
-        return {"tokens": tokens, "token_logprobs": list(logprobs), "top_logprobs": top_entries, "text_offset": offsets}
-
-    def chat_logprobs(token_ids: Sequence[int], logprobs: Sequence[float], top: Sequence[dict] | None) -> dict[str, Any]:
-        def entry(token_id: int, logprob: float) -> dict[str, Any]:
-            raw = token_text.bytes(token_id)
-            return {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(raw)}
-
-        content = []
-        for position, (token_id, logprob) in enumerate(zip(token_ids, logprobs)):
-            alternatives = top[position] if top is not None else {}
-            content.append({**entry(token_id, logprob),
-                            "top_logprobs": [entry(t, lp) for t, lp in (alternatives or {}).items()]})
-        return {"content": content}
-
-    # -------------------------------------------------------------------------------- endpoints
     @app.get("/health")
     async def health():
         return {"status": "ok"}
@@ -455,159 +351,38 @@ def create_app(engine: "Engine", model_name: str, *, default_max_tokens: int = D
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest):
         started = time.perf_counter()
-        check_model(body.model)
         raw = body.model_dump()
-        given = prompts_of(body)
-        _check_request_size(raw, len(given), max_n)
-        _refuse_unsupported(raw)
-        prompts = prompt_ids_of(given)
-        _check_context(prompts, body.max_tokens, engine.max_seq_len, param="max_tokens", what="prompt")
-        params = _sampling_params(raw, max_tokens=body.max_tokens, logprobs=body.logprobs is not None,
-                                  top_logprobs=body.logprobs or 0, default_max_tokens=default_max_tokens, eos_id=engine.eos_id)
-        request_ids, queue = await run(prompts, params)
-        response_id, n = f"cmpl-{uuid.uuid4().hex}", params.n
-        base = {"id": response_id, "object": "text_completion", "created": int(time.time()), "model": model_name}
-
-        def record(completion_tokens: int, finish: list[str]) -> None:
-            log({"time": time.time(), "id": response_id, "endpoint": "completions", "prompts": len(prompts),
-                 "n": n, "prompt_tokens": sum(map(len, prompts)), "completion_tokens": completion_tokens,
-                 "finish_reasons": finish, "stream": body.stream, "latency_s": round(time.perf_counter() - started, 4)})
-
-        if body.stream:
-            include_usage = bool((body.stream_options or {}).get("include_usage"))
-
-            async def stream():
-                completion_tokens, finish, offsets = 0, [], {}
-                async for prompt_index, update in _errors_as_events(updates(request_ids, queue, n)):
-                    if isinstance(update, str):  # the engine failed: an error event, then the end
-                        yield update
-                        return
-                    index = prompt_index * n + update.index
-                    completion_tokens += len(update.token_ids)
-                    logprobs = None
-                    if params.logprobs:
-                        logprobs = completion_logprobs(update.token_ids, update.model_logprobs, update.top_logprobs,
-                                                       offsets.get(index, 0))
-                        offsets[index] = offsets.get(index, 0) + sum(len(t) for t in logprobs["tokens"])
-                    reason = update.completion.finish_reason if update.finished else None
-                    if reason:
-                        finish.append(reason)
-                    if update.text or reason or logprobs:
-                        choice = {"index": index, "text": update.text, "logprobs": logprobs, "finish_reason": reason}
-                        yield _sse({**base, "choices": [choice]})
-                if include_usage:
-                    yield _sse({**base, "choices": [], "usage": usage(prompts, completion_tokens)})
-                yield "data: [DONE]\n\n"
-                record(completion_tokens, finish)
-
-            return StreamingResponse(stream(), media_type="text/event-stream")
-
-        results: dict[int, Any] = {}
-        async for prompt_index, update in updates(request_ids, queue, n):
-            if update.finished:
-                results[prompt_index * n + update.index] = update.completion
-        choices = []
-        for index in sorted(results):
-            completion = results[index]
-            logprobs = None
-            if params.logprobs:
-                logprobs = completion_logprobs(completion.token_ids, completion.model_logprobs, completion.top_logprobs, 0)
-            choices.append({"index": index, "text": completion.text, "logprobs": logprobs,
-                            "finish_reason": completion.finish_reason})
-        completion_tokens = sum(len(c.token_ids) for c in results.values())
-        record(completion_tokens, [c["finish_reason"] for c in choices])
-        return {**base, "choices": choices, "usage": usage(prompts, completion_tokens)}
+        check_model(body.model, model_name)
+        given = prompts_of(body.prompt)
+        check_completion_count(raw, len(given), max_n)
+        refuse_unsupported(raw)
+        prompts = encode_prompts(engine, given)
+        check_context(prompts, body.max_tokens, engine.max_seq_len, param="max_tokens", what="prompt")
+        params = sampling_params(sampling_fields(raw, max_tokens=body.max_tokens, logprobs=body.logprobs is not None,
+                                                 top_logprobs=body.logprobs or 0, default_max_tokens=default_max_tokens,
+                                                 eos_id=engine.eos_id))
+        updates = engine_loop.submit(prompts, params)
+        return await respond(CompletionAnswer(model_name, prompts, params.n, token_text, params.logprobs), updates, body,
+                             started)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest):
         started = time.perf_counter()
-        check_model(body.model)
         raw = body.model_dump()
-        _check_request_size(raw, 1, max_n)
-        _refuse_unsupported(raw)
-        try:
-            prompt = engine.encode_prompt(tokenize_chat(body.messages, engine.tokenizer).input_ids, "messages")
-        except ChatTemplateError as error:
-            raise APIError(400, str(error), param="messages") from None
-        except GenerationError as error:
-            raise APIError(400, str(error), param="messages") from None
-        max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-        _check_context([prompt], max_tokens, engine.max_seq_len,
-                       param="max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens",
-                       what="messages")
-        if body.top_logprobs and not body.logprobs:
-            raise APIError(400, "top_logprobs: needs logprobs to be true", param="top_logprobs")
-        params = _sampling_params(raw, max_tokens=max_tokens, logprobs=body.logprobs, top_logprobs=body.top_logprobs or 0,
-                                  default_max_tokens=default_max_tokens, eos_id=engine.eos_id)
-        request_ids, queue = await run([prompt], params)
-        response_id, n = f"chatcmpl-{uuid.uuid4().hex}", params.n
-        base = {"id": response_id, "created": int(time.time()), "model": model_name}
-
-        def record(completion_tokens: int, finish: list[str]) -> None:
-            log({"time": time.time(), "id": response_id, "endpoint": "chat.completions", "n": n,
-                 "prompt_tokens": len(prompt), "completion_tokens": completion_tokens, "finish_reasons": finish,
-                 "stream": body.stream, "latency_s": round(time.perf_counter() - started, 4)})
-
-        if body.stream:
-            include_usage = bool((body.stream_options or {}).get("include_usage"))
-            chunk = {**base, "object": "chat.completion.chunk"}
-
-            async def stream():
-                for index in range(n):  # the role comes first, in a chunk of its own (as OpenAI does)
-                    yield _sse({**chunk, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
-                                                      "logprobs": None, "finish_reason": None}]})
-                completion_tokens, finish = 0, []
-                async for _, update in _errors_as_events(updates(request_ids, queue, n)):
-                    if isinstance(update, str):
-                        yield update
-                        return
-                    completion_tokens += len(update.token_ids)
-                    logprobs = chat_logprobs(update.token_ids, update.model_logprobs, update.top_logprobs) \
-                        if params.logprobs else None
-                    reason = update.completion.finish_reason if update.finished else None
-                    if reason:
-                        finish.append(reason)
-                    if update.text or reason or logprobs:
-                        delta = {"content": update.text} if update.text else {}
-                        yield _sse({**chunk, "choices": [{"index": update.index, "delta": delta, "logprobs": logprobs,
-                                                          "finish_reason": reason}]})
-                if include_usage:
-                    yield _sse({**chunk, "choices": [], "usage": usage([prompt], completion_tokens)})
-                yield "data: [DONE]\n\n"
-                record(completion_tokens, finish)
-
-            return StreamingResponse(stream(), media_type="text/event-stream")
-
-        results: dict[int, Any] = {}
-        async for _, update in updates(request_ids, queue, n):
-            if update.finished:
-                results[update.index] = update.completion
-        choices = []
-        for index in sorted(results):
-            completion = results[index]
-            logprobs = chat_logprobs(completion.token_ids, completion.model_logprobs, completion.top_logprobs) \
-                if params.logprobs else None
-            choices.append({"index": index, "message": {"role": "assistant", "content": completion.text},
-                            "logprobs": logprobs, "finish_reason": completion.finish_reason})
-        completion_tokens = sum(len(c.token_ids) for c in results.values())
-        record(completion_tokens, [c["finish_reason"] for c in choices])
-        return {**base, "object": "chat.completion", "choices": choices, "usage": usage([prompt], completion_tokens)}
+        check_model(body.model, model_name)
+        check_completion_count(raw, 1, max_n)
+        refuse_unsupported(raw)
+        prompt = encode_chat(engine, body.messages)
+        max_tokens, max_tokens_param = chat_max_tokens(raw)
+        check_context([prompt], max_tokens, engine.max_seq_len, param=max_tokens_param, what="messages")
+        check_chat_logprobs(raw)
+        params = sampling_params(sampling_fields(raw, max_tokens=max_tokens, logprobs=body.logprobs,
+                                                 top_logprobs=body.top_logprobs or 0, default_max_tokens=default_max_tokens,
+                                                 eos_id=engine.eos_id))
+        updates = engine_loop.submit([prompt], params)
+        return await respond(ChatAnswer(model_name, prompt, params.n, token_text, params.logprobs), updates, body, started)
 
     return app
-
-
-def _sse(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload)}\n\n"
-
-
-async def _errors_as_events(source: AsyncIterator[tuple[int, "SequenceUpdate"]]) -> AsyncIterator[tuple[int, Any]]:
-    """The updates; an APIError once streaming has begun becomes (-1, "data: {error}" + "data: [DONE]") (the HTTP
-    status is already sent, so the error travels as an event, as vLLM does)."""
-    try:
-        async for item in source:
-            yield item
-    except APIError as error:
-        yield -1, _sse(error.body()) + "data: [DONE]\n\n"
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -673,4 +448,5 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["APIError", "EngineLoop", "RequestSizeLimit", "TokenText", "add_serve_commands", "create_app", "run_serve"]
+__all__ = ["EngineLoop", "RequestLog", "RequestSizeLimit", "add_serve_commands", "create_app", "encode_chat", "encode_prompts",
+           "run_serve", "sampling_params"]

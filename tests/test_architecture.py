@@ -23,8 +23,7 @@ ALLOWED_LOCAL: dict[str, set[str]] = {
     "seedcoder.cli": {"seedcoder.curate.pipeline", "seedcoder.data.build", "seedcoder.data.shard_inspect",
                       "seedcoder.data.shards", "seedcoder.evaluate", "seedcoder.hf_convert", "seedcoder.posttrain.dpo",
                       "seedcoder.posttrain.grpo", "seedcoder.serve", "seedcoder.train"},
-    "seedcoder.serve": {"seedcoder.chat_template", "seedcoder.data.tokenizer_tables", "seedcoder.generate",
-                        "seedcoder.hf_convert", "seedcoder.sampling"},
+    "seedcoder.serve": {"seedcoder.generate", "seedcoder.hf_convert", "seedcoder.sampling"},
     "seedcoder.evaluate": {"seedcoder.generate", "seedcoder.sampling"},  # an HTTP endpoint or references need no torch
     "seedcoder.curate.score": {"seedcoder.curate.scorer"},  # `seedcoder curate` runs its other steps without torch
     # compiled extensions that a checkout may not have built: their users fall back without them
