@@ -342,7 +342,19 @@ def _build_section(cls: type, table: Mapping[str, Any], prefix: str, where: str)
             values[key] = _coerce(value, hints[key], f"{prefix}{key}")
         except ConfigError as error:
             raise ConfigError(f"{where}{error}") from None
+    for f in dataclasses.fields(cls):
+        if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{where}config key {prefix + f.name!r} is missing: expected {_describe(hints[f.name])}")
     return cls(**values)
+
+
+def parse_stages(value: Any, cls: type = StageSection, *, key: str = "stages", where: str = "") -> list:
+    """An array of tables ([[stages]]) -> a list of `cls` dataclasses: unknown keys, wrong types and missing
+    required fields raise ConfigError naming `key[index].field`. Training uses StageSection; other stages pass
+    their own stage dataclass (e.g. GRPO's progressive length)."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(stage, Mapping) for stage in value):
+        raise ConfigError(f"{where}config key {key!r}: expected an array of tables ([[{key}]])")
+    return [_build_section(cls, stage, f"{key}[{index}].", where) for index, stage in enumerate(value)]
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -351,11 +363,7 @@ def config_from_dict(raw: Mapping[str, Any], *, where: str = "") -> TrainConfig:
     sections = {}
     for name, value in raw.items():
         if name == "stages":
-            if not isinstance(value, list) or not all(isinstance(stage, Mapping) for stage in value):
-                raise ConfigError(f"{where}config key 'stages': expected an array of tables ([[stages]])")
-            sections["stages"] = [
-                _build_section(StageSection, stage, f"stages[{index}].", where) for index, stage in enumerate(value)
-            ]
+            sections["stages"] = parse_stages(value, where=where)
             continue
         if name not in SECTIONS:
             raise _unknown_key(name, [*SECTIONS, "stages"], where)
@@ -569,6 +577,7 @@ __all__ = [
     "apply_overrides",
     "config_from_dict",
     "load_config",
+    "parse_stages",
     "split_overrides",
     "validate",
 ]

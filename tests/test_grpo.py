@@ -14,8 +14,10 @@ import torch
 from seedcoder.generate import Engine
 from seedcoder.model import Transformer, model_config
 from seedcoder.posttrain.grpo import (
+    GRPO_DEFAULTS,
     CurriculumFilter,
     GRPOConfig,
+    GRPOStage,
     ParityMonitor,
     group_advantages,
     grpo_token_loss,
@@ -27,6 +29,7 @@ from seedcoder.posttrain.grpo import (
 )
 from seedcoder.posttrain.policy import response_logprobs
 from seedcoder.posttrain.rewards import prefix_reward_fn
+from seedcoder.posttrain.run_config import load_run_config
 from seedcoder.posttrain.run_config import toy_problems as make_toy_problems
 from seedcoder.sampling import SamplingParams
 from seedcoder.tokenizer import toy_tokenizer
@@ -252,6 +255,8 @@ def test_command_line_runs_the_demo_config_and_resumes(tmp_path, capsys):
     assert "unknown key grpo.stepz" in capsys.readouterr().err
     assert main(args + ["--grpo.steps=two"]) == 2
     assert "grpo.steps must be a int" in capsys.readouterr().err
+    assert main(args + ["--grpo.stages=[{start_step=1, max_tokenz=1, group_size=4}]"]) == 2
+    assert "unknown config key 'stages[0].max_tokenz'" in capsys.readouterr().err
 
 
 def test_loop_parity_monitor_catches_a_perturbed_engine(tokenizer):
@@ -279,16 +284,34 @@ def test_loop_with_kl_and_several_ppo_epochs(tokenizer):  # and the fused log-pr
     assert moved and any(abs(r["ratio_mean"] - 1.0) > 1e-4 for r in moved) and any(r["kl"] > 0 for r in moved)
 
 
-def test_progressive_length_schedule(tokenizer):
-    config = GRPOConfig(max_tokens=7, group_size=2, length_schedule="3:2:8, 2:1:4")
-    assert config.schedule() == [(2, 1, 4), (3, 2, 8)]
+def test_progressive_length_stages(tokenizer, tmp_path):
+    config = GRPOConfig(max_tokens=7, group_size=2, stages=[{"start_step": 3, "max_tokens": 2, "group_size": 8},
+                                                            GRPOStage(start_step=2, max_tokens=1, group_size=4)])
+    assert [(s.start_step, s.max_tokens, s.group_size) for s in config.stages] == [(2, 1, 4), (3, 2, 8)]
     assert [config.stage(step) for step in (1, 2, 3, 50)] == [(7, 2), (1, 4), (2, 8), (2, 8)]
-    for bad in ("3:2", "0:1:1", "2:1:4,2:2:8", "a:b:c"):
-        with pytest.raises(ValueError, match="length_schedule"):
-            GRPOConfig(length_schedule=bad)
+    stage = {"start_step": 2, "max_tokens": 1, "group_size": 4}
+    for bad, key in (([{"start_step": 3, "max_tokens": 2}], r"stages\[0\]\.group_size' is missing"),
+                     ([{**stage, "start_step": 0}], r"stages\[0\]\.start_step': must be an integer >= 1"),
+                     ([stage, {**stage, "max_tokens": 8}], r"stages\[1\]\.start_step': 2 is also stages\[0\]"),
+                     ([{**stage, "max_tokens": "a"}], r"stages\[0\]\.max_tokens': expected an integer"),
+                     ([{**stage, "max_tokenz": 3}], r"unknown config key 'stages\[0\]\.max_tokenz'"),
+                     ("3:2:8", r"'stages': expected an array of tables")):
+        with pytest.raises(ValueError, match=key):
+            GRPOConfig(stages=bad)
+
+    # [[grpo.stages]] tables in the TOML config, as the command line reads it
+    path = tmp_path / "grpo.toml"
+    path.write_text("[grpo]\nmax_tokens = 7\n[[grpo.stages]]\nstart_step = 1\nmax_tokens = 16384\ngroup_size = 16\n"
+                    "[[grpo.stages]]\nstart_step = 301\nmax_tokens = 32768\ngroup_size = 32\n")
+    config = GRPOConfig(**load_run_config(path, [], GRPO_DEFAULTS)["grpo"])
+    assert [config.stage(step) for step in (1, 300, 301)] == [(16384, 16), (16384, 16), (32768, 32)]
+    config = GRPOConfig(**load_run_config(None, ["--grpo.stages=[{start_step=2, max_tokens=3, group_size=4}]"],
+                                          GRPO_DEFAULTS)["grpo"])
+    assert [config.stage(step) for step in (1, 2)] == [(16384, 16), (3, 4)]
+
     model = tiny_model(tokenizer.get_vocab_size(), seed=8)
-    config = GRPOConfig(steps=3, prompts_per_step=1, group_size=4, max_tokens=1, length_schedule="3:2:8", lr=1e-3,
-                        filter_overlong=False)
+    config = GRPOConfig(steps=3, prompts_per_step=1, group_size=4, max_tokens=1,
+                        stages=[GRPOStage(start_step=3, max_tokens=2, group_size=8)], lr=1e-3, filter_overlong=False)
     records = grpo_train(model, tokenizer, toy_problems(), prefix_reward_fn, config)
     assert [(r["max_tokens"], r["group_size"]) for r in records] == [(1, 4), (1, 4), (2, 8)]
     assert all(r["response_tokens_mean"] <= r["max_tokens"] for r in records)

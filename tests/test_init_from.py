@@ -82,7 +82,7 @@ def test_training_stages_resolve_init_from(stage, run, tmp_path, capsys):
                                                   {"role": "assistant", "content": "1"}]}) + "\n")
         toy_tokenizer().save(str(tmp_path / "tokenizer.json"))
         build_sft_dataset([chats], tmp_path / "sft", tokenizer=tmp_path / "tokenizer.json", system_prompt=None)
-        argv += [f"--data.path={tmp_path / 'sft'}", "--data.seq_len=16"]
+        argv += [f"--data.path={tmp_path / 'sft'}", "--data.seq_len=16", "--data.fim_rate=0"]
     capsys.readouterr()
     assert train_main(argv) == EXIT_USER_ERROR
     assert capsys.readouterr().err.splitlines()[-1] == \

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from seedcoder.chat_template import DEFAULT_SYSTEM_PROMPT
+from seedcoder.config import ConfigError, StageSection, load_config
 from seedcoder.data.build import train_tokenizer
 from seedcoder.data.loader import IGNORE_INDEX, ShardLoader
 from seedcoder.data.manifest import build_manifest, load_manifest, write_manifest
@@ -31,6 +32,7 @@ from seedcoder.posttrain.sft import (
     render_example,
     sample_weight,
     score_to_weight,
+    sft,
     steps_for_epochs,
     weight_to_score,
 )
@@ -297,6 +299,17 @@ def test_configs_carry_the_paper_defaults():
         cfg = load_config(os.path.join(ROOT, "configs", name))
         assert cfg.optimizer.lr == 2e-5 and cfg.data.fim_rate == 0.0 and cfg.data.mode == "best_fit", name
     assert load_config(os.path.join(ROOT, "configs", "sft_8b.toml")).model.preset == "seedcoder-8b"
+
+
+def test_sft_refuses_fim_instead_of_rewriting_it(tmp_path, capsys):
+    config = os.path.join(ROOT, "configs", "sft_tiny_demo.toml")
+    assert run_train("sft", "--config", config, f"--data.path={tmp_path}", "--data.fim_rate=0.5") == 2
+    assert "config key 'data.fim_rate': SFT trains without FIM, so it must be 0, got 0.5" in capsys.readouterr().err
+    cfg = load_config(config, [f"--data.path={tmp_path}"])
+    cfg.stages = [StageSection(name="a", steps=1), StageSection(name="b", steps=1, fim_rate=0.1)]
+    with pytest.raises(ConfigError, match=r"'stages\[1\]\.fim_rate'.* got 0\.1"):
+        sft(cfg, loop=lambda cfg: pytest.fail("the loop ran"))
+    assert cfg.stages[1].fim_rate == 0.1 and cfg.data.fim_rate == 0.0  # the user's settings are left as they were
 
 
 def test_tiny_sft_run_learns_and_resumes(tmp_path, tokenizer_path, capsys):

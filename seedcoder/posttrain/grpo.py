@@ -22,7 +22,9 @@ texts)` -> group-normalised advantages -> filters -> the clipped token-level los
 * Overlong filtering (`overlong_keep`): samples cut by max_tokens (finish_reason "length") get no loss.
 * Curriculum (`CurriculumFilter`): a prompt whose latest pass rate exceeds 0.875 is dropped from later steps, and
   a group whose samples all pass is dropped from this step's loss (`informative_groups`).
-* Progressive length (`GRPOConfig.length_schedule`): e.g. 16K tokens with 16 samples, then 32K with 32.
+* Progressive length (`GRPOConfig.stages`, `[[grpo.stages]]` tables in TOML, parsed and checked like training's
+  `[[stages]]`): from each stage's `start_step` on, its `max_tokens` and `group_size`, e.g. 16K tokens with 16
+  samples, then 32K with 32.
 * Parity (`ParityMonitor`): the trainer recomputes the log-probs of the engine's samples (the old-policy values
   of the ratio) and compares them with the engine's `model_logprobs`; when the mean absolute difference exceeds
   `tolerance` it warns (warnings.warn) and counts. Silent mismatches between sampler and trainer are the classic
@@ -32,8 +34,8 @@ Prompts: a problem's "prompt" is text, token ids, or a chat (a list of {"role", 
 with Seed-Coder's template and its generation prompt). Checkpoints: `checkpoint_dir` gets seedcoder.checkpoint
 checkpoints (model, optimizer, step, curriculum, prompt order); a directory holding one is resumed from.
 
-Command line (a TOML config with [model], [data], [grpo] = GRPOConfig fields, [output]; `--section.key=value`
-overrides; see configs/grpo_tiny_demo.toml, the toy task of
+Command line (a TOML config with [model], [data], [grpo] = GRPOConfig fields with `[[grpo.stages]]` tables,
+[output]; `--section.key=value` overrides; see configs/grpo_tiny_demo.toml, the toy task of
 `seedcoder.posttrain.run_config.toy_problems` + `seedcoder.tokenizer.toy_tokenizer`):
 
     python -m seedcoder.posttrain.grpo --config configs/grpo_tiny_demo.toml --output.dir=runs/grpo-tiny
@@ -57,7 +59,7 @@ from typing import Any
 import torch
 
 from seedcoder.checkpoint import save_checkpoint
-from seedcoder.config import ConfigError
+from seedcoder.config import ConfigError, parse_stages
 from seedcoder.errors import exit_on_user_error
 from seedcoder.generate import Engine
 from seedcoder.posttrain.policy import load_policy_for, prompt_token_ids, response_logprobs, resume_checkpoint
@@ -226,6 +228,15 @@ class ParityMonitor:
 
 # ------------------------------------------------------------------------------------------ training
 @dataclass
+class GRPOStage:
+    """One stage of progressive length: from step `start_step` (1-based) on, `max_tokens` and `group_size`."""
+
+    start_step: int
+    max_tokens: int
+    group_size: int
+
+
+@dataclass
 class GRPOConfig:
     """The loop's settings (module docstring); paper-style defaults where the paper gives them."""
 
@@ -248,9 +259,9 @@ class GRPOConfig:
     parity_tolerance: float = 1e-3
     fused_logprobs: bool = False  # response_logprobs(fused=True): no (B, S, V) logits on a GPU
     seed: int = 0
-    # progressive length: "STEP:MAX_TOKENS:GROUP_SIZE,..." = from STEP on, that many tokens and samples per prompt
-    # (e.g. "1:16384:16,301:32768:32", the paper's 16K x 16 then 32K x 32); "" = max_tokens / group_size throughout
-    length_schedule: str = ""
+    # progressive length: GRPOStage tables (or dicts), sorted by start_step here; before the first stage (or with
+    # none) max_tokens / group_size. The paper: 16K x 16 from step 1, then 32K x 32 from step 301.
+    stages: list[GRPOStage] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -267,26 +278,27 @@ class GRPOConfig:
                 raise ValueError(f"GRPOConfig.{f.name}: must be a finite number >= 0, got {value!r}")
         if self.lr <= 0:
             raise ValueError(f"GRPOConfig.lr: must be > 0, got {self.lr!r}")
-        self.schedule()  # validates length_schedule
-
-    def schedule(self) -> list[tuple[int, int, int]]:
-        """length_schedule parsed: [(first step, max_tokens, group_size)], sorted by step."""
-        stages = []
-        for part in filter(None, (p.strip() for p in self.length_schedule.split(","))):
-            fields = part.split(":")
-            if len(fields) != 3 or not all(f.strip().isdigit() and int(f) > 0 for f in fields):
-                raise ValueError(f"GRPOConfig.length_schedule: {part!r} is not STEP:MAX_TOKENS:GROUP_SIZE (positive integers)")
-            stages.append(tuple(int(f) for f in fields))
-        if len({s[0] for s in stages}) != len(stages):
-            raise ValueError(f"GRPOConfig.length_schedule: a step appears twice in {self.length_schedule!r}")
-        return sorted(stages)
+        stages = self.stages
+        if isinstance(stages, (list, tuple)):
+            stages = [dataclasses.asdict(stage) if isinstance(stage, GRPOStage) else stage for stage in stages]
+        stages = parse_stages(stages, GRPOStage)  # unknown keys, wrong types, missing keys: ConfigError naming them
+        first_steps: dict[int, int] = {}
+        for index, stage in enumerate(stages):
+            for name, value in dataclasses.asdict(stage).items():
+                if value < 1:
+                    raise ConfigError(f"config key 'stages[{index}].{name}': must be an integer >= 1, got {value}")
+            if stage.start_step in first_steps:
+                raise ConfigError(f"config key 'stages[{index}].start_step': {stage.start_step} is also "
+                                  f"stages[{first_steps[stage.start_step]}]'s start_step")
+            first_steps[stage.start_step] = index
+        self.stages = sorted(stages, key=lambda stage: stage.start_step)
 
     def stage(self, step: int) -> tuple[int, int]:
         """(max_tokens, group_size) at `step` (1-based)."""
         current = (self.max_tokens, self.group_size)
-        for first, max_tokens, group_size in self.schedule():
-            if step >= first:
-                current = (max_tokens, group_size)
+        for stage in self.stages:
+            if step >= stage.start_step:
+                current = (stage.max_tokens, stage.group_size)
         return current
 
 
@@ -324,7 +336,7 @@ def grpo_train(model: torch.nn.Module, tokenizer: Any, problems: Sequence[dict],
     if len(set(ids)) != len(ids):
         raise ValueError("problems: ids must be unique")
     if engine is None:
-        widest = max([config.group_size] + [g for _, _, g in config.schedule()])
+        widest = max([config.group_size] + [stage.group_size for stage in config.stages])
         engine = Engine(copy.deepcopy(model), tokenizer, max_batch=max(1, min(64, config.prompts_per_step * widest)),
                         seed=config.seed)
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
@@ -441,7 +453,7 @@ def grpo_train(model: torch.nn.Module, tokenizer: Any, problems: Sequence[dict],
 GRPO_DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"init_from": "", "tokenizer": "", "preset": "debug", "init_std": 0.02, "seed": 0},
     "data": {"problems": "", "reward": "unit_tests", "format_weight": 0.1},
-    "grpo": {f.name: f.default for f in dataclasses.fields(GRPOConfig)},
+    "grpo": dataclasses.asdict(GRPOConfig()),  # stages: [] ([[grpo.stages]] tables)
     "output": {"dir": "runs/grpo", "checkpoint_every": 0},
 }
 
@@ -482,7 +494,7 @@ def run_from_config(config_path: str | None, overrides: Sequence[str]) -> int:
     return 0
 
 
-__all__ = ["CurriculumFilter", "GRPOConfig", "ParityMonitor", "group_advantages", "grpo_token_loss", "grpo_train",
+__all__ = ["CurriculumFilter", "GRPOConfig", "GRPOStage", "ParityMonitor", "group_advantages", "grpo_token_loss", "grpo_train",
            "GRPO_DEFAULTS", "informative_groups", "main", "overlong_keep", "pad_logprobs", "sync_weights"]
 
 

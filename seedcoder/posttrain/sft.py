@@ -48,7 +48,9 @@ the configured train.steps are.
 
 The `sft` training stage (`seedcoder.train` STAGES["sft"] -> `sft(cfg)`) is the pretraining loop
 (`seedcoder.train.pretrain`: FSDP2, accumulation, the global mean over loss tokens, checkpoints, exact resume) on
-SFT shards, after checks: every stage's dataset must hold `sft` documents, FIM is switched off (data.fim_rate 0),
+SFT shards, after checks: every stage's dataset must hold `sft` documents, and FIM must be off (data.fim_rate
+and every stage's fim_rate 0, as configs/sft_*.toml set it; a non-zero rate is refused, not rewritten: the loader
+never applies FIM to a conversation, which has its own loss mask, so the rate could only reach non-chat documents),
 and `checkpoint.init_from` means what it means in every stage (`seedcoder.checkpoint.resolve_checkpoint`: a
 checkpoint folder, a checkpoints root or a run folder, whose newest complete checkpoint is used). The starting
 model must share the dataset's tokenizer (the model vocabulary follows it).
@@ -468,17 +470,16 @@ def sft(cfg, *, loop) -> int:
     main = os.environ.get("RANK", "0") == "0"
     stages = cfg.resolved_stages()
     for index, stage in enumerate(stages):
+        if stage.fim_rate:  # refused, not rewritten (module docstring)
+            key = f"stages[{index}].fim_rate" if cfg.stages and cfg.stages[index].fim_rate is not None else "data.fim_rate"
+            raise ConfigError(f"config key {key!r}: SFT trains without FIM, so it must be 0, got {stage.fim_rate} "
+                              f"(set {key} = 0, as configs/sft_*.toml do)")
+    for index, stage in enumerate(stages):
         key = f"stages[{index}].data_path" if cfg.stages and cfg.stages[index].data_path else "data.path"
         if not stage.data_path:
             raise ConfigError("config key 'data.path' is not set: the SFT dataset directory "
                               "(from `python -m seedcoder.posttrain.sft build`)")
         _check_sft_dataset(stage.data_path, key)
-    if cfg.data.fim_rate or any(stage.fim_rate for stage in cfg.stages):
-        if main:
-            print("sft: FIM is off in SFT (data.fim_rate set to 0)", flush=True)
-        cfg.data.fim_rate = 0.0
-        for stage in cfg.stages:
-            stage.fim_rate = None if stage.fim_rate is None else 0.0
     if not cfg.checkpoint.resume:
         if not cfg.checkpoint.init_from and main:
             print("sft: WARNING no checkpoint.init_from: fine-tuning a randomly initialized model", flush=True)
