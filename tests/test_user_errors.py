@@ -73,3 +73,16 @@ def test_seedcoder_train_starts_every_stage(tmp_path, capsys, stage, prog):
     missing = tmp_path / "nowhere.toml"
     assert main(["train", stage, "--config", str(missing)]) == EXIT_USER_ERROR
     assert str(missing) in one_line(capsys, prog)
+
+
+@pytest.mark.parametrize("setting, named", [("--dpo.loss_type=bogus", "loss_type: expected one of"),
+                                            ("--dpo.beta=0", "beta: must be a positive number"),
+                                            ("--dpo.steps=0", "steps: must be a positive integer")])
+def test_dpo_settings_are_checked_before_any_work(tmp_path, capsys, setting, named):
+    """A bad [dpo] value is one line naming it, before the policy is loaded or pairs are mined."""
+    from seedcoder.posttrain.dpo import main
+
+    out = tmp_path / "run"
+    assert main([f"--output.dir={out}", f"--model.init_from={tmp_path / 'nowhere'}", setting]) == EXIT_USER_ERROR
+    assert one_line(capsys, "seedcoder.posttrain.dpo").startswith(f"config section [dpo]: {named}")
+    assert not out.exists()

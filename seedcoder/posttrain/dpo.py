@@ -63,15 +63,23 @@ LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 
 
 # ------------------------------------------------------------------------------------------ losses
+def check_dpo_settings(*, steps: int, batch_size: int, beta: float, loss_type: str) -> None:
+    """ValueError naming the first bad training setting; `main` runs this before it loads or mines anything."""
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type: expected one of {LOSS_TYPES}, got {loss_type!r}")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
+        raise ValueError(f"beta: must be a positive number, got {beta!r}")
+
+
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
              ref_rejected: torch.Tensor, *, beta: float = 0.1, loss_type: str = "sigmoid") -> tuple[torch.Tensor, dict]:
     """The mean preference loss over pairs (module docstring) and its metrics: a dict of floats with
     reward_accuracy, reward_margin, chosen_reward, rejected_reward (means over pairs). Inputs: (P,) summed
     response log-probs."""
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type: expected one of {LOSS_TYPES}, got {loss_type!r}")
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
-        raise ValueError(f"beta: must be a positive number, got {beta!r}")
+    check_dpo_settings(steps=1, batch_size=1, beta=beta, loss_type=loss_type)
     shape = policy_chosen.shape
     for name, t in (("policy_rejected", policy_rejected), ("ref_chosen", ref_chosen), ("ref_rejected", ref_rejected)):
         if t.shape != shape:
@@ -218,11 +226,7 @@ def dpo_train(model: torch.nn.Module, pairs: Sequence[dict], *, steps: int, batc
         raise ValueError(f"checkpoint_every: must be an integer >= 0, got {checkpoint_every!r}")
     if not pairs:
         raise ValueError("pairs: no preference pairs to train on")
-    for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: must be a positive integer, got {value!r}")
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type: expected one of {LOSS_TYPES}, got {loss_type!r}")
+    check_dpo_settings(steps=steps, batch_size=batch_size, beta=beta, loss_type=loss_type)
     if reference is None:
         reference = reference_logprobs(ref_model if ref_model is not None else model, pairs, batch_size=batch_size)
     ref_chosen, ref_rejected = reference
@@ -299,6 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_from_config(config_path: str | None, overrides: Sequence[str]) -> int:
     """`main` after the command line: mine pairs if needed, then train (raises ConfigError and other user errors)."""
     cfg = load_run_config(config_path, overrides, DPO_DEFAULTS)
+    d = cfg["dpo"]
+    try:
+        check_dpo_settings(steps=d["steps"], batch_size=d["batch_size"], beta=d["beta"], loss_type=d["loss_type"])
+    except ValueError as error:
+        raise ConfigError(f"config section [dpo]: {error}") from None
     out = cfg["output"]["dir"]
     os.makedirs(out, exist_ok=True)
     model, tokenizer = load_policy_for(cfg["model"])
@@ -320,7 +329,6 @@ def run_from_config(config_path: str | None, overrides: Sequence[str]) -> int:
         if not pairs:
             print("no (passing, failing) pair was found: nothing to train on", flush=True)
             return 1
-    d = cfg["dpo"]
     records = dpo_train(model, pairs, steps=d["steps"], batch_size=d["batch_size"], beta=d["beta"], loss_type=d["loss_type"],
                         lr=d["lr"], weight_decay=d["weight_decay"], max_grad_norm=d["max_grad_norm"], seed=d["seed"],
                         fused=d["fused"], log_path=os.path.join(out, "metrics.jsonl"),
