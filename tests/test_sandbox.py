@@ -19,7 +19,8 @@ import uuid
 import pytest
 
 from seedcoder import sandbox
-from seedcoder.sandbox import UID_BASE, UID_COUNT, Limits, SandboxError, SandboxJob, run_program, run_tests
+from seedcoder.sandbox import Limits, SandboxError, SandboxJob, run_program, run_tests
+from seedcoder.sandbox.uids import UID_BASE, UID_COUNT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IS_ROOT = os.geteuid() == 0
