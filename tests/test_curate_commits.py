@@ -1,4 +1,5 @@
-"""Commit samples (seedcoder.curate.commits) on small git repositories built here with the git CLI."""
+"""Commit samples (seedcoder.curate.commits, reading git through curate.git_history) on small git repositories built
+here with the git CLI."""
 
 import hashlib
 import os

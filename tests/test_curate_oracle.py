@@ -1,5 +1,6 @@
-"""Oracle ratings (seedcoder.curate.oracle): answer parsing, the prompt, stratified sampling, the rubric proxy, and
-the OpenAI-compatible backend against a fake server on 127.0.0.1 (cache, concurrency, retries, timeouts)."""
+"""Oracle ratings (seedcoder.curate: rating, oracle, rubric, chat_oracles): answer parsing, the prompt, stratified
+sampling, the rubric proxy, and the OpenAI-compatible backend against a fake server on 127.0.0.1 (cache,
+concurrency, retries, timeouts)."""
 
 from __future__ import annotations
 
@@ -16,15 +17,14 @@ from collections import Counter
 
 import pytest
 
-from seedcoder.curate.oracle import (
+from seedcoder.curate.chat_oracles import ResponseCache
+from seedcoder.curate.oracle import make_oracle, stratified_sample
+from seedcoder.curate.rating import (
     OracleError,
     RatingRequest,
-    ResponseCache,
     build_rating_prompt,
-    make_oracle,
     parse_rating,
     split_answer,
-    stratified_sample,
     summarize_ratings,
 )
 

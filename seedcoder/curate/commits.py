@@ -44,33 +44,28 @@ an empty message (empty_message), and message + target alone over `max_sample_by
 context sections then fill the rest of `max_sample_bytes` in priority order, README, tree, BM25 picks best
 first: each is kept whole if it still fits, else left out.
 
-Order and ids: HEAD's history without merges, oldest first, parents before children (`git rev-list --no-merges
---date-order --reverse`); `max_commits` keeps the newest that many of them. `id` = sha256 hex of
-"<repo>\\n<commit sha>". The output does not depend on the machine: git runs without the user's and the
-system's config (GIT_CONFIG_GLOBAL=/dev/null, GIT_CONFIG_NOSYSTEM=1) and with explicit diff options, and it
-may not fetch anything (a partial clone's missing objects are an error, not a download).
+Order and ids: HEAD's history without merges, oldest first, parents before children; `max_commits` keeps the
+newest that many of them. `id` = sha256 hex of "<repo>\\n<commit sha>". The history is read by
+`curate/git_history.py` (the git CLI, without the user's or the system's config, never fetching), so the output
+does not depend on the machine.
 
 Errors: a path that is not the top of a git repository, a HEAD that names no commit (an empty repository) or
 missing/corrupt objects raise `CurateInputError` with the path and git's message; objects are read lazily, so
 a corrupt object can raise after some rows were yielded: treat the exception as a failure of the whole repository.
 
-Git is driven through its CLI (per commit: `git diff-tree` twice and `git ls-tree` of the parent; blobs through
-one long-lived `git cat-file --batch`). BM25 statistics are updated from one snapshot to the next
-(`SnapshotBM25`), so a commit costs its changed blobs, the tree listing and the query's terms, not the snapshot.
+BM25 statistics are updated from one snapshot to the next (`SnapshotBM25`), so a commit costs its changed blobs,
+the tree listing and the query's terms, not the snapshot.
 """
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import math
 import os
 import re
-import subprocess
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -79,6 +74,7 @@ import pyarrow as pa
 from seedcoder.curate import dataset as ds
 from seedcoder.curate.errors import CurateConfigError, CurateInputError
 from seedcoder.curate.executor import Task
+from seedcoder.curate.git_history import Change, Repository, SnapshotEntry, git_head
 from seedcoder.curate.step import NONE_INT, Option, StepContext, StepKind
 
 README_MAX_BYTES = 16_000  # a README longer than this is cut at a line boundary
@@ -92,152 +88,17 @@ SKIP_REASONS = ("empty_commit", "empty_message", "too_many_files", "diff_too_lar
 _CUT_NOTE = "(... cut: {} more bytes)\n"
 _README_NAMES = ("readme.md", "readme.rst", "readme.txt", "readme")  # preferred first; other README.* after them
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")  # splits snake_case, camelCase and HTTPServer
-_DIFF_HEADER = re.compile(rb"^diff --git ", re.MULTILINE)
-_HUNK_START = re.compile(rb"^@@", re.MULTILINE)
-_SUBMODULE_MODE = b"160000"
-_DIFF_OPTIONS = ("-r", "-M", "--root", "--no-commit-id")  # renames found; a root commit diffs against nothing
-
-
-def _git_env() -> dict[str, str]:
-    # GIT_DIR & co. from a caller (a hook, a test runner) would override -C; user/system config would change the diff.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
-    env.update(
-        GIT_CONFIG_NOSYSTEM="1",
-        GIT_CONFIG_GLOBAL=os.devnull,
-        GIT_TERMINAL_PROMPT="0",
-        GIT_ALLOW_PROTOCOL="none",  # no transport allowed: a partial clone must not fetch missing objects
-        LC_ALL="C",  # git's messages in English, as quoted in our errors
-    )
-    return env
-
-
-class _Git:
-    """Runs git in one repository; a failure raises CurateInputError with the path and git's stderr."""
-
-    def __init__(self, repo_dir: str):
-        self.repo_dir = repo_dir
-        self.env = _git_env()
-
-    def command(self, args: Sequence[str]) -> list[str]:
-        # safe.directory=*: repositories of a corpus belong to whoever unpacked them. Ownership guards against a
-        # repository's config running programs; our read-only plumbing with --no-ext-diff/--no-textconv runs none.
-        return ["git", "-c", "safe.directory=*", "-C", self.repo_dir, *args]
-
-    def run(self, args: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess:
-        process = subprocess.run(self.command(args), env=self.env, stdin=subprocess.DEVNULL, capture_output=True)
-        if check and process.returncode != 0:
-            raise self.error(args, process.stderr)
-        return process
-
-    def run_limited(self, args: Sequence[str], limit: int) -> bytes | None:
-        """stdout of git, or None as soon as it passes `limit` bytes (git is stopped; memory stays bounded)."""
-        with tempfile.TemporaryFile() as stderr:
-            process = subprocess.Popen(self.command(args), env=self.env, stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.PIPE, stderr=stderr)
-            chunks, size = [], 0
-            try:
-                while chunk := process.stdout.read(1 << 16):
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if size > limit:
-                        return None
-            finally:
-                process.stdout.close()
-                if process.poll() is None:
-                    process.kill()
-                returncode = process.wait()
-            if returncode != 0:
-                stderr.seek(0)
-                raise self.error(args, stderr.read())
-        return b"".join(chunks)
-
-    def error(self, args: Sequence[str], stderr: bytes) -> CurateInputError:
-        message = stderr.decode("utf-8", "replace").strip() or "no message"
-        return CurateInputError(f"{self.repo_dir}: `git {' '.join(args)}` failed: {message}")
-
-
-class _ObjectReader:
-    """Objects through one `git cat-file --batch` process (started on first use)."""
-
-    def __init__(self, git: _Git):
-        self.git = git
-        self.process: subprocess.Popen | None = None
-        self.stderr = None
-
-    def read(self, sha: str) -> tuple[str, bytes]:
-        if self.process is None:
-            self.stderr = tempfile.TemporaryFile()
-            self.process = subprocess.Popen(self.git.command(["cat-file", "--batch"]), env=self.git.env,
-                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr)
-        try:
-            self.process.stdin.write(sha.encode("ascii") + b"\n")
-            self.process.stdin.flush()
-            header = self.process.stdout.readline()
-        except BrokenPipeError:
-            header = b""
-        parts = header.split()
-        if len(parts) != 3:  # "<sha> missing", or git died on a corrupt object (empty header)
-            raise self._failure(sha, header)
-        object_type, size = parts[1].decode("ascii"), int(parts[2])
-        data = self.process.stdout.read(size + 1)  # the object and its terminating newline
-        if len(data) != size + 1:
-            raise self._failure(sha, header)
-        return object_type, data[:-1]
-
-    def _failure(self, sha: str, header: bytes) -> CurateInputError:
-        detail = header.decode("utf-8", "replace").strip()
-        if self.process.poll() is not None or not detail:
-            self.process.wait()
-            self.stderr.seek(0)
-            detail = self.stderr.read().decode("utf-8", "replace").strip() or detail or "git exited"
-        return CurateInputError(f"{self.git.repo_dir}: cannot read object {sha}: {detail}")
-
-    def close(self) -> None:
-        if self.process is not None:
-            try:
-                self.process.stdin.close()
-            except BrokenPipeError:
-                pass
-            self.process.stdout.close()
-            if self.process.poll() is None:
-                self.process.kill()
-            self.process.wait()
-            self.stderr.close()
-            self.process = None
-
-
-@dataclass
-class _Change:
-    status: str  # git's letter: A, D, M, R, T (C, U, X do not occur with our options)
-    old_path: str
-    new_path: str
-    old_mode: bytes
-    new_mode: bytes
-    diff: str = ""  # the hunks, or a one-line note
-    textual: bool = True  # False: binary, submodule or non-UTF-8 (diff omitted)
-
-    @property
-    def label(self) -> str:
-        if self.status == "R":
-            return f"R {_show(self.old_path)} -> {_show(self.new_path)}"
-        return f"{self.status} {_show(self.new_path if self.status != 'D' else self.old_path)}"
-
-
-@dataclass
-class _SnapshotEntry:
-    path: str
-    mode: bytes
-    object_type: bytes
-    sha: str
-    size: int
 
 
 def _show(path: str) -> str:
     return path.replace("\r", "\\r").replace("\n", "\\n")
 
 
-def _decode_path(raw: bytes) -> str:
-    return raw.decode("utf-8", "replace")
+def _label(change: Change) -> str:
+    """A change as the sample shows it: "M path", "R old -> new" (a deletion shows the old path)."""
+    if change.status == "R":
+        return f"R {_show(change.old_path)} -> {_show(change.new_path)}"
+    return f"{change.status} {_show(change.new_path if change.status != 'D' else change.old_path)}"
 
 
 def _words(text: str) -> list[str]:
@@ -319,10 +180,6 @@ class SnapshotBM25:
         return scores
 
 
-def _is_text(data: bytes) -> bool:
-    return b"\0" not in data[:8000]  # git's own binary test
-
-
 def _cut(text: str, max_bytes: int) -> str:
     """`text` (ending in a newline) cut at the last line boundary within `max_bytes`, with a note of what is left."""
     data = text.encode("utf-8")
@@ -362,172 +219,23 @@ def render_tree(paths: Sequence[str], max_bytes: int = TREE_MAX_BYTES) -> str:
     return "".join(lines) if lines else "(empty)\n"
 
 
-def _commit_message(data: bytes) -> str:
-    """The message of a raw commit object, decoded with the commit's `encoding` header (UTF-8 by default)."""
-    headers, _, body = data.partition(b"\n\n")
-    encoding = "utf-8"
-    for line in headers.split(b"\n"):
-        if line.startswith(b"encoding "):
-            name = line[len(b"encoding "):].decode("ascii", "replace").strip()
-            try:
-                encoding = codecs.lookup(name).name
-            except LookupError:
-                pass  # unknown encoding name: read as UTF-8 with replacement characters
-    return body.decode(encoding, "replace")
+@dataclass
+class _BM25Cache:
+    """The last BM25'd snapshot of a repository: its candidate files in `bm25`, keyed (path, blob sha), and the
+    files that are no candidate (binary, huge, non-UTF-8, no terms); the next commit's snapshot reuses both."""
+
+    bm25: SnapshotBM25 = field(default_factory=SnapshotBM25)
+    not_candidates: set[tuple[str, str]] = field(default_factory=set)
 
 
-def _parse_raw(output: bytes) -> list[_Change]:
-    """`git diff-tree -r -z --raw` records: ":old_mode new_mode old_sha new_sha status\\0path\\0[new_path\\0]"."""
-    fields = output.split(b"\0")
-    changes: list[_Change] = []
-    index = 0
-    while index < len(fields):
-        record = fields[index]
-        index += 1
-        if not record:
-            continue
-        if not record.startswith(b":"):
-            raise ValueError(f"unexpected diff-tree record {record[:80]!r}")
-        old_mode, new_mode, _old_sha, _new_sha, status = record[1:].split(b" ")
-        letter = status[:1].decode("ascii")
-        old_path = _decode_path(fields[index])
-        index += 1
-        new_path = old_path
-        if letter in ("R", "C"):
-            new_path = _decode_path(fields[index])
-            index += 1
-        changes.append(_Change(letter, old_path, new_path, old_mode, new_mode))
-    return changes
+def _document_terms(repository: Repository, entry: SnapshotEntry) -> tuple[dict[str, int], int] | None:
+    """BM25 statistics of a snapshot file: (term frequencies, length), or None for a file that is no candidate."""
+    text = None if entry.size > CANDIDATE_MAX_BYTES else repository.text(entry)
+    words = _words(entry.path) + _words(text) if text is not None else []
+    return (_term_frequencies(words), len(words)) if words else None
 
 
-def _attach_diffs(changes: list[_Change], patch: bytes) -> None:
-    """Give each change its hunks from `git diff-tree -p` output (same order; a type change prints two chunks)."""
-    starts = [match.start() for match in _DIFF_HEADER.finditer(patch)]
-    chunks = [patch[start:end] for start, end in zip(starts, [*starts[1:], len(patch)])]
-    expected = sum(2 if change.status == "T" else 1 for change in changes)
-    if len(chunks) != expected:
-        raise ValueError(f"{len(chunks)} diff chunks for {expected} expected")
-    position = 0
-    for change in changes:
-        count = 2 if change.status == "T" else 1
-        own = chunks[position: position + count]
-        position += count
-        if _SUBMODULE_MODE in (change.old_mode, change.new_mode):
-            change.diff, change.textual = "(submodule, diff omitted)\n", False
-            continue
-        if change.status == "D":
-            change.diff = ""
-            continue
-        bodies = []
-        for chunk in own:
-            if re.search(rb"^Binary files ", chunk, re.MULTILINE):
-                change.diff, change.textual = "(binary file, diff omitted)\n", False
-                break
-            hunk = _HUNK_START.search(chunk)
-            bodies.append(chunk[hunk.start():] if hunk else b"")
-        else:
-            try:
-                change.diff = _with_newline(b"".join(bodies).decode("utf-8"))
-            except UnicodeDecodeError:
-                change.diff, change.textual = "(not UTF-8, diff omitted)\n", False
-
-
-class _Repository:
-    """Reads one repository: commits, snapshots, blobs; caches BM25 statistics per (path, blob)."""
-
-    def __init__(self, repo_dir: str):
-        self.git = _Git(repo_dir)
-        self.objects = _ObjectReader(self.git)
-        self.bm25 = SnapshotBM25()  # the last BM25'd snapshot's candidate files, keyed (path, blob sha)
-        self.not_candidates: set[tuple[str, str]] = set()  # of the same snapshot: binary, huge, non-UTF-8, no terms
-
-    def check(self) -> None:
-        repo_dir = self.git.repo_dir
-        if not os.path.isdir(repo_dir):
-            raise CurateInputError(f"{repo_dir}: not a directory")
-        git_dir = self.git.run(["rev-parse", "--absolute-git-dir"]).stdout.decode("utf-8", "replace").strip()
-        toplevel = self.git.run(["rev-parse", "--show-toplevel"], check=False)
-        top = os.path.realpath(toplevel.stdout.decode("utf-8", "replace").strip()) if toplevel.returncode == 0 else None
-        if os.path.realpath(repo_dir) not in (os.path.realpath(git_dir), top):
-            # git found an enclosing repository: a plain folder inside a checkout is not that checkout
-            raise CurateInputError(f"{repo_dir}: not a git repository (it lies inside the one at {top or git_dir})")
-        head = self.git.run(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], check=False)
-        if head.returncode != 0:
-            detail = head.stderr.decode("utf-8", "replace").strip()
-            raise CurateInputError(f"{repo_dir}: HEAD names no commit (an empty repository or a broken HEAD)"
-                                   + (f": {detail}" if detail else ""))
-
-    def commits(self, max_commits: int | None) -> list[tuple[str, list[str]]]:
-        args = ["rev-list", "--no-merges", "--date-order", "--reverse", "--parents"]
-        if max_commits is not None:
-            args.append(f"--max-count={max_commits}")
-        output = self.git.run([*args, "HEAD"]).stdout.decode("ascii")
-        return [(line.split()[0], line.split()[1:]) for line in output.splitlines() if line.strip()]
-
-    def message(self, sha: str) -> str:
-        object_type, data = self.objects.read(sha)
-        if object_type != "commit":
-            raise CurateInputError(f"{self.git.repo_dir}: object {sha} is a {object_type}, not a commit")
-        return _commit_message(data).strip()
-
-    def snapshot(self, commit: str | None) -> list[_SnapshotEntry]:
-        """The files of `commit` in git's tree order (none for the root commit's parent)."""
-        if commit is None:
-            return []
-        output = self.git.run(["ls-tree", "-r", "-z", "-l", "--full-tree", commit]).stdout
-        entries = []
-        for record in output.split(b"\0"):
-            if not record:
-                continue
-            meta, _, path = record.partition(b"\t")
-            mode, object_type, sha, size = meta.split()
-            entries.append(_SnapshotEntry(_decode_path(path), mode, object_type, sha.decode("ascii"),
-                                          int(size) if size != b"-" else 0))
-        return entries
-
-    def text(self, entry: _SnapshotEntry) -> str | None:
-        """The blob as text; None for binary, non-UTF-8, symlinks and submodules."""
-        if entry.object_type != b"blob" or entry.mode not in (b"100644", b"100755"):
-            return None
-        _, data = self.objects.read(entry.sha)
-        if not _is_text(data):
-            return None
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-
-    def document_terms(self, entry: _SnapshotEntry) -> tuple[dict[str, int], int] | None:
-        """BM25 statistics of a snapshot file: (term frequencies, length), or None for a file that is no candidate."""
-        text = None if entry.size > CANDIDATE_MAX_BYTES else self.text(entry)
-        words = _words(entry.path) + _words(text) if text is not None else []
-        return (_term_frequencies(words), len(words)) if words else None
-
-    def changes(self, sha: str) -> list[_Change]:
-        output = self.git.run(["diff-tree", "-z", "--raw", *_DIFF_OPTIONS, sha]).stdout
-        try:
-            return _parse_raw(output)
-        except (ValueError, IndexError) as error:  # git printed something we do not parse: name the commit
-            raise CurateInputError(f"{self.git.repo_dir}: cannot read the changes of commit {sha}: {error}") from None
-
-    def attach_diffs(self, sha: str, changes: list[_Change], limit: int) -> bool:
-        """Fill each change's diff from the commit's patch; False (nothing filled) when it passes `limit` bytes."""
-        # -D: deletions print no preimage; explicit diff options so that nothing depends on config
-        patch = self.git.run_limited(["diff-tree", "-p", "-D", "--no-color", "--no-ext-diff", "--no-textconv", "-U3",
-                                      "--src-prefix=a/", "--dst-prefix=b/", *_DIFF_OPTIONS, sha], limit)
-        if patch is None:
-            return False
-        try:
-            _attach_diffs(changes, patch)
-        except ValueError as error:  # git printed something we do not parse: name the commit
-            raise CurateInputError(f"{self.git.repo_dir}: cannot split the diff of commit {sha}: {error}") from None
-        return True
-
-    def close(self) -> None:
-        self.objects.close()
-
-
-def _readme(repository: _Repository, snapshot: list[_SnapshotEntry]) -> tuple[str, str] | None:
+def _readme(repository: Repository, snapshot: list[SnapshotEntry]) -> tuple[str, str] | None:
     top = [entry for entry in snapshot if "/" not in entry.path and entry.path.lower().startswith("readme")]
     rank = {name: index for index, name in enumerate(_README_NAMES)}
     top.sort(key=lambda entry: (rank.get(entry.path.lower(), len(rank)), entry.path))
@@ -540,7 +248,7 @@ def _readme(repository: _Repository, snapshot: list[_SnapshotEntry]) -> tuple[st
     return None
 
 
-def _bm25_picks(repository: _Repository, snapshot: list[_SnapshotEntry], message: str,
+def _bm25_picks(repository: Repository, cache: _BM25Cache, snapshot: list[SnapshotEntry], message: str,
                 count: int) -> list[tuple[str, str]]:
     """The `count` files of the snapshot with the highest positive BM25 score against the message, best first."""
     if count <= 0 or not snapshot:
@@ -548,21 +256,21 @@ def _bm25_picks(repository: _Repository, snapshot: list[_SnapshotEntry], message
     query = list(dict.fromkeys(_words(message)))  # each message term once: a long message does not repeat-weight
     if not query:
         return []
-    bm25 = repository.bm25
+    bm25 = cache.bm25
     documents: dict[tuple[str, str], tuple[dict[str, int], int]] = {}
     not_candidates: set[tuple[str, str]] = set()
     for entry in snapshot:  # statistics of files the last snapshot had are reused, not recomputed
         key = (entry.path, entry.sha)
         if key in bm25.documents:
             documents[key] = bm25.documents[key]
-        elif key in repository.not_candidates:
+        elif key in cache.not_candidates:
             not_candidates.add(key)
-        elif (terms := repository.document_terms(entry)) is not None:
+        elif (terms := _document_terms(repository, entry)) is not None:
             documents[key] = terms
         else:
             not_candidates.add(key)
     bm25.update(documents)
-    repository.not_candidates = not_candidates
+    cache.not_candidates = not_candidates
     candidates = [entry for entry in snapshot if (entry.path, entry.sha) in documents]
     if not candidates:
         return []
@@ -612,12 +320,13 @@ def commit_samples(
     if repo is None:
         name = os.path.basename(os.path.normpath(os.path.abspath(repo_dir)))
         repo = name[: -len(".git")] if name.endswith(".git") and len(name) > 4 else name
-    repository = _Repository(repo_dir)
+    repository = Repository(repo_dir)
+    cache = _BM25Cache()
     try:
         repository.check()
         commits = repository.commits(max_commits)
         for sha, parents in commits:
-            row, reason = _commit_sample(repository, repo, sha, parents[0] if parents else None, max_diff_bytes,
+            row, reason = _commit_sample(repository, cache, repo, sha, parents[0] if parents else None, max_diff_bytes,
                                          max_sample_bytes, context_files, max_changed_files)
             if reason is None:
                 yield row
@@ -627,8 +336,9 @@ def commit_samples(
         repository.close()
 
 
-def _commit_sample(repository: _Repository, repo: str, sha: str, parent: str | None, max_diff_bytes: int,
-                   max_sample_bytes: int, context_files: int, max_changed_files: int) -> tuple[dict, str | None]:
+def _commit_sample(repository: Repository, cache: _BM25Cache, repo: str, sha: str, parent: str | None,
+                   max_diff_bytes: int, max_sample_bytes: int, context_files: int,
+                   max_changed_files: int) -> tuple[dict, str | None]:
     """(row, None) for a kept commit, (row without text, "<code>: <detail>") for a skipped one."""
     message = repository.message(sha)
     changes = repository.changes(sha)
@@ -651,17 +361,17 @@ def _commit_sample(repository: _Repository, repo: str, sha: str, parent: str | N
         return row, f"diff_too_large: git's patch is over max_diff_bytes={max_diff_bytes} + its header lines"
     if not any(change.textual for change in changes):
         return row, "no_text_diff: only binary, submodule or non-UTF-8 changes"
-    diffs = "".join(f"<diff> {change.label}\n{change.diff}" for change in changes)
+    diffs = "".join(f"<diff> {_label(change)}\n{change.diff}" for change in changes)
     if _size(diffs) > max_diff_bytes:
         return row, f"diff_too_large: {_size(diffs)} bytes > max_diff_bytes={max_diff_bytes}"
-    target = "<changed_paths>\n" + "".join(f"{change.label}\n" for change in changes) + diffs
+    target = "<changed_paths>\n" + "".join(f"{_label(change)}\n" for change in changes) + diffs
     required = _size(_render(repo, message, [], target))
     if required > max_sample_bytes:
         return row, f"sample_too_large: message + diffs are {required} bytes > max_sample_bytes={max_sample_bytes}"
 
     snapshot = repository.snapshot(parent)
     readme = _readme(repository, snapshot)
-    picks = _bm25_picks(repository, snapshot, message, context_files)
+    picks = _bm25_picks(repository, cache, snapshot, message, context_files)
     sections = [  # in priority order, which is also their order in the text
         f"<readme> {_show(readme[0])}\n{readme[1]}" if readme else "",
         "<tree>\n" + render_tree([entry.path for entry in snapshot]),
@@ -716,7 +426,7 @@ def run_commits(ctx: StepContext) -> dict[str, Any]:
     missing = [path for path in repos if not os.path.isdir(path)]
     if missing:
         raise CurateConfigError(f"commits: not a directory: {missing}")
-    heads = [_git_head(path) for path in repos]
+    heads = [git_head(path) for path in repos]
     done = ctx.prepare(heads=heads)
     if done is not None:
         return done
@@ -730,15 +440,6 @@ def run_commits(ctx: StepContext) -> dict[str, Any]:
                           args={"out_dir": ctx.out_dir, "index": index, "repo_dir": path, "repo": name,
                                 "options": ctx.options}, marker=ds.marker_path(ctx.out_dir, index)))
     return ctx.finish(ctx.run(tasks))
-
-
-def _git_head(path: str) -> str | None:
-    try:
-        result = subprocess.run(["git", "-c", "safe.directory=*", "-C", path, "rev-parse", "HEAD"], capture_output=True,
-                                text=True, check=False)
-    except FileNotFoundError:
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
 
 
 STEP = StepKind("commits", "commit samples (message + context -> changed paths + diffs)", run_commits, {

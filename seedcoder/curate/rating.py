@@ -1,0 +1,174 @@
+"""What an oracle rating is: the request and result, the rubric prompt, parsing the rater's answer, and the
+`Oracle` interface every backend implements (the backends: `curate/rubric.py`, `curate/chat_oracles.py`; choosing
+one and the curation step: `curate/oracle.py`).
+
+The rubric (Seed-Coder, "Let the Code Model Curate Data for Itself"): the rater judges readability, modularity,
+clarity and reusability, writes its explanation first and ends with `Rating: [[X]]`, X an integer 0-10; a file
+gets 0 when it is mostly configuration or data with almost no logic, or auto-generated. `build_rating_prompt`
+writes that prompt; `parse_rating` reads the last `Rating: [[X]]` of an answer and returns None for a missing,
+malformed (7.5, "seven", 7/10) or out-of-range value: the caller counts such answers as unparseable and leaves
+them out (RatingResult.error says why).
+
+    prompt = build_rating_prompt(code, "python", "pkg/util.py")
+    explanation, rating, problem = split_answer(answer)                 # "Readability: ...", 7, None
+    results = oracle.rate([RatingRequest(id="a1", text=code, language="python", path="pkg/util.py")])
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+class OracleError(ValueError):
+    """A bad oracle option or a missing backend; the message names it."""
+
+
+@dataclass(frozen=True)
+class RatingRequest:
+    id: str
+    text: str
+    language: str
+    path: str
+
+
+@dataclass(frozen=True)
+class RatingResult:
+    """`rating` is None when the answer had no parseable rating or the request failed; `error` then says which."""
+
+    id: str
+    rating: int | None
+    explanation: str
+    raw: str
+    error: str | None = None
+
+
+# ------------------------------------------------------------------------------------------ the prompt
+RATING_SCALE = (0, 10)
+DEFAULT_PROMPT_CHARS = 32_000  # ~8-10k tokens of code: long files are cut (and the prompt says so)
+
+RUBRIC_PROMPT = """You are an expert software engineer reviewing source code that may be used to train a code \
+language model. Rate the quality of the {language} file below on an integer scale from 0 to 10.
+
+Judge these four aspects:
+1. Readability: clear, meaningful names; consistent formatting; a reasonable amount of helpful comments and \
+docstrings; lines of reasonable length.
+2. Modularity: the logic is organised into well-scoped functions, classes or modules with clear \
+responsibilities, rather than one long monolithic block.
+3. Clarity: straightforward control flow with shallow nesting, little redundancy or copy-pasted code, no \
+unexplained magic values; the intent of the code is easy to follow.
+4. Reusability: general, well-defined interfaces; components that could be reused in other projects; no \
+hard-coded values that tie the code to one machine or one use.
+
+Give a rating of 0 if any of the following holds:
+- the file is mostly configuration or data (for example JSON, YAML, XML, CSV, long tables of literals or \
+constants), with almost no logic;
+- the file contains almost no logic (for example only imports, declarations or boilerplate);
+- the file is auto-generated (for example by a compiler, a protocol or interface generator or another tool; \
+often marked "DO NOT EDIT" or "auto-generated"), or minified.
+
+First write a brief explanation of your assessment covering the four aspects. Then, on the last line, give the \
+rating in exactly this format:
+Rating: [[X]]
+where X is an integer from 0 to 10.
+
+File: {path}
+Language: {language}
+{fence}{fence_language}
+{code}
+{fence}
+"""
+
+
+def build_rating_prompt(text: str, language: str, path: str, *, max_chars: int = DEFAULT_PROMPT_CHARS) -> str:
+    """The rubric prompt for one file; files longer than `max_chars` characters are cut, with a note saying so."""
+    if max_chars <= 0:
+        raise OracleError(f"build_rating_prompt: max_chars must be > 0, got {max_chars}")
+    code = text if len(text) <= max_chars else (
+        text[:max_chars] + f"\n... [truncated: the first {max_chars:,} of {len(text):,} characters are shown]"
+    )
+    longest_backtick_run = max((len(run) for run in re.findall(r"`+", code)), default=0)
+    fence = "`" * max(3, longest_backtick_run + 1)  # a fence the code itself cannot close
+    language = language or "unknown"
+    fence_language = "" if language == "unknown" else re.sub(r"[^A-Za-z0-9_+#-]", "", language)
+    return RUBRIC_PROMPT.format(language=language, path=path or "<unnamed>", fence=fence,
+                                fence_language=fence_language, code=code)
+
+
+# "Rating: [[7]]", also "**Rating:** [[ 7 ]]"; the value inside the brackets is validated separately.
+_RATING = re.compile(r"rating\W{0,8}\[\[([^\[\]\n]{0,20})\]\]", re.IGNORECASE)
+_INTEGER = re.compile(r"[+-]?\d+(?:\.0+)?")
+
+
+def split_answer(answer: str) -> tuple[str, int | None, str | None]:
+    """(explanation, rating, problem): the text before the last `Rating: [[X]]`, X as int, or why there is none."""
+    if not isinstance(answer, str) or not answer.strip():
+        return "", None, "empty answer"
+    matches = list(_RATING.finditer(answer))
+    if not matches:
+        return answer.strip(), None, "no 'Rating: [[X]]' in the answer"
+    last = matches[-1]
+    explanation = answer[: last.start()].strip()
+    value = last.group(1).strip()
+    if not _INTEGER.fullmatch(value):
+        return explanation, None, f"malformed rating [[{value}]] (an integer 0-10 is required)"
+    rating = int(float(value))
+    low, high = RATING_SCALE
+    if not low <= rating <= high:
+        return explanation, None, f"rating {rating} is outside {low}-{high}"
+    return explanation, rating, None
+
+
+def parse_rating(answer: str) -> int | None:
+    """The rating of an answer (its last `Rating: [[X]]`, X an integer 0-10), or None: unparseable."""
+    return split_answer(answer)[1]
+
+
+def result_from_answer(request_id: str, answer: str) -> RatingResult:
+    explanation, rating, problem = split_answer(answer)
+    error = None if rating is not None else f"unparseable answer: {problem}"
+    return RatingResult(id=request_id, rating=rating, explanation=explanation, raw=answer, error=error)
+
+
+def summarize_ratings(results: Sequence[RatingResult]) -> dict[str, Any]:
+    """Counts for a report: rated, unparseable (an answer without a valid rating), failed, and the histogram."""
+    rated = [r.rating for r in results if r.rating is not None]
+    unparseable = sum(1 for r in results if r.rating is None and (r.error or "").startswith("unparseable"))
+    histogram = Counter(rated)
+    return {
+        "total": len(results),
+        "rated": len(rated),
+        "unparseable": unparseable,
+        "failed": len(results) - len(rated) - unparseable,
+        "histogram": {str(k): histogram.get(k, 0) for k in range(RATING_SCALE[0], RATING_SCALE[1] + 1)},
+        "mean": float(np.mean(rated)) if rated else None,
+    }
+
+
+def invalid_request(request: RatingRequest) -> str | None:
+    """Why a request cannot be rated (a backend reports it as the result's error), or None."""
+    if not isinstance(request.text, str):
+        return f"request {request.id!r}: text is {type(request.text).__name__}, not a string"
+    return None
+
+
+# ------------------------------------------------------------------------------------------ interface
+class Oracle(abc.ABC):
+    """Rates files; `rate` returns one RatingResult per request, in request order, and never raises for one bad
+    request or one failed call (the result's `error` says what happened)."""
+
+    name: str = "oracle"
+
+    @abc.abstractmethod
+    def rate(self, requests: Sequence[RatingRequest]) -> list[RatingResult]: ...
+
+
+__all__ = ["DEFAULT_PROMPT_CHARS", "RATING_SCALE", "RUBRIC_PROMPT", "Oracle", "OracleError", "RatingRequest",
+           "RatingResult", "build_rating_prompt", "invalid_request", "parse_rating", "result_from_answer",
+           "split_answer", "summarize_ratings"]
