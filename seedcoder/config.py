@@ -16,6 +16,7 @@ type or out of range raises `ConfigError` naming the key (and, for a typo, the n
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import json
@@ -41,6 +42,14 @@ class ConfigError(UserError, ValueError):
 
 
 # ------------------------------------------------------------------------------------------ sections
+def option(default: Any, help: str) -> Any:
+    """A config field with a help text (`fields(...)[i].metadata["help"]`), for the command lines built from a
+    section (curation steps); a list or dict default is copied per instance."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class RunSection:
     name: str = "run"
@@ -218,8 +227,6 @@ class TrainConfig:
         return "\n".join(lines)
 
 
-# section name -> its dataclass
-SECTIONS: dict[str, type] = {name: cls for name, cls in typing.get_type_hints(TrainConfig).items() if name != "stages"}
 
 # The allowed values of string keys that name a choice.
 CHOICES = {
@@ -277,7 +284,7 @@ def _describe(annotation: Any) -> str:
     if origin is list:
         (item,) = typing.get_args(annotation)
         return f"a list of {_describe(item).removeprefix('an ').removeprefix('a ')}s"
-    if origin is dict:
+    if origin is dict or dataclasses.is_dataclass(annotation):
         return "a table"
     return str(annotation)
 
@@ -287,7 +294,12 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     origin = typing.get_origin(annotation)
     if annotation is Any:
         return value
-    if origin in (typing.Union, types.UnionType):
+    if dataclasses.is_dataclass(annotation):  # a section, or one table of an array of tables
+        if isinstance(value, annotation):
+            return value
+        if isinstance(value, Mapping):
+            return build_section(annotation, value, f"{key}.", "")
+    elif origin in (typing.Union, types.UnionType):
         options = typing.get_args(annotation)
         if value is None and type(None) in options:
             return None
@@ -332,7 +344,9 @@ def _unknown_key(key: str, known: Sequence[str], where: str) -> ConfigError:
     return ConfigError(f"{where}unknown config key {key!r}{hint}")
 
 
-def _build_section(cls: type, table: Mapping[str, Any], prefix: str, where: str) -> Any:
+def build_section(cls: type, table: Mapping[str, Any], prefix: str = "", where: str = "") -> Any:
+    """`cls(**table)` with every key known and typed: unknown keys (with the nearest known one), wrong types, missing
+    required fields and the dataclass's own value checks raise ConfigError naming `prefix + key` (and `where`)."""
     hints = _hints(cls)
     values = {}
     for key, value in table.items():
@@ -345,7 +359,13 @@ def _build_section(cls: type, table: Mapping[str, Any], prefix: str, where: str)
     for f in dataclasses.fields(cls):
         if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{where}config key {prefix + f.name!r} is missing: expected {_describe(hints[f.name])}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as error:
+        raise ConfigError(f"{where}{error}") from None
+    except ValueError as error:  # a section's own value checks (__post_init__) name the field
+        section, message = prefix.rstrip("."), str(error).removeprefix(f"{cls.__name__}.")
+        raise ConfigError(f"{where}config section [{section}]: {message}" if section else f"{where}{message}") from None
 
 
 def parse_stages(value: Any, cls: type = StageSection, *, key: str = "stages", where: str = "") -> list:
@@ -354,23 +374,23 @@ def parse_stages(value: Any, cls: type = StageSection, *, key: str = "stages", w
     their own stage dataclass (e.g. GRPO's progressive length)."""
     if not isinstance(value, (list, tuple)) or not all(isinstance(stage, Mapping) for stage in value):
         raise ConfigError(f"{where}config key {key!r}: expected an array of tables ([[{key}]])")
-    return [_build_section(cls, stage, f"{key}[{index}].", where) for index, stage in enumerate(value)]
+    return [build_section(cls, stage, f"{key}[{index}].", where) for index, stage in enumerate(value)]
 
 
 # ------------------------------------------------------------------------------------------ loading
-def config_from_dict(raw: Mapping[str, Any], *, where: str = "") -> TrainConfig:
-    """A TrainConfig from a parsed TOML document (unknown sections / keys and wrong types raise ConfigError)."""
-    sections = {}
+def sections_of(root: type) -> dict[str, type]:
+    """The [section] tables of a config dataclass: {name: section dataclass} (arrays of tables are not sections)."""
+    return {name: hint for name, hint in typing.get_type_hints(root).items() if dataclasses.is_dataclass(hint)}
+
+
+def config_from_dict(raw: Mapping[str, Any], root: type = None, *, where: str = ""):
+    """A config (default: TrainConfig) from a parsed TOML document: unknown sections / keys and wrong types raise
+    ConfigError naming them, as do a section's own value checks."""
+    root = root or TrainConfig
     for name, value in raw.items():
-        if name == "stages":
-            sections["stages"] = parse_stages(value, where=where)
-            continue
-        if name not in SECTIONS:
-            raise _unknown_key(name, [*SECTIONS, "stages"], where)
-        if not isinstance(value, Mapping):
+        if name in sections_of(root) and not isinstance(value, Mapping):
             raise ConfigError(f"{where}config key {name!r}: expected a table [{name}], got {value!r}")
-        sections[name] = _build_section(SECTIONS[name], value, f"{name}.", where)
-    return TrainConfig(**sections)
+    return build_section(root, raw, "", where)
 
 
 def _parse_value(text: str, annotation: Any) -> Any:
@@ -406,32 +426,41 @@ def split_overrides(argv: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _resolve_key(key: str) -> tuple[str, str]:
-    """"train.steps" -> ("train", "steps"); "steps" -> ("train", "steps") when exactly one section has it."""
+def _resolve_key(key: str, root: type) -> tuple[str, str]:
+    """"train.steps" -> ("train", "steps"); "steps" -> ("train", "steps") when exactly one section has it; a
+    top-level key that is not a section (an array of tables) -> ("", key)."""
+    sections = sections_of(root)
+    top = _hints(root)
     if "." in key:
         section, name = key.split(".", 1)
-        if section not in SECTIONS:
-            close = difflib.get_close_matches(section, list(SECTIONS), n=1)
-            hint = f"did you mean [{close[0]}]?" if close else f"sections: {', '.join(SECTIONS)}"
+        if section not in sections:
+            close = difflib.get_close_matches(section, list(sections), n=1)
+            hint = f"did you mean [{close[0]}]?" if close else f"sections: {', '.join(sections)}"
             raise ConfigError(f"unknown config key {key!r}: no section [{section}] ({hint})")
-        hints = _hints(SECTIONS[section])
+        hints = _hints(sections[section])
         base = name.split(".", 1)[0]
         if base not in hints or ("." in name and typing.get_origin(hints[base]) is not dict):
             raise _unknown_key(key, [f"{section}.{n}" for n in hints], "")
         return section, name
-    owners = [section for section in SECTIONS if key in _hints(SECTIONS[section])]
+    if key in top and key not in sections:
+        return "", key
+    owners = [section for section in sections if key in _hints(sections[section])]
     if len(owners) == 1:
         return owners[0], key
     if len(owners) > 1:
         raise ConfigError(f"config key {key!r} is ambiguous: write one of {', '.join(f'{s}.{key}' for s in owners)}")
-    raise _unknown_key(key, [n for s in SECTIONS for n in _hints(SECTIONS[s])], "")
+    raise _unknown_key(key, [n for s in sections for n in _hints(sections[s])], "")
 
 
-def apply_overrides(raw: dict[str, Any], overrides: Sequence[tuple[str, str]]) -> dict[str, Any]:
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[tuple[str, str]], root: type = None) -> dict[str, Any]:
     """Set each (key, text) of `overrides` in the parsed TOML document `raw` (in place; also returned)."""
+    root = root or TrainConfig
     for key, text in overrides:
-        section, name = _resolve_key(key)
-        hints = _hints(SECTIONS[section])
+        section, name = _resolve_key(key, root)
+        if not section:  # an array of tables: --stages=[{steps=10}]
+            raw[name] = _parse_value(text, _hints(root)[name])
+            continue
+        hints = _hints(sections_of(root)[section])
         table = raw.setdefault(section, {})
         if "." in name:  # a key inside a table field: --model.overrides.n_layers=4, --data.mixture.python=0.5
             base, inner = name.split(".", 1)
@@ -442,22 +471,33 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[tuple[str, str]]) -
     return raw
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Read a TOML config (None: all defaults), apply `--key=value` overrides, validate. Raises ConfigError."""
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """A TOML file as a dict; a missing or malformed file is a ConfigError naming it."""
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {os.fspath(path)} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {os.fspath(path)} is a directory") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{os.fspath(path)}: not valid TOML: {error}") from None
+
+
+def load_sections(root: type, path: str | os.PathLike | None = None, overrides: Sequence[str] = ()):
+    """Any stage's config: a dataclass of [section] dataclasses (and arrays of tables), read from a TOML file
+    (None: all defaults), then `--section.key=value` overrides. Raises ConfigError naming the key (and the file)."""
     raw: dict[str, Any] = {}
-    where = ""
     if path is not None:
-        where = f"{os.fspath(path)}: "
-        try:
-            with open(path, "rb") as file:
-                raw = tomllib.load(file)
-        except FileNotFoundError:
-            raise ConfigError(f"config file {os.fspath(path)} does not exist") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{where}not valid TOML: {error}") from None
-    config_from_dict(raw, where=where)  # the file alone: errors name the file
-    apply_overrides(raw, split_overrides(overrides))
-    cfg = config_from_dict(raw)
+        raw = read_toml(path)
+        config_from_dict(raw, root, where=f"{os.fspath(path)}: ")  # the file alone: errors name the file
+    apply_overrides(raw, split_overrides(overrides), root)
+    return config_from_dict(raw, root)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a training TOML config (None: all defaults), apply `--key=value` overrides, validate. Raises ConfigError."""
+    cfg = load_sections(TrainConfig, path, overrides)
     validate(cfg)
     return cfg
 
@@ -575,8 +615,13 @@ __all__ = [
     "TrainConfig",
     "TrainSection",
     "apply_overrides",
+    "build_section",
+    "option",
     "config_from_dict",
     "load_config",
+    "load_sections",
+    "read_toml",
+    "sections_of",
     "parse_stages",
     "split_overrides",
     "validate",

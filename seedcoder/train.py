@@ -14,7 +14,8 @@ A pretraining run, top to bottom (`pretrain`):
      materialized on the device and initialized (`init_weights(seed)`: the same weights for any number of ranks),
      or its weights loaded from `checkpoint.init_from` (continued pretraining from a pretraining checkpoint; a
      checkpoint folder, a checkpoints root or a run folder, by the rule of every stage: `resolve_init_from`).
-  3. optimizer: AdamW (fused on CUDA), weight decay on matrices only; the LR schedule (`seedcoder.lr_schedule`).
+  3. optimizer: AdamW (fused on CUDA), weight decay on matrices only (`seedcoder.optim`); the LR schedule
+     (`seedcoder.lr_schedule`).
   4. resume: with `--resume`, the newest complete checkpoint restores model, optimizer, step, stage, the data
      loader's position and RNG; any number of ranks (DCP reshards). A damaged one (a truncated or missing file)
      is skipped with a warning naming it and the problem, for the newest intact one (`checkpoint.resume_latest`).
@@ -23,8 +24,9 @@ A pretraining run, top to bottom (`pretrain`):
      are accumulated. The loss is the mean over every non-masked token of the global batch: each micro-batch's
      summed loss is divided by the global count of loss tokens (all-reduced once per step, before the first
      backward, from the batches already fetched), and gradients are summed over ranks. One host sync per step
-     (loss, grad norm, the stop flag) decides the update: a non-finite loss or grad norm skips it with a
-     warning, `train.max_bad_steps` in a row stop the run with a checkpoint (exit 1).
+     (loss, grad norm, the stop flag) decides the update (`seedcoder.optim.OptimizerStep`, the update of every
+     stage): a non-finite loss or grad norm skips it with a warning, `train.max_bad_steps` in a row stop the run
+     with a checkpoint (exit 1).
   6. checkpoints every `checkpoint.interval` steps, at a stage's end, at the end, and when SIGTERM/SIGINT asks
      the run to stop (preemption: every rank finishes the step, saves, exits 0; resume with `--resume`).
   7. logs: one line per step, metrics.jsonl, TensorBoard, and loss.png at the end (`seedcoder.metrics`).
@@ -37,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import signal
 import socket
@@ -50,7 +51,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
-from torch.distributed.tensor import DTensor
 
 from seedcoder import checkpoint as ckpt
 from seedcoder.config import ConfigError, StageSection, TrainConfig, load_config
@@ -61,6 +61,7 @@ from seedcoder.fileio import atomic_write_text
 from seedcoder.lr_schedule import LRSchedule
 from seedcoder.metrics import MetricsLogger, plot_loss_curve
 from seedcoder.model import ModelConfig, Transformer, check_cu_seqlens, model_config
+from seedcoder.optim import OptimizerStep, build_optimizer
 from seedcoder.parallelize import describe, parallelize
 from seedcoder.posttrain.sft import sft
 from seedcoder.processes import die_with_parent
@@ -194,21 +195,6 @@ def build_model(cfg: TrainConfig, model_cfg: ModelConfig, dist_env: Distributed)
     return model
 
 
-def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices (linear weights, embeddings), none on norms."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    fused = cfg.optimizer.fused if cfg.optimizer.fused is not None else device.type == "cuda"
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.optimizer.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.optimizer.lr,
-        betas=tuple(cfg.optimizer.betas),
-        eps=cfg.optimizer.eps,
-        fused=fused,
-        foreach=None if fused else True,
-    )
-
-
 def build_loader(cfg: TrainConfig, stage: StageSection, stage_index: int, dist_env: Distributed) -> ShardLoader:
     if not stage.data_path:
         raise ConfigError("config key 'data.path' is not set: the dataset directory to train on")
@@ -233,17 +219,6 @@ def build_loader(cfg: TrainConfig, stage: StageSection, stage_index: int, dist_e
         )
     except (OSError, ValueError) as error:
         raise ConfigError(f"config key 'data.path' ({stage.data_path}): {error}") from None
-
-
-def clip_grad_norm_(parameters: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
-    """The global gradient norm over all ranks (DTensor shards), and clipping to max_norm (0: no clipping)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    total = torch.nn.utils.get_total_norm(grads, 2.0, error_if_nonfinite=False)
-    if isinstance(total, DTensor):  # partial norms of the shards: full_tensor() all-reduces them
-        total = total.full_tensor()
-    if max_norm > 0:
-        torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total)
-    return total
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -315,13 +290,15 @@ def _pretrain(cfg: TrainConfig, dist_env: Distributed) -> int:
     # -- model, optimizer, schedule
     model_cfg = build_model_config(cfg)
     model = build_model(cfg, model_cfg, dist_env)
-    optimizer = build_optimizer(cfg, model, dist_env.device)
+    optimizer = build_optimizer(model, cfg.optimizer, dist_env.device)
     schedule = LRSchedule.from_config(cfg.schedule, lr=cfg.optimizer.lr, total_steps=total_steps)
-    parameters = [p for p in model.parameters() if p.requires_grad]
+    update = OptimizerStep(optimizer, model, grad_clip=cfg.train.grad_clip, schedule=schedule,
+                           max_bad_steps=cfg.train.max_bad_steps,
+                           warn=lambda message: logger.print(message))  # the logger is built below
 
     # -- where to start: a checkpoint of this run, a model to start from, or step 0
     step, stage_of_loader, loader_state = 0, -1, None
-    counters = {"tokens_seen": 0, "skipped_steps": 0, "bad_steps_in_a_row": 0, "elapsed_s": 0.0}
+    counters = {"tokens_seen": 0, "elapsed_s": 0.0}
     resume_path, state = None, None
     if cfg.checkpoint.resume:  # the newest intact checkpoint; damaged newer ones are skipped with a warning
         resume_path, state = ckpt.resume_latest(ckpt_dir, model=model, optimizer=optimizer,
@@ -331,6 +308,7 @@ def _pretrain(cfg: TrainConfig, dist_env: Distributed) -> int:
     if resume_path is not None:
         step, stage_of_loader, loader_state = state["step"], state["stage"], state["loader"]
         counters.update({key: state[key] for key in counters if key in state})
+        update.load_state_dict(state)
         say(f"resumed from {resume_path} (step {step}, written by {state['world_size']} rank(s), now {dist_env.world_size})")
     elif cfg.checkpoint.init_from:
         ckpt.load_model_only(cfg.checkpoint.init_from, model)
@@ -371,6 +349,7 @@ def _pretrain(cfg: TrainConfig, dist_env: Distributed) -> int:
             "loader": loader.state_dict() if loader is not None else None,
             "schedule": {**schedule.state_dict(), "step": step},
             **counters,
+            **update.state_dict(),
             "elapsed_s": elapsed_before + time.perf_counter() - started,
             "config": cfg.to_dict(),
         }
@@ -421,38 +400,25 @@ def _pretrain(cfg: TrainConfig, dist_env: Distributed) -> int:
                                        max_seqlen=mb["max_seqlen"], labels=mb["labels"], loss_reduction="sum")
                     (micro_loss / divisor).backward()
                     loss_sum += micro_loss.detach().float()
-                grad_norm = clip_grad_norm_(parameters, cfg.train.grad_clip)
+                grad_norm = update.clip()
                 reduced = torch.stack([loss_sum, torch.tensor(float(_STOP_REQUESTED), device=dist_env.device)])
                 dist.all_reduce(reduced)  # loss of the global batch, and whether any rank was asked to stop
                 loss_value, stop_votes, grad_norm_value, loss_tokens = torch.stack(
                     [reduced[0] / divisor, reduced[1], grad_norm.float(), global_tokens[0].float()]).tolist()
                 step += 1
-                lr = schedule(step)
-                finite = math.isfinite(loss_value) and math.isfinite(grad_norm_value)
-                if finite:
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    optimizer.step()
-                    counters["bad_steps_in_a_row"] = 0
-                else:
-                    counters["skipped_steps"] += 1
-                    counters["bad_steps_in_a_row"] += 1
-                    what = "loss" if not math.isfinite(loss_value) else "grad norm"
-                    logger.print(f"WARNING step {step}: non-finite {what} (loss {loss_value}, grad norm {grad_norm_value}): "
-                                 f"update skipped ({counters['bad_steps_in_a_row']}/{cfg.train.max_bad_steps} in a row)")
-                optimizer.zero_grad(set_to_none=True)
+                outcome = update.apply(step, loss_value, grad_norm_value)
                 counters["tokens_seen"] += tokens_per_step
                 if dist_env.device.type == "cuda":
                     torch.cuda.synchronize(dist_env.device)  # the step time includes the optimizer
-                logger.log_step(step, loss=loss_value, grad_norm=grad_norm_value, lr=lr, tokens=tokens_per_step,
+                logger.log_step(step, loss=loss_value, grad_norm=grad_norm_value, lr=outcome.lr, tokens=tokens_per_step,
                                 loss_tokens=int(loss_tokens), step_time=time.perf_counter() - step_start,
-                                data_time=data_time, seq_len=stage.seq_len, skipped=not finite,
+                                data_time=data_time, seq_len=stage.seq_len, skipped=not outcome.applied,
                                 extra={"stage": stage.name, "tokens_seen": counters["tokens_seen"]})
                 ckpt.fault_point("after_step", step)
 
-                if counters["bad_steps_in_a_row"] >= cfg.train.max_bad_steps:
+                if update.gave_up:
                     save("too many non-finite steps")
-                    logger.print(f"stopping: {counters['bad_steps_in_a_row']} non-finite steps in a row "
+                    logger.print(f"stopping: {update.bad_steps_in_a_row} non-finite steps in a row "
                                  "(lower optimizer.lr, check the data; resume with --resume)")
                     return EXIT_BAD_STEPS
                 if stop_votes > 0:

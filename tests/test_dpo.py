@@ -289,8 +289,8 @@ def test_dpo_resumes_from_its_checkpoint(tmp_path):
 def test_command_line_mines_and_trains_the_demo_config(tmp_path):
     from pathlib import Path
 
-    from seedcoder.posttrain.dpo import DPO_DEFAULTS, main
-    from seedcoder.posttrain.run_config import load_run_config
+    from seedcoder.config import load_sections
+    from seedcoder.posttrain.dpo import DPORunConfig, DPOSection, main
 
     config = Path(__file__).resolve().parent.parent / "configs" / "dpo_tiny_demo.toml"
     assert main(["--config", str(config), f"--output.dir={tmp_path}", "--dpo.steps=3", "--dpo.loss_type=hinge"]) == 0
@@ -298,15 +298,22 @@ def test_command_line_mines_and_trains_the_demo_config(tmp_path):
     assert pairs and all(p["chosen"].startswith(p["id"]) and not p["rejected"].startswith(p["id"]) for p in pairs)
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3]
-    cfg = load_run_config(config, ["--dpo.beta=1", "--model.init_from=runs/x"], DPO_DEFAULTS)
-    assert cfg["dpo"]["beta"] == 1.0 and cfg["model"]["init_from"] == "runs/x" and cfg["mine"]["k"] == 32
-    assert cfg["dpo"]["max_grad_norm"] == DPO_DEFAULTS["dpo"]["max_grad_norm"]  # not in the file: the default
-    with pytest.raises(ValueError, match="unknown section"):
-        load_run_config(config, [], {"model": DPO_DEFAULTS["model"]})
-    with pytest.raises(ValueError, match="dpo.beta must be a float"):
-        load_run_config(config, ["--dpo.beta=high"], DPO_DEFAULTS)
-    with pytest.raises(ValueError, match="expected --section.key=value"):
-        load_run_config(config, ["--beta=1"], DPO_DEFAULTS)
+    cfg = load_sections(DPORunConfig, config, ["--dpo.beta=1", "--model.init_from=runs/x", "--top_p=0.5"])
+    assert cfg.dpo.beta == 1.0 and cfg.model.init_from == "runs/x" and cfg.mine.k == 32 and cfg.mine.top_p == 0.5
+    assert cfg.dpo.max_grad_norm == DPOSection().max_grad_norm  # not in the file: the default
+    assert cfg.output.dir == "runs/dpo-tiny" and DPORunConfig().output.dir == "runs/dpo"
+    for overrides, message in ((["--dpo.beta=high"], "config key 'dpo.beta': expected a number, got 'high'"),
+                               (["--dpo.betta=1"], "did you mean 'dpo.betta'|did you mean 'dpo.beta'"),
+                               (["--dpo.beta=0"], r"config section \[dpo\]: beta"),
+                               (["--data.reward=exact"], r"config section \[data\]: reward: expected one of"),
+                               (["--mine.k=2.5"], "config key 'mine.k': expected an integer"),
+                               (["--nothing=1"], "unknown config key 'nothing'")):
+        with pytest.raises(ValueError, match=message):
+            load_sections(DPORunConfig, config, overrides)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[dpo]\nsteps = 0\n")
+    with pytest.raises(ValueError, match=f"{bad}: config section \\[dpo\\]: steps"):
+        load_sections(DPORunConfig, bad, [])
 
 
 def test_fused_response_logprobs_match_logits_path_with_gradients():

@@ -11,12 +11,13 @@ import warnings
 import pytest
 import torch
 
+from seedcoder.config import load_sections
 from seedcoder.generate import Engine
 from seedcoder.model import Transformer, model_config
 from seedcoder.posttrain.grpo import (
-    GRPO_DEFAULTS,
     CurriculumFilter,
     GRPOConfig,
+    GRPORunConfig,
     GRPOStage,
     ParityMonitor,
     group_advantages,
@@ -29,7 +30,6 @@ from seedcoder.posttrain.grpo import (
 )
 from seedcoder.posttrain.policy import response_logprobs
 from seedcoder.posttrain.rewards import prefix_reward_fn
-from seedcoder.posttrain.run_config import load_run_config
 from seedcoder.posttrain.run_config import toy_problems as make_toy_problems
 from seedcoder.sampling import SamplingParams
 from seedcoder.tokenizer import toy_tokenizer
@@ -252,11 +252,11 @@ def test_command_line_runs_the_demo_config_and_resumes(tmp_path, capsys):
     assert (tmp_path / "checkpoints" / "step-00000003" / "train_state.json").is_file()
     capsys.readouterr()
     assert main(args + ["--grpo.stepz=2"]) == 2  # bad input: one line on stderr (seedcoder.errors)
-    assert "unknown key grpo.stepz" in capsys.readouterr().err
+    assert "unknown config key 'grpo.stepz' (did you mean 'grpo.steps'?)" in capsys.readouterr().err
     assert main(args + ["--grpo.steps=two"]) == 2
-    assert "grpo.steps must be a int" in capsys.readouterr().err
+    assert "config key 'grpo.steps': expected an integer, got 'two'" in capsys.readouterr().err
     assert main(args + ["--grpo.stages=[{start_step=1, max_tokenz=1, group_size=4}]"]) == 2
-    assert "unknown config key 'stages[0].max_tokenz'" in capsys.readouterr().err
+    assert "unknown config key 'grpo.stages[0].max_tokenz'" in capsys.readouterr().err
 
 
 def test_loop_parity_monitor_catches_a_perturbed_engine(tokenizer):
@@ -303,10 +303,9 @@ def test_progressive_length_stages(tokenizer, tmp_path):
     path = tmp_path / "grpo.toml"
     path.write_text("[grpo]\nmax_tokens = 7\n[[grpo.stages]]\nstart_step = 1\nmax_tokens = 16384\ngroup_size = 16\n"
                     "[[grpo.stages]]\nstart_step = 301\nmax_tokens = 32768\ngroup_size = 32\n")
-    config = GRPOConfig(**load_run_config(path, [], GRPO_DEFAULTS)["grpo"])
+    config = load_sections(GRPORunConfig, path, []).grpo
     assert [config.stage(step) for step in (1, 300, 301)] == [(16384, 16), (16384, 16), (32768, 32)]
-    config = GRPOConfig(**load_run_config(None, ["--grpo.stages=[{start_step=2, max_tokens=3, group_size=4}]"],
-                                          GRPO_DEFAULTS)["grpo"])
+    config = load_sections(GRPORunConfig, None, ["--grpo.stages=[{start_step=2, max_tokens=3, group_size=4}]"]).grpo
     assert [config.stage(step) for step in (1, 2)] == [(16384, 16), (3, 4)]
 
     model = tiny_model(tokenizer.get_vocab_size(), seed=8)

@@ -13,7 +13,7 @@ from seedcoder import checkpoint as ckpt
 from seedcoder.config import ConfigError, load_config
 from seedcoder.errors import EXIT_USER_ERROR
 from seedcoder.model import Transformer, model_config
-from seedcoder.posttrain.policy import load_policy, load_policy_for
+from seedcoder.posttrain.policy import PolicySection, load_policy
 from seedcoder.tokenizer import toy_tokenizer
 from seedcoder.train import main as train_main
 from seedcoder.train import resolve_init_from
@@ -91,17 +91,16 @@ def test_training_stages_resolve_init_from(stage, run, tmp_path, capsys):
 
 
 def test_post_training_policies_resolve_init_from(run, tmp_path):
-    """DPO and GRPO both load their policy with load_policy / load_policy_for ([model] init_from)."""
-    section = {"init_from": "", "tokenizer": "", "preset": "debug", "init_std": 0.02, "seed": 0}
+    """DPO and GRPO both load their policy with load_policy ([model] init_from)."""
     newest = Transformer(model_config("debug", vocab_size=16))
     ckpt.load_model_only(run / "checkpoints" / "step-00000005", newest)
     older = Transformer(model_config("debug", vocab_size=16))
     ckpt.load_model_only(run / "checkpoints" / "step-00000002", older)
     for given, expected in ((run / "checkpoints", newest), (run, newest), (run / "checkpoints" / "step-00000002", older)):
-        model, tokenizer = load_policy({**section, "init_from": str(given)})
+        model, tokenizer = load_policy(PolicySection(init_from=str(given)))
         assert model.training and tokenizer.get_vocab_size() == 16
         for (name, a), b in zip(model.named_parameters(), expected.parameters()):
             assert torch.equal(a, b), (given, name)
     with pytest.raises(ConfigError) as error:
-        load_policy_for({**section, "init_from": str(tmp_path / "nowhere")})
+        load_policy(PolicySection(init_from=str(tmp_path / "nowhere")))
     assert str(error.value) == f"config key 'model.init_from': {tmp_path / 'nowhere'}: checkpoint directory not found"

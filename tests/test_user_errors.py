@@ -20,11 +20,11 @@ def test_dpo_bad_config_and_data_files_are_one_line(tmp_path, capsys):
     from seedcoder.posttrain.dpo import main
 
     assert main([f"--output.dir={tmp_path}", "--dpo.betta=1"]) == EXIT_USER_ERROR
-    assert one_line(capsys, "seedcoder.posttrain.dpo").startswith("command line: unknown key dpo.betta (known: steps, ")
+    assert one_line(capsys, "seedcoder.posttrain.dpo") == "unknown config key 'dpo.betta' (did you mean 'dpo.beta'?)"
 
     missing = tmp_path / "nowhere.toml"
     assert main(["--config", str(missing)]) == EXIT_USER_ERROR
-    assert one_line(capsys, "seedcoder.posttrain.dpo").startswith(f"{missing}: cannot read the config ([Errno 2] ")
+    assert one_line(capsys, "seedcoder.posttrain.dpo") == f"config file {missing} does not exist"
 
     assert main([f"--output.dir={tmp_path}", f"--model.init_from={tmp_path / 'nowhere'}"]) == EXIT_USER_ERROR
     assert one_line(capsys, "seedcoder.posttrain.dpo") == \
@@ -54,7 +54,7 @@ def test_dpo_resume_with_every_checkpoint_damaged_is_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize(("override", "problem"), [
     ("--grpo.group_size=0", "config section [grpo]: group_size: must be a positive integer, got 0"),
-    ("--data.reward=exact", "config key 'data.reward': expected 'unit_tests' or 'prefix', got 'exact'"),
+    ("--data.reward=exact", "config section [data]: reward: expected one of 'unit_tests', 'prefix', got 'exact'"),
     ("--data.problems={tmp_path}/problems.jsonl", "config key 'data.problems' ({tmp_path}/problems.jsonl): [Errno 2] "),
 ])
 def test_grpo_bad_config_and_data_files_are_one_line(tmp_path, capsys, override, problem):

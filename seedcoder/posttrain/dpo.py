@@ -44,19 +44,28 @@ import os
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from seedcoder.checkpoint import save_checkpoint
-from seedcoder.config import ConfigError
+from seedcoder.config import OptimizerSection, load_sections, sections_of
 from seedcoder.errors import exit_on_user_error
 from seedcoder.fileio import atomic_write_text
 from seedcoder.generate import Engine
-from seedcoder.posttrain.policy import load_policy_for, prompt_token_ids, response_logprobs, resume_checkpoint
+from seedcoder.optim import DivergedError, OptimizerStep, build_optimizer
+from seedcoder.posttrain.policy import (
+    POSTTRAIN_BETAS,
+    PolicySection,
+    load_policy,
+    prompt_token_ids,
+    response_logprobs,
+    resume_checkpoint,
+)
 from seedcoder.posttrain.rewards import prefix_reward_fn, unit_test_rewards
-from seedcoder.posttrain.run_config import load_run_config, read_input, read_problems, toy_problems
+from seedcoder.posttrain.run_config import OutputSection, check_reward, read_input, read_problems, toy_problems
 from seedcoder.sampling import SamplingParams
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
@@ -212,7 +221,7 @@ def dpo_train(model: torch.nn.Module, pairs: Sequence[dict], *, steps: int, batc
               loss_type: str = "sigmoid", lr: float = 5e-7, weight_decay: float = 0.0, max_grad_norm: float = 1.0,
               reference: tuple[torch.Tensor, torch.Tensor] | None = None, ref_model: torch.nn.Module | None = None,
               seed: int = 0, log_path: str | os.PathLike | None = None, checkpoint_dir: str | os.PathLike | None = None,
-              checkpoint_every: int = 0, keep: int = 2, fused: bool = False) -> list[dict]:
+              checkpoint_every: int = 0, keep: int = 2, fused: bool = False, max_bad_steps: int = 5) -> list[dict]:
     """`steps` AdamW steps of the DPO loss on minibatches of `pairs` (shuffled, cycled). Reference log-probs:
     `reference` (chosen, rejected) when given, else computed once from `ref_model` (default: `model` as passed
     in, before any step or resume). Logs one JSON line per step to log_path (and returns this call's records):
@@ -221,7 +230,8 @@ def dpo_train(model: torch.nn.Module, pairs: Sequence[dict], *, steps: int, batc
 
     checkpoint_dir: a checkpoint (seedcoder.checkpoint: model, optimizer, step, shuffle state) every
     `checkpoint_every` steps (0: only at the end), the newest `keep` kept; a directory that already holds one
-    is resumed from (call again with the same model init, pairs and settings)."""
+    is resumed from (call again with the same model init, pairs and settings). A step with a non-finite loss or
+    gradient norm is skipped (seedcoder.optim); `max_bad_steps` in a row save a checkpoint and raise DivergedError."""
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
         raise ValueError(f"checkpoint_every: must be an integer >= 0, got {checkpoint_every!r}")
     if not pairs:
@@ -232,7 +242,10 @@ def dpo_train(model: torch.nn.Module, pairs: Sequence[dict], *, steps: int, batc
     ref_chosen, ref_rejected = reference
     if ref_chosen.shape != (len(pairs),) or ref_rejected.shape != (len(pairs),):
         raise ValueError(f"reference: expected two ({len(pairs)},) tensors")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    device = next(model.parameters()).device
+    optimizer = build_optimizer(model, OptimizerSection(lr=lr, betas=list(POSTTRAIN_BETAS), weight_decay=weight_decay),
+                                device)
+    update = OptimizerStep(optimizer, model, grad_clip=max_grad_norm, max_bad_steps=max_bad_steps)
     rng = random.Random(seed)
     order: list[int] = []
     start = 1
@@ -240,7 +253,14 @@ def dpo_train(model: torch.nn.Module, pairs: Sequence[dict], *, steps: int, batc
     if state is not None:
         start = int(state["step"]) + 1
         order = [int(i) for i in state["order"]]
+        update.load_state_dict(state)
     records = []
+
+    def save(step: int) -> None:
+        save_checkpoint(checkpoint_dir, step, model=model, optimizer=optimizer, model_config=model.cfg.to_dict(),
+                        train_state={"stage": "dpo", "order": order, "rng": list(rng.getstate()), "beta": beta,
+                                     "loss_type": loss_type, **update.state_dict()}, keep=keep)
+
     log = open(log_path, "a", encoding="utf-8") if log_path is not None else None
     model.train()
     try:
@@ -259,20 +279,20 @@ def dpo_train(model: torch.nn.Module, pairs: Sequence[dict], *, steps: int, batc
             device = lp.device
             loss, metrics = dpo_loss(lp[: len(batch)], lp[len(batch):], ref_chosen[index].to(device),
                                      ref_rejected[index].to(device), beta=beta, loss_type=loss_type)
-            optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-            optimizer.step()
-            record = {"step": step, "loss": loss.item(), **metrics, "grad_norm": float(grad_norm),
-                      "seconds": time.perf_counter() - started}
+            outcome = update(step, loss)
+            record = {"step": step, "loss": outcome.loss, **metrics, "grad_norm": outcome.grad_norm,
+                      **({} if outcome.applied else {"skipped": True}), "seconds": time.perf_counter() - started}
             records.append(record)
             if log is not None:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-            if checkpoint_dir is not None and (step == steps or (checkpoint_every and step % checkpoint_every == 0)):
-                save_checkpoint(checkpoint_dir, step, model=model, optimizer=optimizer, model_config=model.cfg.to_dict(),
-                                train_state={"stage": "dpo", "order": order, "rng": list(rng.getstate()),
-                                             "beta": beta, "loss_type": loss_type}, keep=keep)
+            if checkpoint_dir is not None and (step == steps or update.gave_up
+                                               or (checkpoint_every and step % checkpoint_every == 0)):
+                save(step)
+            if update.gave_up:
+                raise DivergedError(f"DPO step {step}: {update.bad_steps_in_a_row} non-finite steps in a row "
+                                    "(lower dpo.lr or beta, check the pairs)")
     finally:
         if log is not None:
             log.close()
@@ -280,14 +300,51 @@ def dpo_train(model: torch.nn.Module, pairs: Sequence[dict], *, steps: int, batc
 
 
 # ------------------------------------------------------------------------------------------ command line
-DPO_DEFAULTS: dict[str, dict[str, Any]] = {
-    "model": {"init_from": "", "tokenizer": "", "preset": "debug", "init_std": 0.02, "seed": 0},
-    "data": {"problems": "", "pairs": "", "reward": "unit_tests"},
-    "mine": {"k": 8, "max_tokens": 256, "temperature": 0.8, "top_p": 0.95, "max_pairs_per_prompt": 4},
-    "dpo": {"steps": 100, "batch_size": 8, "beta": 0.1, "loss_type": "sigmoid", "lr": 5e-7, "weight_decay": 0.0,
-            "max_grad_norm": 1.0, "fused": False, "seed": 0},
-    "output": {"dir": "runs/dpo", "checkpoint_every": 0},
-}
+@dataclass
+class DPODataSection:
+    problems: str = ""  # JSONL problems to mine pairs from ("": the toy task)
+    pairs: str = ""  # a pairs.jsonl to train on instead of mining
+    reward: str = "unit_tests"  # how mined samples are judged: "unit_tests" (the sandbox) or "prefix" (the toy task)
+
+    def __post_init__(self) -> None:
+        check_reward(self.reward)
+
+
+@dataclass
+class MineSection:
+    k: int = 8  # samples per prompt
+    max_tokens: int = 256
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_pairs_per_prompt: int = 4  # 0: every (passing, failing) pair
+
+
+@dataclass
+class DPOSection:
+    steps: int = 100
+    batch_size: int = 8
+    beta: float = 0.1
+    loss_type: str = "sigmoid"  # one of LOSS_TYPES
+    lr: float = 5e-7
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_bad_steps: int = 5  # this many non-finite steps in a row stop training (with a checkpoint)
+    fused: bool = False  # the policy's log-probs through the fused linear cross-entropy
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_dpo_settings(steps=self.steps, batch_size=self.batch_size, beta=self.beta, loss_type=self.loss_type)
+
+
+@dataclass
+class DPORunConfig:
+    """The DPO command line's config: [model], [data], [mine], [dpo], [output] (seedcoder.config.load_sections)."""
+
+    model: PolicySection = field(default_factory=PolicySection)
+    data: DPODataSection = field(default_factory=DPODataSection)
+    mine: MineSection = field(default_factory=MineSection)
+    dpo: DPOSection = field(default_factory=DPOSection)
+    output: OutputSection = field(default_factory=lambda: OutputSection(dir="runs/dpo"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -295,53 +352,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     (unless [data] pairs names a file) into <dir>/pairs.jsonl, then train; <dir>/metrics.jsonl, <dir>/checkpoints.
     Bad input (config, data files, checkpoints) exits 2 with one line on stderr (seedcoder.errors)."""
     parser = argparse.ArgumentParser(prog="python -m seedcoder.posttrain.dpo", description=main.__doc__)
-    parser.add_argument("--config", help="TOML file (sections: " + ", ".join(DPO_DEFAULTS) + ")")
+    parser.add_argument("--config", help="TOML file (sections: " + ", ".join(sections_of(DPORunConfig)) + ")")
     args, overrides = parser.parse_known_args(argv)
     return exit_on_user_error("seedcoder.posttrain.dpo", lambda: run_from_config(args.config, overrides))
 
 
 def run_from_config(config_path: str | None, overrides: Sequence[str]) -> int:
     """`main` after the command line: mine pairs if needed, then train (raises ConfigError and other user errors)."""
-    cfg = load_run_config(config_path, overrides, DPO_DEFAULTS)
-    d = cfg["dpo"]
-    try:
-        check_dpo_settings(steps=d["steps"], batch_size=d["batch_size"], beta=d["beta"], loss_type=d["loss_type"])
-    except ValueError as error:
-        raise ConfigError(f"config section [dpo]: {error}") from None
-    out = cfg["output"]["dir"]
+    cfg = load_sections(DPORunConfig, config_path, overrides)
+    d, out = cfg.dpo, cfg.output.dir
     os.makedirs(out, exist_ok=True)
-    model, tokenizer = load_policy_for(cfg["model"])
-    if cfg["data"]["pairs"]:
-        pairs = read_input("data.pairs", cfg["data"]["pairs"], read_pairs)
+    model, tokenizer = load_policy(cfg.model)
+    if cfg.data.pairs:
+        pairs = read_input("data.pairs", cfg.data.pairs, read_pairs)
     else:
-        problems = read_input("data.problems", cfg["data"]["problems"], read_problems) if cfg["data"]["problems"] \
-            else toy_problems()
-        if cfg["data"]["reward"] not in ("unit_tests", "prefix"):
-            raise ConfigError(f"config key 'data.reward': expected 'unit_tests' or 'prefix', got {cfg['data']['reward']!r}")
-        m = cfg["mine"]
-        engine = Engine(copy.deepcopy(model), tokenizer, max_batch=64, seed=cfg["model"]["seed"])
-        params = SamplingParams(n=m["k"], temperature=m["temperature"], top_p=m["top_p"], max_tokens=m["max_tokens"],
-                                seed=cfg["model"]["seed"])
-        pairs = mine_pairs(engine, problems, os.path.join(out, "pairs.jsonl"), k=m["k"], params=params,
-                           max_pairs_per_prompt=m["max_pairs_per_prompt"] or None,
-                           reward_fn=prefix_reward_fn if cfg["data"]["reward"] == "prefix" else None)
+        problems = read_input("data.problems", cfg.data.problems, read_problems) if cfg.data.problems else toy_problems()
+        m = cfg.mine
+        engine = Engine(copy.deepcopy(model), tokenizer, max_batch=64, seed=cfg.model.seed)
+        params = SamplingParams(n=m.k, temperature=m.temperature, top_p=m.top_p, max_tokens=m.max_tokens,
+                                seed=cfg.model.seed)
+        pairs = mine_pairs(engine, problems, os.path.join(out, "pairs.jsonl"), k=m.k, params=params,
+                           max_pairs_per_prompt=m.max_pairs_per_prompt or None,
+                           reward_fn=prefix_reward_fn if cfg.data.reward == "prefix" else None)
         print(json.dumps({"mined_pairs": len(pairs), "problems": len(problems)}), flush=True)
         if not pairs:
             print("no (passing, failing) pair was found: nothing to train on", flush=True)
             return 1
-    records = dpo_train(model, pairs, steps=d["steps"], batch_size=d["batch_size"], beta=d["beta"], loss_type=d["loss_type"],
-                        lr=d["lr"], weight_decay=d["weight_decay"], max_grad_norm=d["max_grad_norm"], seed=d["seed"],
-                        fused=d["fused"], log_path=os.path.join(out, "metrics.jsonl"),
-                        checkpoint_dir=os.path.join(out, "checkpoints"), checkpoint_every=cfg["output"]["checkpoint_every"])
+    records = dpo_train(model, pairs, steps=d.steps, batch_size=d.batch_size, beta=d.beta, loss_type=d.loss_type, lr=d.lr,
+                        weight_decay=d.weight_decay, max_grad_norm=d.max_grad_norm, max_bad_steps=d.max_bad_steps,
+                        seed=d.seed, fused=d.fused, log_path=os.path.join(out, "metrics.jsonl"),
+                        checkpoint_dir=os.path.join(out, "checkpoints"), checkpoint_every=cfg.output.checkpoint_every)
     if records:
         print(json.dumps(records[-1]), flush=True)
     return 0
 
 
-__all__ = ["DPO_DEFAULTS", "LOSS_TYPES", "dpo_loss", "dpo_train", "form_pairs", "main", "mine_pairs", "read_pairs",
-           "reference_logprobs",
-           "sequence_logprobs"]
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+__all__ = ["LOSS_TYPES", "DPODataSection", "DPORunConfig", "DPOSection", "MineSection", "dpo_loss", "dpo_train",
+           "form_pairs", "main", "mine_pairs", "read_pairs", "reference_logprobs", "sequence_logprobs"]

@@ -53,18 +53,26 @@ import random
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from seedcoder.checkpoint import save_checkpoint
-from seedcoder.config import ConfigError, parse_stages
+from seedcoder.config import ConfigError, OptimizerSection, load_sections, parse_stages, sections_of
 from seedcoder.errors import exit_on_user_error
 from seedcoder.generate import Engine
-from seedcoder.posttrain.policy import load_policy_for, prompt_token_ids, response_logprobs, resume_checkpoint
+from seedcoder.optim import DivergedError, OptimizerStep, build_optimizer
+from seedcoder.posttrain.policy import (
+    POSTTRAIN_BETAS,
+    PolicySection,
+    load_policy,
+    prompt_token_ids,
+    response_logprobs,
+    resume_checkpoint,
+)
 from seedcoder.posttrain.rewards import make_unit_test_reward_fn, prefix_reward_fn
-from seedcoder.posttrain.run_config import load_run_config, read_input, read_problems, toy_problems
+from seedcoder.posttrain.run_config import OutputSection, check_reward, read_input, read_problems, toy_problems
 from seedcoder.sampling import SamplingParams
 
 
@@ -248,6 +256,7 @@ class GRPOConfig:
     lr: float = 1e-6
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    max_bad_steps: int = 5  # this many non-finite updates in a row stop training (with a checkpoint)
     ppo_epochs: int = 1
     clip_low: float = 0.2
     clip_high: float = 0.28
@@ -349,7 +358,10 @@ def grpo_train(model: torch.nn.Module, tokenizer: Any, problems: Sequence[dict],
         ref_model = None
     prompt_ids = [prompt_token_ids(engine, p["prompt"], f"problems[{i}].prompt") for i, p in enumerate(problems)]
     by_id = dict(zip(ids, range(len(problems))))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    device = next(model.parameters()).device
+    optimizer = build_optimizer(model, OptimizerSection(lr=config.lr, betas=list(POSTTRAIN_BETAS),
+                                                        weight_decay=config.weight_decay), device)
+    update = OptimizerStep(optimizer, model, grad_clip=config.max_grad_norm, max_bad_steps=config.max_bad_steps)
     curriculum = CurriculumFilter(config.max_pass_rate)
     monitor = ParityMonitor(config.parity_tolerance)
     rng = random.Random(config.seed)
@@ -361,7 +373,15 @@ def grpo_train(model: torch.nn.Module, tokenizer: Any, problems: Sequence[dict],
         curriculum.load_state_dict(state["curriculum"])
         order = [str(i) for i in state["order"]]
         monitor.warnings = int(state["parity_warnings"])
+        update.load_state_dict(state)
     records = []
+
+    def save(step: int) -> None:
+        save_checkpoint(checkpoint_dir, step, model=model, optimizer=optimizer, model_config=model.cfg.to_dict(),
+                        train_state={"stage": "grpo", "curriculum": curriculum.state_dict(), "order": order,
+                                     "rng": list(rng.getstate()), "parity_warnings": monitor.warnings,
+                                     "config": dataclasses.asdict(config), **update.state_dict()}, keep=keep)
+
     log = open(log_path, "a", encoding="utf-8") if log_path is not None else None
     try:
         for step in range(start, config.steps + 1):
@@ -426,11 +446,10 @@ def grpo_train(model: torch.nn.Module, tokenizer: Any, problems: Sequence[dict],
                     loss, metrics = grpo_token_loss(logprobs, old_logprobs, adv.to(logprobs.device), mask,
                                                     clip_low=config.clip_low, clip_high=config.clip_high,
                                                     ref_logprobs=ref_logprobs, kl_coef=config.kl_coef)
-                    optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                    optimizer.step()
-                record.update({"loss": loss.item(), **metrics, "grad_norm": float(grad_norm), "tokens": int(mask.sum())})
+                    outcome = update(step, loss)
+                record.update({"loss": outcome.loss, **metrics, "grad_norm": outcome.grad_norm, "tokens": int(mask.sum()),
+                               **({} if outcome.applied else {"skipped_update": True})})
             else:
                 record["skipped"] = True  # every group all-correct or every sample overlong: nothing to learn from
             record["seconds"] = time.perf_counter() - started
@@ -438,11 +457,12 @@ def grpo_train(model: torch.nn.Module, tokenizer: Any, problems: Sequence[dict],
             if log is not None:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-            if checkpoint_dir is not None and (step == config.steps or (checkpoint_every and step % checkpoint_every == 0)):
-                save_checkpoint(checkpoint_dir, step, model=model, optimizer=optimizer, model_config=model.cfg.to_dict(),
-                                train_state={"stage": "grpo", "curriculum": curriculum.state_dict(), "order": order,
-                                             "rng": list(rng.getstate()), "parity_warnings": monitor.warnings,
-                                             "config": dataclasses.asdict(config)}, keep=keep)
+            if checkpoint_dir is not None and (step == config.steps or update.gave_up
+                                               or (checkpoint_every and step % checkpoint_every == 0)):
+                save(step)
+            if update.gave_up:
+                raise DivergedError(f"GRPO step {step}: {update.bad_steps_in_a_row} non-finite updates in a row "
+                                    "(lower grpo.lr, check the rewards)")
     finally:
         if log is not None:
             log.close()
@@ -450,12 +470,24 @@ def grpo_train(model: torch.nn.Module, tokenizer: Any, problems: Sequence[dict],
 
 
 # ------------------------------------------------------------------------------------------ toy task + command line
-GRPO_DEFAULTS: dict[str, dict[str, Any]] = {
-    "model": {"init_from": "", "tokenizer": "", "preset": "debug", "init_std": 0.02, "seed": 0},
-    "data": {"problems": "", "reward": "unit_tests", "format_weight": 0.1},
-    "grpo": dataclasses.asdict(GRPOConfig()),  # stages: [] ([[grpo.stages]] tables)
-    "output": {"dir": "runs/grpo", "checkpoint_every": 0},
-}
+@dataclass
+class GRPODataSection:
+    problems: str = ""  # JSONL problems ("": the toy task)
+    reward: str = "unit_tests"  # "unit_tests" (the sandbox, plus a format reward) or "prefix" (the toy task)
+    format_weight: float = 0.1  # unit_tests: weight of the format reward
+
+    def __post_init__(self) -> None:
+        check_reward(self.reward)
+
+
+@dataclass
+class GRPORunConfig:
+    """The GRPO command line's config: [model], [data], [grpo] (GRPOConfig, with [[grpo.stages]]), [output]."""
+
+    model: PolicySection = field(default_factory=PolicySection)
+    data: GRPODataSection = field(default_factory=GRPODataSection)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    output: OutputSection = field(default_factory=lambda: OutputSection(dir="runs/grpo"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -464,30 +496,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     <dir>/metrics.jsonl (one line per step) and <dir>/checkpoints (resumed from when present). Bad input (config,
     problems file, checkpoints) exits 2 with one line on stderr (seedcoder.errors)."""
     parser = argparse.ArgumentParser(prog="python -m seedcoder.posttrain.grpo", description=main.__doc__)
-    parser.add_argument("--config", help="TOML file (sections: " + ", ".join(GRPO_DEFAULTS) + ")")
+    parser.add_argument("--config", help="TOML file (sections: " + ", ".join(sections_of(GRPORunConfig)) + ")")
     args, overrides = parser.parse_known_args(argv)
     return exit_on_user_error("seedcoder.posttrain.grpo", lambda: run_from_config(args.config, overrides))
 
 
 def run_from_config(config_path: str | None, overrides: Sequence[str]) -> int:
     """`main` after the command line (raises ConfigError and other user errors)."""
-    cfg = load_run_config(config_path, overrides, GRPO_DEFAULTS)
-    if cfg["data"]["reward"] not in ("unit_tests", "prefix"):
-        raise ConfigError(f"config key 'data.reward': expected 'unit_tests' or 'prefix', got {cfg['data']['reward']!r}")
-    try:
-        config = GRPOConfig(**cfg["grpo"])
-    except ValueError as error:  # GRPOConfig checks its own values
-        raise ConfigError(f"config section [grpo]: {str(error).removeprefix('GRPOConfig.')}") from None
-    out = cfg["output"]["dir"]
+    cfg = load_sections(GRPORunConfig, config_path, overrides)
+    out = cfg.output.dir
     os.makedirs(out, exist_ok=True)
-    model, tokenizer = load_policy_for(cfg["model"])
-    problems = read_input("data.problems", cfg["data"]["problems"], read_problems) if cfg["data"]["problems"] \
-        else toy_problems()
-    reward_fn = (prefix_reward_fn if cfg["data"]["reward"] == "prefix"
-                 else make_unit_test_reward_fn(format_weight=cfg["data"]["format_weight"]))
-    records = grpo_train(model, tokenizer, problems, reward_fn, config,
-                         log_path=os.path.join(out, "metrics.jsonl"), checkpoint_dir=os.path.join(out, "checkpoints"),
-                         checkpoint_every=cfg["output"]["checkpoint_every"])
+    model, tokenizer = load_policy(cfg.model)
+    problems = read_input("data.problems", cfg.data.problems, read_problems) if cfg.data.problems else toy_problems()
+    reward_fn = (prefix_reward_fn if cfg.data.reward == "prefix"
+                 else make_unit_test_reward_fn(format_weight=cfg.data.format_weight))
+    records = grpo_train(model, tokenizer, problems, reward_fn, cfg.grpo, log_path=os.path.join(out, "metrics.jsonl"),
+                         checkpoint_dir=os.path.join(out, "checkpoints"), checkpoint_every=cfg.output.checkpoint_every)
     for record in records:
         print(json.dumps({k: record[k] for k in ("step", "reward_mean", "pass_rate", "samples_trained") if k in record}),
               flush=True)
@@ -495,7 +519,7 @@ def run_from_config(config_path: str | None, overrides: Sequence[str]) -> int:
 
 
 __all__ = ["CurriculumFilter", "GRPOConfig", "GRPOStage", "ParityMonitor", "group_advantages", "grpo_token_loss", "grpo_train",
-           "GRPO_DEFAULTS", "informative_groups", "main", "overlong_keep", "pad_logprobs", "sync_weights"]
+           "GRPODataSection", "GRPORunConfig", "informative_groups", "main", "overlong_keep", "pad_logprobs", "sync_weights"]
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ any checkpoint `seedcoder.checkpoint.resolve_checkpoint` accepts (the same rule 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,35 +19,45 @@ import torch
 from seedcoder.chat_template import tokenize_chat
 from seedcoder.checkpoint import CheckpointError, load_model, load_tokenizer_for, remove_incomplete, resume_latest
 from seedcoder.config import ConfigError
-from seedcoder.hf_convert import ConvertError
-from seedcoder.model import Transformer, model_config
+from seedcoder.model import PRESETS, Transformer, model_config
 from seedcoder.tokenizer import toy_tokenizer
 
 
 # ------------------------------------------------------------------------------------------ loading
-def load_policy(model_section: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
+POSTTRAIN_BETAS = (0.9, 0.999)  # AdamW's usual betas for small-lr preference and RL fine-tuning (TRL's defaults)
+
+
+@dataclass
+class PolicySection:
+    """[model] of DPO and GRPO: the policy to train."""
+
+    init_from: str = ""  # a checkpoint (ours, a checkpoints folder, a run folder, Hugging Face); "": a fresh model
+    tokenizer: str = ""  # default: the one found next to init_from (a fresh model: the toy word-level tokenizer)
+    preset: str = "debug"  # a fresh model's preset (seedcoder.model.PRESETS)
+    init_std: float = 0.02  # a fresh model's init
+    seed: int = 0
+
+
+def load_policy(section: PolicySection) -> tuple[torch.nn.Module, Any]:
     """(model in train mode, tokenizer) from a [model] table: init_from (a checkpoint: ours, a folder of step-N,
     or Hugging Face) + tokenizer (default: found next to it); init_from "" = a fresh `preset` model with the toy
-    word-level tokenizer (seedcoder.tokenizer.toy_tokenizer), seeded by `seed`."""
-    torch.manual_seed(model_section["seed"])
-    if model_section["init_from"]:
-        model, directory = load_model(model_section["init_from"], device="cpu" if not torch.cuda.is_available() else None,
-                                      dtype=torch.float32)
-        tokenizer = load_tokenizer_for(directory, model_section["tokenizer"] or None)
+    word-level tokenizer (seedcoder.tokenizer.toy_tokenizer), seeded by `seed`. A checkpoint that cannot be found
+    or loaded is a ConfigError naming model.init_from."""
+    torch.manual_seed(section.seed)
+    if section.init_from:
+        try:
+            model, directory = load_model(section.init_from, device="cpu" if not torch.cuda.is_available() else None,
+                                          dtype=torch.float32)
+            tokenizer = load_tokenizer_for(directory, section.tokenizer or None)
+        except CheckpointError as error:
+            raise ConfigError(f"config key 'model.init_from': {error}") from None
     else:
+        if section.preset not in PRESETS:
+            raise ConfigError(f"config key 'model.preset': unknown preset {section.preset!r} (presets: {', '.join(PRESETS)})")
         tokenizer = toy_tokenizer()
-        model = Transformer(model_config(model_section["preset"], vocab_size=tokenizer.get_vocab_size(),
-                                         init_std=model_section["init_std"]))
-        model.init_weights(seed=model_section["seed"])
+        model = Transformer(model_config(section.preset, vocab_size=tokenizer.get_vocab_size(), init_std=section.init_std))
+        model.init_weights(seed=section.seed)
     return model.train(), tokenizer
-
-
-def load_policy_for(model_section: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
-    """`load_policy`, with a checkpoint that cannot be found or loaded reported as a ConfigError naming model.init_from."""
-    try:
-        return load_policy(model_section)
-    except (CheckpointError, ConvertError) as error:
-        raise ConfigError(f"config key 'model.init_from': {error}") from None
 
 
 def resume_checkpoint(checkpoint_dir: str | None, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -134,4 +145,4 @@ def prompt_token_ids(engine: Any, prompt: Any, where: str = "prompt") -> list[in
     return list(engine.encode_prompt(prompt, where))
 
 
-__all__ = ["load_policy", "load_policy_for", "prompt_token_ids", "response_logprobs", "resume_checkpoint"]
+__all__ = ["POSTTRAIN_BETAS", "PolicySection", "load_policy", "prompt_token_ids", "response_logprobs", "resume_checkpoint"]

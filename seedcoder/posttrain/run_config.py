@@ -1,67 +1,37 @@
-"""The run configuration of the post-training command lines (DPO, GRPO) and their problem files: a TOML file of
-[section] tables over a stage's defaults, `--section.key=value` overrides, and the toy task used when no problems
-file is given.
+"""What the post-training command lines (DPO, GRPO) share besides the policy: the [output] section, the reward
+choice, their problem files, and the toy task used when no problems file is given. Their configs are dataclass
+sections read by `seedcoder.config.load_sections` (TOML, `--section.key=value`), like every other stage's.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from seedcoder.config import ConfigError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+REWARDS = ("unit_tests", "prefix")  # [data] reward: tests run in the sandbox, or the toy task's prefix match
 
 
-def load_run_config(path: str | os.PathLike | None, overrides: Sequence[str], defaults: dict[str, dict[str, Any]]
-                    ) -> dict[str, dict[str, Any]]:
-    """A TOML file of [section] tables over `defaults` (every key known, its type that of the default; an int is
-    accepted for a float), then `--section.key=value` overrides (the value read as TOML, else as a string).
-    An unreadable file, unknown sections or keys and wrong types raise ConfigError (a ValueError) naming them."""
-    config = {section: dict(values) for section, values in defaults.items()}
+def check_reward(reward: str) -> None:
+    if reward not in REWARDS:
+        raise ValueError(f"reward: expected one of {', '.join(map(repr, REWARDS))}, got {reward!r}")
 
-    def assign(section: str, key: str, value: Any, where: str) -> None:
-        if section not in config:
-            raise ConfigError(f"{where}: unknown section [{section}] (known: {', '.join(config)})")
-        if key not in config[section]:
-            raise ConfigError(f"{where}: unknown key {section}.{key} (known: {', '.join(config[section])})")
-        default = config[section][key]
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if type(value) is not type(default):
-            raise ConfigError(f"{where}: {section}.{key} must be a {type(default).__name__}, got {value!r}")
-        config[section][key] = value
 
-    if path is not None:
-        try:
-            with open(path, "rb") as file:
-                raw = tomllib.load(file)
-        except (OSError, tomllib.TOMLDecodeError) as error:
-            raise ConfigError(f"{path}: cannot read the config ({error})") from None
-        for section, table in raw.items():
-            if not isinstance(table, dict):
-                raise ConfigError(f"{path}: {section} must be a [section] table")
-            for key, value in table.items():
-                assign(section, key, value, os.fspath(path))
-    for item in overrides:
-        if not item.startswith("--") or "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ConfigError(f"override {item!r}: expected --section.key=value")
-        name, text = item[2:].split("=", 1)
-        section, key = name.split(".", 1)
-        try:
-            value = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = text
-        if isinstance(config.get(section, {}).get(key), str):
-            value = text
-        assign(section, key, value, "command line")
-    return config
+@dataclass
+class OutputSection:
+    """[output] of DPO and GRPO."""
+
+    dir: str = "runs/posttrain"  # metrics.jsonl, checkpoints/ (and DPO's pairs.jsonl)
+    checkpoint_every: int = 0  # steps between checkpoints (0: only at the end); a rerun resumes from the newest
+
+    def __post_init__(self) -> None:
+        if not self.dir:
+            raise ValueError("dir: must not be empty")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every: must be >= 0, got {self.checkpoint_every}")
 
 
 def read_input(key: str, path: str, read: Callable[[str], Any]) -> Any:
@@ -92,4 +62,4 @@ def toy_problems(digits: str = "0123456789") -> list[dict]:
     return [{"id": d, "prompt": f"Write {d}", "answer": d} for d in digits]
 
 
-__all__ = ["load_run_config", "read_input", "read_problems", "toy_problems"]
+__all__ = ["REWARDS", "OutputSection", "check_reward", "read_input", "read_problems", "toy_problems"]
