@@ -30,8 +30,9 @@ loader cuts them at row ends); `check_cu_seqlens` enforces that on host tensors.
 CUDA with bf16/fp16 activations it is our flash attention (`seedcoder.kernels.flash_attention`): packed documents
 straight from cu_seqlens / max_seqlen, or plain causal rows. Elsewhere, and as the fallback (fp32, head dims
 over 128, a mask known only from position_ids), it is PyTorch SDPA: is_causal when every row is one document,
-else a dense (B, 1, S, S) boolean block-diagonal causal mask, built in that call (once per layer: elementwise work,
-small next to SDPA's own). The flash path never builds one: at S = 32K it would take 1 GiB per row.
+else a dense (B, 1, S, S) boolean block-diagonal causal mask, built once per forward and shared by every layer
+(SDPA keeps its mask for backward: one per layer would hold L copies). The flash path never builds one: at
+S = 32K it would take 1 GiB per row.
 
 Generation (seedcoder/generate.py) runs this same forward pass with a `KVCache` as an optional argument: a
 prefill is the packed-row forward above that also stores each token's keys and values; a decode step feeds one
@@ -161,12 +162,23 @@ class AttentionMask:
     cu_seqlens / max_seqlen: the loader's document boundaries over the flattened B*S tokens (None: unknown).
     position_ids: (B or 1, S) positions restarting at 0 in every document (the documents when cu_seqlens is None).
     packed: some row may hold several documents; False means every row is one causal sequence.
+    dense: the (B, 1, S, S) mask of the SDPA path for packed rows, built once per forward for every layer
+    (`with_dense_for`); None: built by `attend` when needed.
     """
 
     cu_seqlens: torch.Tensor | None = None
     max_seqlen: int | None = None
     position_ids: torch.Tensor | None = None
     packed: bool = False
+    dense: torch.Tensor | None = None
+
+    def with_dense_for(self, h: torch.Tensor, head_dim: int) -> AttentionMask:
+        """This mask with `dense` built, when packed rows of activations like `h` (B, S, dim) take the SDPA path:
+        one mask for all layers (SDPA saves its mask for backward, so one per layer would cost L times the memory)."""
+        if not self.packed or self.dense is not None or attention_backend(h, self, head_dim) != "sdpa":
+            return self
+        batch, seqlen = h.shape[:2]
+        return dataclasses.replace(self, dense=dense_attention_mask(self, batch, seqlen, h.device))
 
 
 def document_ids(batch: int, seqlen: int, *, position_ids: torch.Tensor | None = None,
@@ -232,10 +244,12 @@ def dense_attention_mask(mask: AttentionMask, batch: int, seqlen: int, device: t
     return ((docs[:, :, None] == docs[:, None, :]) & causal).unsqueeze(1)
 
 
-def attention_backend(q: torch.Tensor, mask: AttentionMask) -> str:
-    """"flash" (our kernel) on CUDA for 16-bit activations when the documents are known from cu_seqlens or every
-    row is one document; "sdpa" otherwise."""
-    flash_ok = q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and q.shape[-1] <= 128
+def attention_backend(x: torch.Tensor, mask: AttentionMask, head_dim: int | None = None) -> str:
+    """The path `attend` takes for activations x (queries (B, S, H, D), or (B, S, dim) with head_dim given):
+    "flash" (our kernel) on CUDA for 16-bit activations when the documents are known from cu_seqlens or every row is
+    one document; "sdpa" otherwise."""
+    head_dim = x.shape[-1] if head_dim is None else head_dim
+    flash_ok = x.is_cuda and x.dtype in (torch.bfloat16, torch.float16) and head_dim <= 128
     return "flash" if flash_ok and (mask.cu_seqlens is not None or not mask.packed) else "sdpa"
 
 
@@ -259,7 +273,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMas
                               cu_seqlens=mask.cu_seqlens.to(torch.int32),
                               max_seqlen=mask.max_seqlen or seqlen)  # documents never cross rows: S bounds them
         return out.view(q.shape)
-    dense = dense_attention_mask(mask, batch, seqlen, q.device) if mask.packed else None
+    dense = None
+    if mask.packed:
+        dense = mask.dense if mask.dense is not None else dense_attention_mask(mask, batch, seqlen, q.device)
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                          attn_mask=dense, is_causal=dense is None, enable_gqa=n_heads != k.shape[2])
     return out.transpose(1, 2)
@@ -512,6 +528,7 @@ class Transformer(nn.Module):
             position_ids = positions_from_cu_seqlens(cu_seqlens, batch, seqlen)
 
         h = self.tok_embeddings(input_ids)
+        mask = mask.with_dense_for(h, self.cfg.head_dim)
         for block in self.layers:
             h = block(h, position_ids, mask, kv_cache)
         if logits_at is not None:

@@ -239,7 +239,7 @@ def test_flash_path_allocates_no_seqlen_squared_tensor(monkeypatch):
         calls.append((tuple(q.shape), cu_seqlens.tolist(), max_seqlen, causal))
         return q * 1.0
 
-    monkeypatch.setattr(model_module, "attention_backend", lambda q, mask: "flash")
+    monkeypatch.setattr(model_module, "attention_backend", lambda *args, **kwargs: "flash")
     monkeypatch.setattr(model_module, "flash_attention", flash_stand_in)
 
     class LargestTensor(TorchDispatchMode):
@@ -282,6 +282,24 @@ def test_sdpa_path_masks_documents_like_a_hand_built_mask():
         mask = build_attention_mask(ids, max_seqlen=None, **source)
         assert attention_backend(q, mask) == "sdpa"
         torch.testing.assert_close(attend(q, k, v, mask), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_packed_forward_builds_one_dense_mask_for_every_layer(monkeypatch):
+    """The SDPA path's (B, 1, S, S) mask is built once per forward and shared by the layers (SDPA saves it for
+    backward: one per layer would hold n_layers copies); rows known to be one document each build none."""
+    import seedcoder.model as model_module
+
+    built = []
+    original = model_module.dense_attention_mask
+    monkeypatch.setattr(model_module, "dense_attention_mask", lambda *a, **k: built.append(1) or original(*a, **k))
+    model = build(seed=2)
+    assert model.cfg.n_layers > 1
+    docs, ids, position_ids, cu_seqlens = packed_row(model.cfg.vocab_size, torch.Generator().manual_seed(3))
+    model(ids, cu_seqlens=cu_seqlens, labels=ids).backward()
+    assert len(built) == 1
+    model(ids)
+    model(ids, cu_seqlens=torch.tensor([0, ids.shape[1]], dtype=torch.int32))
+    assert len(built) == 1
 
 
 # ------------------------------------------------------------------------------------------ validation

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from seedcoder.data.manifest import MANIFEST_NAME, build_manifest, write_manifest
+from seedcoder.data.manifest import MANIFEST_NAME, build_manifest, load_manifest, write_manifest
 from seedcoder.data.shard_reader import ShardReader
 from seedcoder.data.shard_writer import ShardWriter
 from seedcoder.data.shards import content_hash64, file_sha256
@@ -315,8 +315,6 @@ def build_dataset(
 
     # 4. manifest: last, so its presence marks a complete dataset
     if os.path.exists(manifest_path):
-        from seedcoder.data.manifest import load_manifest
-
         manifest = load_manifest(manifest_path)
     else:
         manifest = build_manifest(out_dir, shard_paths, tokenizer_path=tokenizer_path, tokenizer_name="seedcoder-bpe")

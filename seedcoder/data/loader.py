@@ -100,6 +100,7 @@ import torch
 
 from seedcoder.data.manifest import load_manifest
 from seedcoder.data.shards import Language, ShardError, Source, sha256_bytes
+from seedcoder.data.tokenizer_tables import load_tokenizer_tables
 from seedcoder.tokenizer import EOS_NAMES
 
 STATE_FORMAT = "seedcoder-loader-state"
@@ -334,8 +335,6 @@ class ShardLoader:
     @staticmethod
     def _fim_tables(tokenizer_path, tokenizer_json, ids, fim_token_ids, eos_id):
         """The byte-level BPE (for re-encoding split tokens) and the (suffix, prefix, middle, eos) ids."""
-        from seedcoder.data.tokenizer_tables import load_tokenizer_tables
-
         names_by_id = {token_id: name for name, token_id in ids.items()}
 
         def name_for(role: str, given: int | None, candidates: Sequence[str]) -> str:
