@@ -20,6 +20,7 @@ import copy
 import dataclasses
 import difflib
 import json
+import keyword
 import math
 import os
 import sys
@@ -64,6 +65,7 @@ class ModelSection:
     rope_theta: float | None = None  # default: the preset's
     max_seq_len: int | None = None  # default: the preset's
     overrides: dict[str, Any] = field(default_factory=dict)  # any other ModelConfig field: {n_layers = 8}
+    kernels: str = "triton"  # RMSNorm and rotary on the GPU: "triton", or "cuda" (the CUDA C++ extension seedcoder._cuda)
 
 
 @dataclass
@@ -230,6 +232,7 @@ class TrainConfig:
 
 # The allowed values of string keys that name a choice.
 CHOICES = {
+    ("model", "kernels"): ("triton", "cuda"),
     ("data", "mode"): ("concat", "best_fit"),
     ("train", "device"): ("auto", "cuda", "cpu"),
     ("schedule", "kind"): ("constant", "cosine", "wsd", "step"),
@@ -344,16 +347,23 @@ def _unknown_key(key: str, known: Sequence[str], where: str) -> ConfigError:
     return ConfigError(f"{where}unknown config key {key!r}{hint}")
 
 
+def field_name(key: str) -> str:
+    """The dataclass field a config key sets: the key, or for a Python keyword (`in`) the key + "_" (`in_`)."""
+    return f"{key}_" if keyword.iskeyword(key) else key
+
+
 def build_section(cls: type, table: Mapping[str, Any], prefix: str = "", where: str = "") -> Any:
     """`cls(**table)` with every key known and typed: unknown keys (with the nearest known one), wrong types, missing
     required fields and the dataclass's own value checks raise ConfigError naming `prefix + key` (and `where`)."""
     hints = _hints(cls)
     values = {}
     for key, value in table.items():
-        if key not in hints:
-            raise _unknown_key(f"{prefix}{key}", [f"{prefix}{name}" for name in hints], where)
+        name = field_name(key)
+        if name not in hints:
+            keys = [known[:-1] if keyword.iskeyword(known[:-1]) else known for known in hints]
+            raise _unknown_key(f"{prefix}{key}", [f"{prefix}{known}" for known in keys], where)
         try:
-            values[key] = _coerce(value, hints[key], f"{prefix}{key}")
+            values[name] = _coerce(value, hints[name], f"{prefix}{key}")
         except ConfigError as error:
             raise ConfigError(f"{where}{error}") from None
     for f in dataclasses.fields(cls):
@@ -393,7 +403,7 @@ def config_from_dict(raw: Mapping[str, Any], root: type = None, *, where: str = 
     return build_section(root, raw, "", where)
 
 
-def _parse_value(text: str, annotation: Any) -> Any:
+def parse_value(text: str, annotation: Any) -> Any:
     """A command-line value: the raw text for string fields, else a TOML value (falling back to the raw text)."""
     options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (annotation,)
     try:
@@ -458,16 +468,16 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[tuple[str, str]], r
     for key, text in overrides:
         section, name = _resolve_key(key, root)
         if not section:  # an array of tables: --stages=[{steps=10}]
-            raw[name] = _parse_value(text, _hints(root)[name])
+            raw[name] = parse_value(text, _hints(root)[name])
             continue
         hints = _hints(sections_of(root)[section])
         table = raw.setdefault(section, {})
         if "." in name:  # a key inside a table field: --model.overrides.n_layers=4, --data.mixture.python=0.5
             base, inner = name.split(".", 1)
             value_type = typing.get_args(hints[base])[1]
-            table.setdefault(base, {})[inner] = _parse_value(text, value_type)
+            table.setdefault(base, {})[inner] = parse_value(text, value_type)
         else:
-            table[name] = _parse_value(text, hints[name])
+            table[name] = parse_value(text, hints[name])
     return raw
 
 
@@ -617,7 +627,9 @@ __all__ = [
     "apply_overrides",
     "build_section",
     "option",
+    "parse_value",
     "config_from_dict",
+    "field_name",
     "load_config",
     "load_sections",
     "read_toml",

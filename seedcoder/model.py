@@ -355,29 +355,33 @@ class KVCache:
 
 
 # ------------------------------------------------------------------------------------------ modules
-def _backend(t: torch.Tensor) -> str:
-    """Kernel backend: the Triton kernels on CUDA, the torch reference elsewhere."""
-    return "triton" if t.is_cuda else "torch"
+KERNELS = ("triton", "cuda")  # the GPU kernels of RMSNorm and rotary: Triton, or the CUDA C++ extension (seedcoder._cuda)
+
+
+def _backend(t: torch.Tensor, kernels: str) -> str:
+    """Kernel backend: `kernels` on CUDA, the torch reference elsewhere."""
+    return kernels if t.is_cuda else "torch"
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
+    def __init__(self, dim: int, eps: float, kernels: str = "triton"):
         super().__init__()
-        self.eps = eps
+        self.eps, self.kernels = eps, kernels
         self.weight = nn.Parameter(torch.empty(dim))
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
         """norm(x), or with a residual (norm(x + residual), x + residual): the add fused into the kernel."""
-        return rms_norm(x, self.weight, self.eps, residual, backend=_backend(x))
+        return rms_norm(x, self.weight, self.eps, residual, backend=_backend(x, self.kernels))
 
     def reset_parameters(self) -> None:
         nn.init.ones_(self.weight)
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig, layer_id: int):
+    def __init__(self, cfg: ModelConfig, layer_id: int, kernels: str = "triton"):
         super().__init__()
         self.layer_id = layer_id  # which layer's buffers of a KVCache it uses
+        self.kernels = kernels
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.rope_theta = cfg.rope_theta
         self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
@@ -391,7 +395,7 @@ class Attention(nn.Module):
         q = self.wq(x).view(batch, seqlen, self.n_heads, self.head_dim)
         k = self.wk(x).view(batch, seqlen, self.n_kv_heads, self.head_dim)
         v = self.wv(x).view(batch, seqlen, self.n_kv_heads, self.head_dim)
-        q, k = apply_rotary(q, k, position_ids, theta=self.rope_theta, backend=_backend(q))
+        q, k = apply_rotary(q, k, position_ids, theta=self.rope_theta, backend=_backend(q, self.kernels))
         out = attend(q, k, v, mask) if kv_cache is None else kv_cache.attend(self.layer_id, q, k, v, mask)
         return self.wo(out.reshape(batch, seqlen, -1))
 
@@ -412,11 +416,11 @@ class FeedForward(nn.Module):
 class TransformerBlock(nn.Module):
     """h -> h + attention(norm(h)) -> (that) + feed_forward(norm(that)); the unit of sharding and checkpointing."""
 
-    def __init__(self, cfg: ModelConfig, layer_id: int):
+    def __init__(self, cfg: ModelConfig, layer_id: int, kernels: str = "triton"):
         super().__init__()
-        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.attention = Attention(cfg, layer_id)
-        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps, kernels)
+        self.attention = Attention(cfg, layer_id, kernels)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps, kernels)
         self.feed_forward = FeedForward(cfg)
 
     def forward(self, h: torch.Tensor, position_ids: torch.Tensor | None, mask: AttentionMask,
@@ -450,14 +454,19 @@ class OutputHead(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    """The model. kernels: which GPU kernels RMSNorm and rotary run, "triton" or "cuda" (the CUDA C++ extension,
+    when built); on CPU both run the torch reference. Attention and the loss are Triton on the GPU either way."""
+
+    def __init__(self, cfg: ModelConfig, kernels: str = "triton"):
         super().__init__()
         if not isinstance(cfg, ModelConfig):
             raise TypeError(f"Transformer: expected a ModelConfig (see model_config()), got {type(cfg).__name__}")
+        if kernels not in KERNELS:
+            raise ValueError(f"kernels: expected one of {', '.join(map(repr, KERNELS))}, got {kernels!r}")
         self.cfg = cfg
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.layers = nn.ModuleList(TransformerBlock(cfg, layer_id) for layer_id in range(cfg.n_layers))
-        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.layers = nn.ModuleList(TransformerBlock(cfg, layer_id, kernels) for layer_id in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps, kernels)
         self.output = OutputHead(cfg.dim, cfg.vocab_size)
         if not any(p.is_meta for p in self.parameters()):
             self.init_weights()

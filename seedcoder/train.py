@@ -58,6 +58,7 @@ from seedcoder.data.loader import IGNORE_INDEX, ShardLoader
 from seedcoder.data.manifest import load_manifest
 from seedcoder.errors import exit_on_user_error
 from seedcoder.fileio import atomic_write_text
+from seedcoder.kernels._cuda_ext import cuda_ops
 from seedcoder.lr_schedule import LRSchedule
 from seedcoder.metrics import MetricsLogger, plot_loss_curve
 from seedcoder.model import ModelConfig, Transformer, check_cu_seqlens, model_config
@@ -180,8 +181,13 @@ def resolved_param_dtype(cfg: TrainConfig, device: torch.device) -> str:
 def build_model(cfg: TrainConfig, model_cfg: ModelConfig, dist_env: Distributed) -> Transformer:
     """Construct, shard (FSDP2 + AC + compile) and initialize the model on this rank's device."""
     param_dtype = resolved_param_dtype(cfg, dist_env.device)
+    if cfg.model.kernels == "cuda" and dist_env.device.type == "cuda":
+        try:
+            cuda_ops()  # loads seedcoder._cuda, or says how to build it
+        except RuntimeError as error:
+            raise ConfigError(f"config key 'model.kernels': {error}") from None
     with torch.device("meta"):  # built without memory, sharded, then materialized: no rank ever holds the whole model
-        model = Transformer(model_cfg)
+        model = Transformer(model_cfg, kernels=cfg.model.kernels)
     parallelize(
         model,
         dist_env.mesh,

@@ -284,6 +284,26 @@ def test_sdpa_path_masks_documents_like_a_hand_built_mask():
         torch.testing.assert_close(attend(q, k, v, mask), expected, rtol=1e-6, atol=1e-6)
 
 
+def test_kernels_option_reaches_every_norm_and_rotary():
+    """Transformer(kernels=...) picks the GPU kernels of RMSNorm and rotary ("cuda": the CUDA C++ extension; checked
+    against the CPU path on a GPU below); on CPU both options run the torch reference, so outputs are identical."""
+    from seedcoder.config import CHOICES
+    from seedcoder.model import KERNELS, _backend
+
+    assert CHOICES[("model", "kernels")] == KERNELS  # the config's choices are the model's
+    model = build(seed=5)
+    cuda_kernels = Transformer(model.cfg, kernels="cuda")
+    cuda_kernels.load_state_dict(model.state_dict())
+    owners = [m for m in cuda_kernels.modules() if hasattr(m, "kernels")]
+    assert len(owners) == 3 * model.cfg.n_layers + 1 and {m.kernels for m in owners} == {"cuda"}
+    ids = torch.randint(0, model.cfg.vocab_size, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(cuda_kernels(ids), model(ids), rtol=0, atol=0)
+    assert _backend(ids, "cuda") == "torch"
+    with pytest.raises(ValueError, match="kernels: expected one of 'triton', 'cuda', got 'cutlass'"):
+        Transformer(model.cfg, kernels="cutlass")
+
+
 def test_packed_forward_builds_one_dense_mask_for_every_layer(monkeypatch):
     """The SDPA path's (B, 1, S, S) mask is built once per forward and shared by the layers (SDPA saves it for
     backward: one per layer would hold n_layers copies); rows known to be one document each build none."""
@@ -394,12 +414,20 @@ def test_train_benchmark_runs_and_writes_its_report(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------ GPU
 @pytest.mark.gpu
+@pytest.mark.parametrize("kernels", ["triton", "cuda"])
 @pytest.mark.parametrize("packed", [False, True])
-def test_cuda_kernels_match_the_cpu_reference_path(packed):
-    import copy
-
+def test_cuda_kernels_match_the_cpu_reference_path(packed, kernels):
+    """The model on the GPU (with either kernels option for RMSNorm and rotary) against the CPU reference path."""
+    if kernels == "cuda":
+        try:
+            import seedcoder._cuda  # noqa: F401
+        except ImportError:
+            pytest.skip("seedcoder._cuda is not built here (setup.py builds it where torch has CUDA and nvcc)")
     model = build(seed=3)
-    cuda_model = copy.deepcopy(model).cuda()
+    cuda_model = Transformer(model.cfg, kernels=kernels)
+    cuda_model.load_state_dict(model.state_dict())
+    cuda_model.cuda()
+    assert {m.kernels for m in cuda_model.modules() if hasattr(m, "kernels")} == {kernels}
     docs, ids, position_ids, cu_seqlens = packed_row(model.cfg.vocab_size, torch.Generator().manual_seed(3))
     ids, position_ids = ids.expand(2, -1).contiguous(), position_ids.expand(2, -1).contiguous()
     cu_seqlens = torch.tensor([0, 5, 12, 16, 21, 28, 32], dtype=torch.int32)
