@@ -10,8 +10,8 @@ any checkpoint `seedcoder.checkpoint.resolve_checkpoint` accepts (the same rule 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,7 +21,6 @@ from seedcoder.checkpoint import CheckpointError, load_model, load_tokenizer_for
 from seedcoder.config import ConfigError
 from seedcoder.model import PRESETS, Transformer, model_config
 from seedcoder.tokenizer import toy_tokenizer
-
 
 # ------------------------------------------------------------------------------------------ loading
 POSTTRAIN_BETAS = (0.9, 0.999)  # AdamW's usual betas for small-lr preference and RL fine-tuning (TRL's defaults)
