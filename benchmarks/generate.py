@@ -4,8 +4,8 @@ Our engine (seedcoder.generate.Engine: KV cache, batched decode) against Hugging
 on the same model and the same prompts, in one run, greedy and sampled (the paper's temperature 0.6, top-p
 0.8, repetition penalty 1.05), and vLLM (`VLLMEngine`) when it is installed on a GPU machine (SKIP(reason)
 otherwise). The model is built from --preset with random weights (or loaded from --checkpoint); for
-transformers it is converted with seedcoder.hf_convert (`save_model_state` + `convert_to_hf`) and loaded with
-LlamaForCausalLM.from_pretrained (attn_implementation="sdpa", the batch left-padded). End-of-sequence is
+transformers it is saved with `seedcoder.checkpoint.save_model_only`, converted with `seedcoder.hf_convert.convert_to_hf`
+and loaded with LlamaForCausalLM.from_pretrained (attn_implementation="sdpa", the batch left-padded). End-of-sequence is
 ignored everywhere, so every implementation generates exactly --new-tokens tokens per prompt:
 
     tokens/s = batch x new tokens / wall seconds of one generate call (prefill included; median of --repeats)
@@ -31,8 +31,10 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import Skip, atomic_write_text, collect_environment, eprint, error_summary, optional_import
+from seedcoder.checkpoint import save_model_only
 from seedcoder.data.tokenizer_tables import SPECIAL_TOKENS
 from seedcoder.generate import Engine
+from seedcoder.hf_convert import convert_to_hf
 from seedcoder.model import Transformer, model_config
 from seedcoder.sampling import SamplingParams
 from seedcoder.vllm_engine import VLLMEngine, vllm_unavailable_reason, write_hf_tokenizer_files
@@ -194,9 +196,7 @@ def main(argv=None) -> int:
            f"({prompt_tokens} tokens), {args.new_tokens} new tokens each")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-generate-") as tmp:
-        from seedcoder.hf_convert import convert_to_hf, save_model_state
-
-        save_model_state(model, Path(tmp) / "ckpt")
+        save_model_only(model, Path(tmp) / "ckpt")
         hf_dir = Path(tmp) / "hf"
         tokenizer_file = Path(tmp) / "tokenizer.json"
         tokenizer.save(str(tokenizer_file))

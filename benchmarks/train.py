@@ -99,7 +99,7 @@ def ours(cfg, dtype, device, packed: bool):
 
 def huggingface(cfg, dtype, device, packed: bool):
     transformers = optional_import("transformers")
-    from seedcoder.hf_convert import config_to_hf
+    from seedcoder.hf_format import config_to_hf
 
     config = transformers.LlamaConfig(**{k: v for k, v in config_to_hf(cfg, dtype).items() if k != "torch_dtype"})
     model = transformers.LlamaForCausalLM._from_config(config, attn_implementation="sdpa", dtype=dtype).to(device)

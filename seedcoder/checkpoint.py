@@ -1,6 +1,8 @@
-"""Training checkpoints with torch.distributed.checkpoint (DCP): sharded, atomic, resumable with any number of ranks.
+"""Checkpoints with torch.distributed.checkpoint (DCP): sharded, atomic, resumable with any number of ranks; and
+the one place that finds and loads a checkpoint (ours or a Hugging Face folder) and its tokenizer.
 
-Layout (the same as a converted Hugging Face model from `seedcoder.hf_convert`, with more keys):
+Layout (a model-only checkpoint, `save_model_only` or a model converted by `seedcoder.hf_convert`, has the first
+two entries):
 
     {root}/step-00001000/
         model_config.json          the ModelConfig (seedcoder.model) the weights belong to
@@ -23,7 +25,8 @@ When every checkpoint is damaged it raises CheckpointError and moves nothing.
 
 Resharding. Model and optimizer state are saved as DTensor shards with their global shapes (the state dict
 API of torch.distributed.checkpoint.state_dict), so a checkpoint written by N ranks loads on M ranks, or into a
-plain single-device model (`load_model_only`, used for model-only init and for sampling).
+plain single-device model (`load_model_only`, used for model-only init and for sampling; it checks the stored
+config's shape fields against the model first).
 
 Finding and loading (the one rule for every stage, the engine, the scorer and the CLI). `resolve_checkpoint(path)`
 accepts, in this order: a checkpoint folder of ours (`model_config.json`: a trainer step or a converted model), a
@@ -33,7 +36,8 @@ folder whose `checkpoints/` is such a root; anything else is a CheckpointError n
 scorer): a Hugging Face folder is refused with the command that converts it. `find_tokenizer` knows where a
 checkpoint keeps its tokenizer; `load_model` and `load_tokenizer_for` load both for inference and post-training.
 They live here, beside the format they read, so that no stage has a copy with rules of its own; reading a
-tokenizer.json itself is `seedcoder.tokenizer.load_tokenizer` (no torch needed, for data builds and curation).
+tokenizer.json itself is `seedcoder.tokenizer.load_tokenizer` (no torch needed, for data builds and curation), and
+the Hugging Face format itself (tensor names, config.json, safetensors) is `seedcoder.hf_format`.
 
 Fault injection for the crash tests: SEEDCODER_FAULT_INJECT="POINT@STEP[:raise]" makes the process kill itself
 (SIGKILL, like an OOM killer or a preemption) or raise at POINT of step STEP; points: "checkpoint_publish"
@@ -49,7 +53,6 @@ import shutil
 import signal
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -57,23 +60,26 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
     get_model_state_dict,
     get_state_dict,
     set_model_state_dict,
     set_state_dict,
 )
 
-from seedcoder import hf_convert
 from seedcoder.errors import UserError
 from seedcoder.fileio import atomic_write_text, fsync_directory
-from seedcoder.model import Transformer
-from seedcoder.tokenizer import TokenizerError, load_tokenizer
+from seedcoder.hf_format import ConvertError, read_hf_config, read_hf_weights
+from seedcoder.model import ModelConfig, Transformer
+from seedcoder.tokenizer import TOKENIZER_FILE, TokenizerError, load_tokenizer
 
 MODEL_CONFIG_NAME = "model_config.json"
 TRAIN_STATE_NAME = "train_state.json"
-TOKENIZER_NAME = "tokenizer.json"
+DCP_METADATA_NAME = ".metadata"
+# ModelConfig fields that fix the tensors' shapes: they must match to load weights; rope_theta, max_seq_len, norm_eps
+# and init_std may differ (continued pretraining changes RoPE theta and the context length)
+MODEL_SHAPE_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim")
 CHECKPOINTS_DIR = "checkpoints"  # a run folder's checkpoints root
+HF_FILES_DIR = "hf"  # in a converted checkpoint: the source folder's config.json and tokenizer / generation files
 CHECKPOINT_FORMAT = "seedcoder-checkpoint"
 CHECKPOINT_VERSION = 1
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -266,7 +272,8 @@ def read_train_state(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
+def read_model_config(path: str | os.PathLike) -> ModelConfig:
+    """The ModelConfig in checkpoint `path`'s model_config.json; CheckpointError naming the file otherwise."""
     config_path = os.path.join(os.fspath(path), MODEL_CONFIG_NAME)
     try:
         with open(config_path, encoding="utf-8") as file:
@@ -275,9 +282,29 @@ def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{os.fspath(path)}: no {MODEL_CONFIG_NAME} (not a seedcoder checkpoint)") from None
     except (OSError, ValueError) as error:
         raise CheckpointError(f"{config_path}: unreadable ({error})") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{config_path}: expected a JSON object, got {type(config).__name__}")
-    return config
+    try:
+        return ModelConfig.from_dict(config)
+    except (TypeError, ValueError) as error:  # not a JSON object, unknown or missing keys, a bad value
+        raise CheckpointError(f"{config_path}: {error}") from None
+
+
+def _require_dcp(path: str) -> None:
+    if not os.path.isfile(os.path.join(path, DCP_METADATA_NAME)):
+        raise CheckpointError(f"{path}: no DCP {DCP_METADATA_NAME} (not a complete checkpoint)")
+
+
+_WRAPPER_PARTS = re.compile(r"(_checkpoint_wrapped_module|_orig_mod|_fsdp_wrapped_module)\.")  # activation
+# checkpointing, torch.compile and FSDP1 wrappers, in case a checkpoint was saved from a wrapped model's state_dict()
+
+
+def model_tensor_metadata(path: str | os.PathLike) -> dict[str, tuple[str, Any]]:
+    """{our parameter name: (stored key, DCP tensor metadata: size, dtype)} of the "model" entries of checkpoint
+    `path`, read from its DCP metadata alone (no tensor data)."""
+    path = os.fspath(path)
+    _require_dcp(path)
+    metadata = dcp.FileSystemReader(path).read_metadata()
+    return {_WRAPPER_PARTS.sub("", key[len("model."):]): (key, meta)
+            for key, meta in metadata.state_dict_metadata.items() if key.startswith("model.")}
 
 
 def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -305,8 +332,9 @@ def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
 
 def checkpoint_damage(path: str | os.PathLike) -> str | None:
     """What is wrong with the files of complete checkpoint `path`, as "<file>: <problem>", or None when they look
-    intact: the JSON files and `.metadata` readable, every shard file DCP's metadata names present and at least
-    as long as the metadata says, the RNG files readable. Reads no tensor data (DCP keeps no checksums)."""
+    intact: the JSON files (model_config.json a valid ModelConfig) and `.metadata` readable, every shard file DCP's
+    metadata names present and at least as long as the metadata says, the RNG files readable. Reads no tensor data
+    (DCP keeps no checksums)."""
     path = os.fspath(path)
     try:
         read_train_state(path)
@@ -353,7 +381,7 @@ def resume_latest(root: str | os.PathLike, *, model: torch.nn.Module, optimizer:
     for path in found:
         problem = _from_rank0(checkpoint_damage(path) if _rank() == 0 else None)
         if problem is None and model_config is not None:
-            saved, current = read_model_config(path), dict(model_config)
+            saved, current = read_model_config(path).to_dict(), dict(model_config)
             if saved != current:
                 changed = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
                 raise CheckpointError(f"{path}: written for another model: the model config differs in {', '.join(changed)}")
@@ -381,24 +409,61 @@ def resume_latest(root: str | os.PathLike, *, model: torch.nn.Module, optimizer:
 
 
 def load_model_only(path: str | os.PathLike, model: torch.nn.Module) -> None:
-    """Load only the weights of checkpoint `path` (ours, or a converted HF model) into `model`.
+    """Load only the "model" entries of checkpoint `path` (a trainer step, a converted or a model-only checkpoint)
+    into `model` (whose `cfg` is its ModelConfig), in place, cast to the model's dtypes; optimizer and other
+    entries are not read.
 
-    `model` may be sharded (FSDP2, collective then) or a plain module (no process group needed). Every
-    parameter must be in the checkpoint with the same global shape, else CheckpointError names it.
+    `model` may be sharded (FSDP2, collective then) or a plain module (no process group needed). The stored
+    config's MODEL_SHAPE_FIELDS must match `model.cfg`, and every parameter must be in the checkpoint with the
+    same global shape, else CheckpointError names what differs.
     """
     path = os.fspath(path)
-    if not os.path.isfile(os.path.join(path, ".metadata")):
-        raise CheckpointError(f"{path}: no DCP .metadata (not a complete checkpoint)")
-    full = not (dist.is_available() and dist.is_initialized())
-    options = StateDictOptions(full_state_dict=False) if not full else StateDictOptions()
-    model_state = get_model_state_dict(model, options=options)
+    stored = read_model_config(path)
+    different = [f"{field}: checkpoint {getattr(stored, field)} vs model {getattr(model.cfg, field)}"
+                 for field in MODEL_SHAPE_FIELDS if getattr(stored, field) != getattr(model.cfg, field)]
+    if different:
+        raise CheckpointError(f"{os.path.join(path, MODEL_CONFIG_NAME)}: does not match the model "
+                              f"({'; '.join(different)})")
+    _require_dcp(path)
+    single_process = not (dist.is_available() and dist.is_initialized())
+    model_state = get_model_state_dict(model)
     try:
         with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
             warnings.simplefilter("ignore", UserWarning)
-            dcp.load({"model": model_state}, checkpoint_id=path, no_dist=full)
+            dcp.load({"model": model_state}, checkpoint_id=path, no_dist=single_process)
     except CheckpointException as error:  # a BaseException wrapping each rank's error (missing keys, shapes)
         raise CheckpointError(f"{path}: cannot load the model weights: {_failure_reasons(error)}") from None
-    set_model_state_dict(model, model_state, options=options)
+    set_model_state_dict(model, model_state)
+
+
+def save_model_only(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Write a model-only checkpoint of `model` (whose `cfg` is its ModelConfig) to `path`, replacing one there:
+    model_config.json + the DCP {"model": state}, no train state (so not a step of a checkpoints root).
+
+    Collective when torch.distributed is initialized (every rank calls it; a sharded model saves its shards).
+    The directory appears complete or not at all: ranks write into `<path>.partial`, rank 0 renames it.
+    """
+    path = os.fspath(path)
+    partial = path + ".partial"
+    single_process = not (dist.is_available() and dist.is_initialized())
+    if _rank() == 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        os.makedirs(partial)
+    _barrier()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save({"model": get_model_state_dict(model)}, checkpoint_id=partial, no_dist=single_process)
+    if _rank() == 0:
+        _write_json(os.path.join(partial, MODEL_CONFIG_NAME), model.cfg.to_dict())
+        if os.path.exists(path):
+            old = path + ".old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(path, old)
+            os.rename(partial, path)
+            shutil.rmtree(old)
+        else:
+            os.rename(partial, path)
+    _barrier()
 
 
 
@@ -438,8 +503,8 @@ def find_tokenizer(checkpoint_dir: str | os.PathLike) -> str:
     checkpoints root beside its data), or in the dataset its training config names (data.path, then each stage's
     data_path). CheckpointError lists the places tried."""
     directory = os.fspath(checkpoint_dir)
-    candidates = [os.path.join(directory, TOKENIZER_NAME), os.path.join(directory, "hf", TOKENIZER_NAME),
-                  os.path.join(os.path.dirname(os.path.abspath(directory)), TOKENIZER_NAME)]
+    candidates = [os.path.join(directory, TOKENIZER_FILE), os.path.join(directory, HF_FILES_DIR, TOKENIZER_FILE),
+                  os.path.join(os.path.dirname(os.path.abspath(directory)), TOKENIZER_FILE)]
     try:
         config = read_train_state(directory).get("config") or {}
     except CheckpointError:  # a model-only or converted checkpoint has no train state
@@ -447,7 +512,7 @@ def find_tokenizer(checkpoint_dir: str | os.PathLike) -> str:
     if isinstance(config, dict):
         data_paths = [(config.get("data") or {}).get("path")]
         data_paths += [stage.get("data_path") for stage in config.get("stages") or [] if isinstance(stage, dict)]
-        candidates += [os.path.join(data_path, TOKENIZER_NAME) for data_path in data_paths if data_path]
+        candidates += [os.path.join(data_path, TOKENIZER_FILE) for data_path in data_paths if data_path]
     for candidate in candidates:
         if os.path.isfile(candidate):
             return candidate
@@ -470,49 +535,33 @@ def default_device_dtype(device: str | torch.device | None, dtype: torch.dtype |
     return device, dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
 
 
-def _load_hf_weights(directory: str, model: Transformer, device: torch.device) -> None:
-    from safetensors.torch import load_file  # only Hugging Face folders need it
-
-    state = {}
-    for file in sorted(Path(directory).glob("*.safetensors")):
-        for hf_name, tensor in load_file(str(file), device=str(device)).items():
-            name = hf_convert.from_hf_name(hf_name)
-            if name is None:
-                if "rotary_emb.inv_freq" in hf_name:
-                    continue
-                raise CheckpointError(f"{file}: unexpected tensor {hf_name!r} (not part of a Llama model)")
-            state[name] = tensor
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{directory}: weights do not match config.json (missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]})")
-
-
 def load_model(path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None
                ) -> tuple[Transformer, str]:
     """(model in eval mode, resolved checkpoint dir) for any checkpoint `resolve_checkpoint` accepts, on one
-    device (`default_device_dtype`). Inference and single-process post-training start here."""
+    device (`default_device_dtype`). Inference and single-process post-training start here. CheckpointError
+    (naming the file) for a checkpoint that cannot be read or does not fit its config."""
     directory, kind = resolve_checkpoint(path)
     device, dtype = default_device_dtype(device, dtype)
-    if kind == "ours":
-        cfg = hf_convert.read_model_config(directory)
-    else:
-        config_path = os.path.join(directory, "config.json")
-        cfg = hf_convert.config_from_hf(hf_convert.read_json(Path(config_path)), config_path)
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    model = model.to(dtype).to_empty(device=device)
-    if kind == "ours":
-        hf_convert.load_model_state(directory, model)
-    else:
-        _load_hf_weights(directory, model, device)
+    try:
+        cfg = read_model_config(directory) if kind == "ours" else read_hf_config(directory)[1]
+        with torch.device("meta"):
+            model = Transformer(cfg)
+        model = model.to(dtype).to_empty(device=device)
+        if kind == "ours":
+            load_model_only(directory, model)
+        else:
+            model.load_state_dict(read_hf_weights(directory, cfg))  # copied from the memory-mapped files
+    except ConvertError as error:  # a Hugging Face folder's config.json or weights
+        raise CheckpointError(str(error)) from None
     return model.eval(), directory
 
 __all__ = [
     "CHECKPOINTS_DIR",
     "CheckpointError",
+    "DCP_METADATA_NAME",
+    "HF_FILES_DIR",
     "MODEL_CONFIG_NAME",
-    "TOKENIZER_NAME",
+    "MODEL_SHAPE_FIELDS",
     "TRAIN_STATE_NAME",
     "checkpoint_damage",
     "default_device_dtype",
@@ -524,6 +573,7 @@ __all__ = [
     "load_model",
     "load_model_only",
     "load_tokenizer_for",
+    "model_tensor_metadata",
     "prune_checkpoints",
     "read_model_config",
     "read_train_state",
@@ -532,5 +582,6 @@ __all__ = [
     "resolve_dcp_checkpoint",
     "resume_latest",
     "save_checkpoint",
+    "save_model_only",
     "step_dir_name",
 ]

@@ -17,6 +17,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from seedcoder.data.tokenizer_tables import BOS_TOKEN, EOS_TOKEN
 from seedcoder.errors import UserError
 
+TOKENIZER_FILE = "tokenizer.json"  # its name in a dataset, a checkpoint, a scorer or a Hugging Face folder
 # end-of-sequence tokens we recognise: Seed-Coder's first, then other families' (a tokenizer needs one of them)
 EOS_NAMES = (EOS_TOKEN, "<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "<|eos|>")
 TOY_VOCAB = ("Write", *"0123456789", "x", "y")
@@ -31,7 +32,7 @@ def load_tokenizer(path: str | os.PathLike) -> Any:
     (one of EOS_NAMES); TokenizerError naming the file otherwise."""
     path = os.fspath(path)
     if os.path.isdir(path):
-        path = os.path.join(path, "tokenizer.json")
+        path = os.path.join(path, TOKENIZER_FILE)
     if not os.path.isfile(path):
         raise TokenizerError(f"{path}: tokenizer file not found")
     try:
@@ -54,4 +55,4 @@ def toy_tokenizer() -> Any:
     return tokenizer
 
 
-__all__ = ["EOS_NAMES", "TOY_VOCAB", "TokenizerError", "load_tokenizer", "toy_tokenizer"]
+__all__ = ["EOS_NAMES", "TOKENIZER_FILE", "TOY_VOCAB", "TokenizerError", "load_tokenizer", "toy_tokenizer"]

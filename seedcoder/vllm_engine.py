@@ -19,12 +19,13 @@ from typing import Any
 
 import torch
 
-from seedcoder import hf_convert
 from seedcoder.chat_template import CHAT_TEMPLATE_JINJA, tokenize_chat
-from seedcoder.checkpoint import find_tokenizer, resolve_checkpoint
+from seedcoder.checkpoint import find_tokenizer, read_model_config, resolve_checkpoint
 from seedcoder.data.tokenizer_tables import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN
 from seedcoder.fileio import atomic_write_text
+from seedcoder.hf_convert import convert_to_hf
 from seedcoder.sampling import Completion, SamplingParams
+from seedcoder.tokenizer import load_tokenizer
 
 
 class BackendUnavailable(RuntimeError):
@@ -44,10 +45,8 @@ def write_hf_tokenizer_files(hf_dir: str | os.PathLike, max_seq_len: int | None 
     """tokenizer_config.json (Seed-Coder's specials, no automatic bos, the chat template) and
     generation_config.json (bos / eos / pad ids) for an HF folder holding our tokenizer.json, so transformers'
     AutoTokenizer, `vllm serve` and VLLMEngine read our tokenizer and chat format correctly."""
-    from tokenizers import Tokenizer
-
     hf_dir = Path(hf_dir)
-    tokenizer = Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
+    tokenizer = load_tokenizer(hf_dir)
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": False, "add_eos_token": False,
               "chat_template": CHAT_TEMPLATE_JINJA, "clean_up_tokenization_spaces": False}
     generation = {}
@@ -96,8 +95,8 @@ class VLLMEngine:
         if kind == "ours":
             tokenizer_path = Path(tokenizer) if tokenizer is not None else find_tokenizer(directory)
             out = Path(hf_dir) if hf_dir is not None else Path(tempfile.mkdtemp(prefix="seedcoder-vllm-")) / "hf"
-            hf_convert.convert_to_hf(directory, out, dtype=dtype, tokenizer=tokenizer_path, log=lambda *_: None)
-            write_hf_tokenizer_files(out, hf_convert.read_model_config(directory).max_seq_len)
+            convert_to_hf(directory, out, dtype=dtype, tokenizer=tokenizer_path, log=lambda *_: None)
+            write_hf_tokenizer_files(out, read_model_config(directory).max_seq_len)
             directory = out
         return cls(directory, **kwargs)
 

@@ -332,15 +332,15 @@ def test_bad_parameters_and_prompts_are_named(model, tokenizer):
 # ------------------------------------------------------------------------------------------ loading and backends
 @pytest.mark.filterwarnings("ignore:torch.distributed is disabled")  # save_checkpoint in one process, on purpose
 def test_from_checkpoint_ours_trainer_and_hugging_face(model, tokenizer, tokenizer_path, tmp_path):
-    from seedcoder.checkpoint import save_checkpoint
-    from seedcoder.hf_convert import convert_to_hf, save_model_state
+    from seedcoder.checkpoint import save_checkpoint, save_model_only
+    from seedcoder.hf_convert import convert_to_hf
 
     prompts = [PROMPTS[0], PROMPTS[3]]
     params = SamplingParams.greedy(max_tokens=8, stop_token_ids=())
     expected = [c[0].token_ids for c in engine(model, tokenizer).generate(prompts, params)]
 
     ours = tmp_path / "ours"
-    save_model_state(model, ours)
+    save_model_only(model, ours)
     with pytest.raises(CheckpointError, match="no tokenizer found"):
         Engine.from_checkpoint(ours, device="cpu")
     loaded = Engine.from_checkpoint(ours, device="cpu", tokenizer=tokenizer_path)

@@ -1,4 +1,5 @@
-"""HF Llama <-> our checkpoints: logits parity, bitwise round trip, config checks, model-only save / load."""
+"""HF Llama <-> our checkpoints: logits parity, bitwise round trip, config checks, model-only save / load
+(seedcoder.checkpoint's, which the conversion writes and reads)."""
 
 import json
 import os
@@ -10,15 +11,9 @@ import pytest
 import torch
 
 from seedcoder import cli
-from seedcoder.hf_convert import (
-    ConvertError,
-    config_from_hf,
-    convert_from_hf,
-    convert_to_hf,
-    load_model_state,
-    parse_size,
-    save_model_state,
-)
+from seedcoder.checkpoint import CheckpointError, load_model, load_model_only, save_model_only
+from seedcoder.hf_convert import convert_from_hf, convert_to_hf, parse_size
+from seedcoder.hf_format import ConvertError, config_from_hf
 from seedcoder.model import Transformer, model_config
 
 transformers = pytest.importorskip("transformers")
@@ -61,10 +56,12 @@ def test_hf_to_ours_same_logits_and_back_bitwise(tmp_path):
     assert (cfg.rope_theta, cfg.norm_eps, cfg.max_seq_len, cfg.vocab_size) == (250_000.0, 1e-5, 256, 300)
 
     model = Transformer(cfg)
-    load_model_state(tmp_path / "ckpt", model)
+    load_model_only(tmp_path / "ckpt", model)
     ids = torch.randint(0, 300, (2, 33), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(model(ids), hf_model(ids).logits, rtol=1e-5, atol=1e-5)
+        from_hf, _ = load_model(tmp_path / "hf", device="cpu")  # the HF folder itself, read by the same rules
+        assert torch.equal(from_hf(ids), model(ids))
 
     convert_to_hf(tmp_path / "ckpt", tmp_path / "back", max_shard_bytes=30_000, log=quiet)
     original, back = hf_tensors(tmp_path / "hf"), hf_tensors(tmp_path / "back")
@@ -105,7 +102,7 @@ def test_bf16_checkpoint_round_trip_keeps_dtype_and_legacy_config_keys(tmp_path)
 def test_our_checkpoint_to_hf_loads_in_transformers(tmp_path):
     model = Transformer(model_config("debug", rope_theta=10_000.0))
     model.init_weights(seed=3)
-    save_model_state(model, tmp_path / "ckpt")
+    save_model_only(model, tmp_path / "ckpt")
     assert json.loads((tmp_path / "ckpt" / "model_config.json").read_text()) == model.cfg.to_dict()
     hf_config = convert_to_hf(tmp_path / "ckpt", tmp_path / "hf", log=quiet)
     assert hf_config["tie_word_embeddings"] is False and hf_config["rope_theta"] == 10_000.0
@@ -155,6 +152,8 @@ def test_missing_or_misshapen_tensors_are_refused(tmp_path):
     with pytest.raises(ConvertError, match="unexpected tensor 'model.layers.0.self_attn.q_norm.weight'"):
         convert_from_hf(tmp_path / "hf", tmp_path / "out", log=quiet)
     assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["hf"]  # nothing left behind
+    with pytest.raises(CheckpointError, match="unexpected tensor 'model.layers.0.self_attn.q_norm.weight'"):
+        load_model(tmp_path / "hf", device="cpu")  # loading for inference refuses it the same way
 
 
 def test_output_directory_must_be_new_and_cli_reports_errors(tmp_path, capsys):
@@ -164,7 +163,7 @@ def test_output_directory_must_be_new_and_cli_reports_errors(tmp_path, capsys):
     assert cli.main(["convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "ckpt")]) == 1
     assert "already exists" in capsys.readouterr().err
     assert cli.main(["convert", "--to-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "x")]) == 1
-    assert "model_config.json: not found" in capsys.readouterr().err
+    assert "no model_config.json (not a seedcoder checkpoint)" in capsys.readouterr().err
     assert cli.main(["convert", "--to-hf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "back"),
                      "--dtype", "bf16", "--max-shard-size", "20KB"]) == 0
     assert len(list((tmp_path / "back").glob("*.safetensors"))) > 1
@@ -182,27 +181,27 @@ def test_parse_size():
         parse_size("0")
 
 
-# ------------------------------------------------------------------------------------------ model state
-def test_load_model_state_checks_shapes_and_casts(tmp_path):
+# ------------------------------------------------------------------------------------------ model-only checkpoints
+def test_model_only_checkpoint_checks_shapes_and_casts(tmp_path):
     model = Transformer(model_config("debug"))
     model.init_weights(seed=1)
-    save_model_state(model, tmp_path / "ckpt")
-    save_model_state(model, tmp_path / "ckpt")  # replacing an existing checkpoint
+    save_model_only(model, tmp_path / "ckpt")
+    save_model_only(model, tmp_path / "ckpt")  # replacing an existing checkpoint
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
     bf16 = Transformer(model_config("debug", rope_theta=1e6, max_seq_len=4096)).to(torch.bfloat16)  # CPT may change these
-    load_model_state(tmp_path / "ckpt", bf16)
+    load_model_only(tmp_path / "ckpt", bf16)
     assert torch.equal(bf16.output.weight, model.output.weight.to(torch.bfloat16))
-    with pytest.raises(ConvertError, match="n_layers: checkpoint 2 vs model 3"):
-        load_model_state(tmp_path / "ckpt", Transformer(model_config("debug", n_layers=3)))
-    with pytest.raises(ConvertError, match="model_config.json: not found"):
-        load_model_state(tmp_path / "nowhere", bf16)
+    with pytest.raises(CheckpointError, match="n_layers: checkpoint 2 vs model 3"):
+        load_model_only(tmp_path / "ckpt", Transformer(model_config("debug", n_layers=3)))
+    with pytest.raises(CheckpointError, match="nowhere: no model_config.json"):
+        load_model_only(tmp_path / "nowhere", bf16)
 
 
 FSDP_SCRIPT = """
 import sys, torch, torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 from seedcoder.model import Transformer, model_config
-from seedcoder.hf_convert import load_model_state, save_model_state
+from seedcoder.checkpoint import load_model_only, save_model_only
 dist.init_process_group("gloo")
 plain_dir, out_dir, loss_prefix = sys.argv[1], sys.argv[2], sys.argv[3]
 with torch.device("meta"):
@@ -211,8 +210,8 @@ for block in model.layers:
     fully_shard(block)
 fully_shard(model)
 model.to_empty(device="cpu")
-load_model_state(plain_dir, model)            # a plain checkpoint into a sharded model
-save_model_state(model, out_dir)              # and a sharded model back out
+load_model_only(plain_dir, model)             # a plain checkpoint into a sharded model
+save_model_only(model, out_dir)               # and a sharded model back out
 ids = torch.arange(32).view(2, 16) % 250
 with open(f"{loss_prefix}{dist.get_rank()}", "w") as f:  # a file per rank: torchrun may interleave stdout lines
     f.write(repr(model(ids, labels=ids).item()))
@@ -226,12 +225,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_model_state_with_fsdp_two_ranks(tmp_path):
+def test_model_only_checkpoint_with_fsdp_two_ranks(tmp_path):
     import subprocess
 
     model = Transformer(model_config("debug", vocab_size=250))
     model.init_weights(seed=9)
-    save_model_state(model, tmp_path / "plain")
+    save_model_only(model, tmp_path / "plain")
     script = tmp_path / "fsdp.py"
     script.write_text(FSDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TRITON_INTERPRET": "0"}
@@ -246,7 +245,7 @@ def test_model_state_with_fsdp_two_ranks(tmp_path):
         expected = model(ids, labels=ids).item()
     assert len(losses) == 2 and all(abs(loss - expected) < 1e-4 * abs(expected) for loss in losses)
     reloaded = Transformer(model_config("debug", vocab_size=250))
-    load_model_state(tmp_path / "sharded", reloaded)
+    load_model_only(tmp_path / "sharded", reloaded)
     for name, tensor in model.state_dict().items():
         assert torch.equal(reloaded.state_dict()[name], tensor), name
 
@@ -261,7 +260,7 @@ def test_to_hf_accepts_a_checkpoint_saved_from_a_wrapped_model(tmp_path):
     for index, block in enumerate(model.layers):  # torch.compile per block renames the blocks' parameters
         model.layers[index] = torch.compile(block)
     assert any("_orig_mod" in key for key in model.state_dict())
-    save_model_state(model, tmp_path / "canonical")  # get_model_state_dict drops the wrapper from the names
+    save_model_only(model, tmp_path / "canonical")  # get_model_state_dict drops the wrapper from the names
     (tmp_path / "raw").mkdir()
     dcp.save({"model": model.state_dict()}, checkpoint_id=str(tmp_path / "raw"), no_dist=True)
     (tmp_path / "raw" / "model_config.json").write_text(json.dumps(model.cfg.to_dict()))

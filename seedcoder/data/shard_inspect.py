@@ -20,6 +20,7 @@ from seedcoder.data.manifest import (
 )
 from seedcoder.data.shard_reader import ShardReader
 from seedcoder.data.shards import SECTION_NAMES, DocFlag, file_sha256
+from seedcoder.tokenizer import TOKENIZER_FILE, TokenizerError, load_tokenizer
 
 _SPARK_LEVELS = " .:-=+*#%@"  # ASCII, so the output survives any terminal encoding
 
@@ -59,12 +60,6 @@ def _group_lines(title: str, groups: Mapping[str, Mapping[str, Any]]) -> list[st
     return lines
 
 
-def _load_tokenizer(tokenizer_path: str):
-    from tokenizers import Tokenizer  # lazily: only `inspect` decoding needs it
-
-    return Tokenizer.from_file(tokenizer_path)
-
-
 def _sample_lines(reader: ShardReader, index: int, tokenizer_path: str | None, max_chars: int) -> list[str]:
     document = reader.document(index)
     lines = [
@@ -82,11 +77,9 @@ def _sample_lines(reader: ShardReader, index: int, tokenizer_path: str | None, m
             note = f"  ({tokenizer_path} is not the shard's tokenizer (SHA-256 differs): showing token ids)"
         else:
             try:
-                text = _load_tokenizer(tokenizer_path).decode(document.tokens.tolist(), skip_special_tokens=False)
-            except ImportError:
-                note = "  (the `tokenizers` package is not installed: showing token ids)"
-            except Exception as error:  # a tokenizer file the library cannot load: fall back to ids
-                note = f"  (cannot decode with {tokenizer_path}: {error}; showing token ids)"
+                text = load_tokenizer(tokenizer_path).decode(document.tokens.tolist(), skip_special_tokens=False)
+            except TokenizerError as error:  # a file the library cannot load (the message names it): fall back to ids
+                note = f"  (cannot decode: {error}; showing token ids)"
             else:
                 shown = text if len(text) <= max_chars else f"{text[:max_chars]}\n... ({len(text) - max_chars:,} more characters)"
                 return lines + ["  text:", *("    " + line for line in shown.splitlines())]
@@ -140,7 +133,7 @@ def inspect_path(
     else:
         sample_shard = path
         if tokenizer_path is None:
-            beside = os.path.join(os.path.dirname(os.path.abspath(path)), "tokenizer.json")
+            beside = os.path.join(os.path.dirname(os.path.abspath(path)), TOKENIZER_FILE)
             tokenizer_path = beside if os.path.exists(beside) else None
     if sample_shard is not None:
         with ShardReader(sample_shard, verify_checksums=verify_checksums) as reader:
