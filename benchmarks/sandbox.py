@@ -28,7 +28,7 @@ FORMULA = "tests/s = tests / wall seconds of the batch (N worker threads); laten
 
 
 def _humaneval_jobs(problems: int):
-    from seedcoder.eval_data import load_humaneval
+    from seedcoder.evaluation.problems import load_humaneval
     from seedcoder.sandbox import Limits, SandboxJob
 
     limits = Limits(wall_s=10, cpu_s=10)

@@ -11,6 +11,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from seedcoder.errors import UserError
+
 
 def add_shards_commands(groups: argparse._SubParsersAction) -> None:
     shards = groups.add_parser("shards", help="scored code shards (.scs) and dataset manifests")
@@ -68,18 +70,18 @@ def add_convert_commands(groups: argparse._SubParsersAction) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from seedcoder.hf_convert import DTYPES, ConvertError, convert_from_hf, convert_to_hf, parse_size
+    from seedcoder.hf_convert import DTYPES, convert_from_hf, convert_to_hf, parse_size
 
     dtype = DTYPES[args.dtype] if args.dtype else None
     try:
         if args.from_hf:
             if args.tokenizer or args.max_shard_size != "5GB":
-                raise ConvertError("--tokenizer and --max-shard-size apply to --to-hf only")
+                raise UserError("--tokenizer and --max-shard-size apply to --to-hf only")
             convert_from_hf(args.from_hf, args.out, dtype=dtype)
         else:
             convert_to_hf(args.to_hf, args.out, dtype=dtype, max_shard_bytes=parse_size(args.max_shard_size),
                           tokenizer=args.tokenizer)
-    except ConvertError as error:
+    except UserError as error:  # ConvertError, or CheckpointError for what is not our checkpoint
         print(f"seedcoder convert: {error}", file=sys.stderr)
         return 1
     return 0
@@ -179,7 +181,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def add_eval_commands(groups: argparse._SubParsersAction) -> None:
-    from seedcoder.evaluate import add_eval_commands as add  # light: the heavy parts import when a command runs
+    from seedcoder.evaluation.cli import add_eval_commands as add  # light: the heavy parts import when a command runs
 
     add(groups)
 

