@@ -17,7 +17,7 @@
             model of step 3, scoring, the bottom 10% dropped, commit samples, repository documents, tokenized
             shards (the demo's tokenizer) and a report (curate/report/report.md + plots);
 6. pretrain on the curated shards: a short run from scratch on what the pipeline kept; its loss must fall too.
-7-10. post-training (seedcoder.posttrain.demo) of the model of step 3: SFT on chats made from the standard
+7-10. post-training (seedcoder.demo.posttrain) of the model of step 3: SFT on chats made from the standard
             library and the toy problems' solutions (`torchrun -m seedcoder.train sft`, its loss must fall) ->
             sft/; DPO on (passing, failing) pairs mined from the SFT model on toy problems with unit tests, judged
             in the sandbox -> dpo/; RL (GRPO, unit-test + format reward) from the DPO model (the SFT model when
@@ -28,7 +28,7 @@ Everything lands under --out (runs/demo): data/, checkpoints/, metrics.jsonl, te
 samples.txt, summary.json, curate/ (one folder per step, report/), curated/ (the second pretraining run),
 sft/, dpo/, rl/, eval/ and posttrain_summary.json (steps 7-10).
 Running the demo again continues an interrupted one (--fresh starts over). The demo fails (exit 1) if a loss
-did not fall.
+did not fall. This module holds steps 1-6 and `main`, which runs all ten; steps 7-10 are seedcoder.demo.posttrain.
 """
 
 from __future__ import annotations
@@ -49,14 +49,14 @@ from seedcoder.checkpoint import latest_checkpoint, load_model
 from seedcoder.curate.pipeline import run_pipeline
 from seedcoder.data.build import build_dataset
 from seedcoder.data.tokenizer_tables import SPECIAL_TOKENS
-from seedcoder.demo_runs import launch_command, loss_fall
+from seedcoder.demo.posttrain import run_posttrain
+from seedcoder.demo.runs import launch_command, loss_fall
 from seedcoder.generate import Engine
 from seedcoder.metrics import read_jsonl
-from seedcoder.posttrain.demo import run_posttrain
 from seedcoder.sampling import SamplingParams
 from seedcoder.tokenizer import load_tokenizer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "pretrain_tiny_demo.toml")
 CURATE_CONFIG = os.path.join(ROOT, "configs", "curate_demo.toml")
 CURATED_STEPS = 60  # the short pretraining run on the curated shards

@@ -1,9 +1,9 @@
 """Post-training in `make demo` (steps 7-10): SFT -> DPO -> RL (GRPO) -> HumanEval, on the demo's pretrained model.
 
-    from seedcoder.posttrain.demo import run_posttrain
-    summary = run_posttrain("runs/demo", nproc=2)        # called by seedcoder.demo after step 6
+    from seedcoder.demo.posttrain import run_posttrain
+    summary = run_posttrain("runs/demo", nproc=2)        # called by seedcoder.demo.pretrain after step 6
 
-    python -m seedcoder.posttrain.demo --out runs/demo   # the same, alone (steps 1-3 of the demo must be done)
+    python -m seedcoder.demo.posttrain --out runs/demo   # the same, alone (steps 1-3 of the demo must be done)
 
 Everything is made offline and deterministically, and lands under --out (runs/demo):
 
@@ -48,8 +48,8 @@ import torch
 
 from seedcoder.chat_template import tokenize_chat
 from seedcoder.checkpoint import latest_checkpoint, load_model, load_tokenizer_for
-from seedcoder.demo_runs import launch_command, loss_fall
-from seedcoder.evaluate import add_eval_commands
+from seedcoder.demo.runs import launch_command, loss_fall
+from seedcoder.evaluation.cli import add_eval_commands
 from seedcoder.fileio import atomic_write_text
 from seedcoder.generate import Engine
 from seedcoder.metrics import read_jsonl
@@ -128,7 +128,7 @@ def toy_problems() -> list[dict]:
 
 
 def problem_record(problem: dict) -> dict:
-    """The JSONL record of a problem: {"id", "prompt", "tests"} only (what seedcoder.posttrain.dpo.read_problems reads)."""
+    """The JSONL record of a problem: {"id", "prompt", "tests"} only (what seedcoder.posttrain.run_config.read_problems reads)."""
     return {"id": problem["id"], "prompt": problem["prompt"], "tests": problem["tests"]}
 
 
@@ -462,7 +462,7 @@ def run_posttrain(out: str, nproc: int, banner: Callable[[str], None] | None = N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m seedcoder.posttrain.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m seedcoder.demo.posttrain", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.path.join(ROOT, "runs", "demo"), help="the demo's output directory")
     parser.add_argument("--nproc", type=int, default=2, help="SFT training processes (default 2)")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Training runs as the demos start and judge them: the torchrun command line of a training stage, and whether a
-run's loss fell. Shared by `seedcoder.demo` (pretraining) and `seedcoder.posttrain.demo` (SFT), which calls no
-code of the former.
+run's loss fell. Shared by `seedcoder.demo.pretrain` (steps 2-6) and `seedcoder.demo.posttrain` (SFT, step 7), which
+calls no code of the former.
 """
 
 from __future__ import annotations
