@@ -1,6 +1,6 @@
 """Training entry point. Every stage is a subcommand in STAGES: `pretrain` (pretraining and long-context continued
 pretraining) and `sft` (the same loop on chat shards with an assistant-only loss mask, `seedcoder.posttrain.sft`);
-the scorer trains in `seedcoder.curate.scorer`.
+the scorer trains in `seedcoder.curate.scorer_train`.
 
     torchrun --nproc_per_node=8 -m seedcoder.train pretrain --config configs/pretrain_1b.toml [--key=value ...] [--resume]
     python -m seedcoder.train pretrain --config configs/pretrain_tiny_demo.toml      # one process, no torchrun needed

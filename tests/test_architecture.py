@@ -21,22 +21,21 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALLOWED_LOCAL: dict[str, set[str]] = {
     # `seedcoder --help` and a command's argument errors stay fast: torch is imported by the command that runs
     "seedcoder.cli": {"seedcoder.curate.pipeline", "seedcoder.data.build", "seedcoder.data.shard_inspect",
-                      "seedcoder.data.shards", "seedcoder.evaluate", "seedcoder.hf_convert", "seedcoder.posttrain.dpo",
-                      "seedcoder.posttrain.grpo", "seedcoder.serve", "seedcoder.train"},
+                      "seedcoder.data.shards", "seedcoder.evaluation.cli", "seedcoder.hf_convert",
+                      "seedcoder.posttrain.dpo", "seedcoder.posttrain.grpo", "seedcoder.serve", "seedcoder.train"},
     "seedcoder.serve": {"seedcoder.generate", "seedcoder.hf_convert", "seedcoder.sampling"},
-    "seedcoder.evaluate": {"seedcoder.generate", "seedcoder.sampling"},  # an HTTP endpoint or references need no torch
-    "seedcoder.curate.score": {"seedcoder.curate.scorer"},  # `seedcoder curate` runs its other steps without torch
+    # `seedcoder eval` against an HTTP endpoint or with references needs no torch
+    "seedcoder.evaluation.generators": {"seedcoder.generate", "seedcoder.sampling"},
+    # `seedcoder curate` runs its other steps without torch
+    "seedcoder.curate.score": {"seedcoder.curate.scorer", "seedcoder.curate.scorer_train"},
     # compiled extensions that a checkout may not have built: their users fall back without them
-    "seedcoder.data.loader": {"seedcoder._C", "seedcoder.data.tokenizer_tables"},
+    "seedcoder.data.loader": {"seedcoder._C"},
     "seedcoder.kernels._cuda_ext": {"seedcoder._cuda"},
-    # not yet moved (other parts of the consolidation: config system, curation steps, training-step core)
+    # the config stays torch-free (curation and `seedcoder --help` read configs); the model's presets need torch
     "seedcoder.config": {"seedcoder.model"},
+    # not yet moved (curation steps)
     "seedcoder.curate.executor": {"seedcoder.progress"},
     "seedcoder.curate.report": {"seedcoder.tokenizer"},
-    "seedcoder.curate.scorer": {"seedcoder.config", "seedcoder.hf_convert", "seedcoder.lr_schedule", "seedcoder.metrics",
-                                "seedcoder.train"},
-    "seedcoder.data.build": {"seedcoder.data.manifest"},
-    "seedcoder.eval_data": {"seedcoder.data.tokenizer_tables"},
 }
 
 # compiled extensions, built by setup.py from csrc/ (present or not in a checkout): leaves of the graph

@@ -10,12 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from seedcoder.config import ConfigError
 from seedcoder.curate import dataset as ds
 from seedcoder.curate.errors import CurateConfigError
 from seedcoder.curate.executor import ExecutorConfig
 from seedcoder.curate.ingest import IngestOptions, check_content, normalize_language, plan_ingest
 from seedcoder.curate.languages import LANGUAGES, grammar_name, language_of
-from seedcoder.curate.pipeline import run_step
+from seedcoder.curate.pipeline import check_options, run_step
 from seedcoder.data.shards import Language
 
 INLINE = ExecutorConfig(kind="local", workers=1, progress=False)
@@ -179,8 +180,10 @@ def test_missing_and_unknown_inputs(tmp_path):
     (tmp_path / "single.py").write_text("x = 1\n")
     with pytest.raises(CurateConfigError, match="not a .jsonl or .parquet dump"):
         plan_ingest([str(tmp_path / "single.py")], IngestOptions())
-    with pytest.raises(CurateConfigError, match="unknown option"):
-        IngestOptions.from_mapping({"max_file_byte": 3})
+    with pytest.raises(ConfigError, match=r"unknown config key 'ingest.max_file_byte' \(did you mean 'ingest.max_file_bytes'"):
+        check_options("ingest", {"max_file_byte": 3})
+    with pytest.raises(ConfigError, match=r"config key 'ingest.inputs': expected a list of any values, got 'x'"):
+        check_options("ingest", {"inputs": "x"})
     with pytest.raises(CurateConfigError, match="no inputs"):
         plan_ingest([], IngestOptions())
 

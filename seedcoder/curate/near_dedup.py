@@ -34,14 +34,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from seedcoder.config import option
 from seedcoder.curate import dataset as ds
-from seedcoder.curate.errors import CurateConfigError, CurateStateError
-from seedcoder.curate.step import NONE_INT, Option, StepContext, StepKind, run_global_step, split_decisions
+from seedcoder.curate.errors import CurateStateError
+from seedcoder.curate.step import StepContext, StepKind, run_global_step, split_decisions
 
 try:
     from seedcoder import _minhash
@@ -292,21 +294,22 @@ def run_near_dedup(ctx: StepContext) -> dict[str, Any]:
     return run_global_step(ctx, "seedcoder.curate.near_dedup:near_dedup_map", near_dedup_reduce)
 
 
-def _check_threshold(options: Mapping[str, Any]) -> None:
-    threshold = options["threshold"]
-    if not 0.0 < threshold < 1.0:
-        raise CurateConfigError(f"near_dedup: threshold must be in (0, 1) (the paper's range: 0.7-0.85), "
-                                f"got {threshold}")
+@dataclass
+class NearDedupOptions:
+    num_perm: int = option(256, "MinHash permutations")
+    ngram: int = option(5, "shingle size")
+    seed: int = option(1, "MinHash seed")
+    threshold: float = option(0.8, "Jaccard similarity threshold (0.7-0.85 in the paper)")
+    repo_threshold: float | None = option(None, "threshold at repository level (default: threshold)")
+    bands: int | None = option(None, "LSH bands (default: chosen for the threshold)")
+    rows: int | None = option(None, "LSH rows per band (default: chosen for the threshold)")
+    repo_level: bool = option(True, "cluster repositories (MinHash of the union of their files) first")
+    file_level: bool = option(True, "cluster files")
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold: must be in (0, 1) (the paper's range: 0.7-0.85), got {self.threshold}")
 
 
-STEP = StepKind("near_dedup", "MinHash LSH near dedup, repository level then file level", run_near_dedup, {
-    "num_perm": Option(256, "MinHash permutations"),
-    "ngram": Option(5, "shingle size"),
-    "seed": Option(1, "MinHash seed"),
-    "threshold": Option(0.8, "Jaccard similarity threshold (0.7-0.85 in the paper)"),
-    "repo_threshold": Option(None, "threshold at repository level (default: threshold)", (int, float, type(None))),
-    "bands": Option(None, "LSH bands (default: chosen for the threshold)", NONE_INT),
-    "rows": Option(None, "LSH rows per band (default: chosen for the threshold)", NONE_INT),
-    "repo_level": Option(True, "cluster repositories (MinHash of the union of their files) first"),
-    "file_level": Option(True, "cluster files"),
-}, check=_check_threshold)
+STEP = StepKind("near_dedup", "MinHash LSH near dedup, repository level then file level", run_near_dedup,
+                NearDedupOptions)

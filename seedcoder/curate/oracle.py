@@ -24,18 +24,20 @@ import dataclasses
 import json
 import zlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from seedcoder.config import option
 from seedcoder.curate import dataset as ds
 from seedcoder.curate.chat_oracles import OpenAIOracle, VLLMOracle
 from seedcoder.curate.errors import CurateConfigError
 from seedcoder.curate.executor import Task
 from seedcoder.curate.rating import Oracle, OracleError, RatingRequest
 from seedcoder.curate.rubric import RubricOracle
-from seedcoder.curate.step import WORKER_CACHE, Option, StepContext, StepKind, column, say
+from seedcoder.curate.step import WORKER_CACHE, StepContext, StepKind, column, say
 
 
 # ------------------------------------------------------------------------------------------ sampling
@@ -182,13 +184,20 @@ def run_oracle(ctx: StepContext) -> dict[str, Any]:
     return ctx.finish(markers, {"sampled": len(chosen), "population": len(languages), "oracle": names})
 
 
-STEP = StepKind("oracle", "ratings (0-10) of a sample stratified by language", run_oracle, {
-    "n": Option(1000, "files to rate"),
-    "seed": Option(0, "sampling seed"),
-    "backend": Option("rubric", "rubric (offline static proxy), openai (any OpenAI-compatible endpoint) or vllm"),
-    "backend_options": Option({}, "options of the backend (model, base_url, concurrency, cache_dir, ...)"),
-    "shard_rows": Option(256, "rated rows per output shard (the unit of resumption)"),
-}, line="ratings")
+@dataclass
+class OracleOptions:
+    n: int = option(1000, "files to rate")
+    seed: int = option(0, "sampling seed")
+    backend: str = option("rubric", "rubric (offline static proxy), openai (any OpenAI-compatible endpoint) or vllm")
+    backend_options: dict[str, Any] = option({}, "options of the backend (model, base_url, concurrency, cache_dir, ...)")
+    shard_rows: int = option(256, "rated rows per output shard (the unit of resumption)")
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend: must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
 
 
-__all__ = ["BACKENDS", "STEP", "make_oracle", "oracle_task", "run_oracle", "step_oracle", "stratified_sample"]
+STEP = StepKind("oracle", "ratings (0-10) of a sample stratified by language", run_oracle, OracleOptions, line="ratings")
+
+
+__all__ = ["BACKENDS", "STEP", "OracleOptions", "make_oracle", "oracle_task", "run_oracle", "step_oracle", "stratified_sample"]

@@ -1,6 +1,7 @@
 """The curation pipeline: every step as `seedcoder curate STEP --in DIR --out DIR`, and all of them from a config.
 
     seedcoder curate run --config configs/curate_demo.toml          # every step of the config, in order
+    seedcoder curate run --config my.toml --out=runs/x --near_dedup.threshold=0.85   # with overrides
     seedcoder curate syntax --in runs/c/near_dedup --out runs/c/syntax --timeout-s 1
     run_pipeline("configs/curate_demo.toml", overrides={"out": "runs/demo/curate"})   # the same from Python
     run_step("exact_dedup", out="runs/c/exact", inputs={"in": "runs/c/ingest"})
@@ -22,9 +23,11 @@ options, its run function and what it drops and why, by its own module (a `StepK
     tokenize        tokenizer + .scs shards with score, language, source, manifest         (curate.tokenize_shards)
     report          counts, bytes, tokens kept/dropped per step and language, plots        (curate.report)
 
-This module only wires them: the registry, the config (TOML, overrides), the order and inputs of the steps,
-the executor settings, and the command line. The whole config (keys, types, step options, inputs) is checked
-before the first step runs.
+This module only wires them: the registry, the config, the order and inputs of the steps, the executor
+settings, and the command line. The config is read like every stage's (`seedcoder.config`): the top level is a
+`PipelineConfig`, a [[steps]] table a `StepTable` plus the options dataclass of its step; overrides are
+`--KEY=VALUE` for a top-level key and `--NAME.KEY=VALUE` for a key of the step named NAME. The whole config,
+overrides included (keys, types, values, step options, inputs), is checked before the first step runs.
 
 Config (TOML; keys not given take the defaults listed by `seedcoder curate STEP --help`):
 
@@ -60,10 +63,12 @@ import os
 import sys
 import sysconfig
 import time
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from seedcoder.config import ConfigError, build_section, field_name, option, parse_value, read_toml, split_overrides
 from seedcoder.curate import (
     commits,
     decontaminate,
@@ -82,11 +87,6 @@ from seedcoder.curate.errors import CurateConfigError, CurateInputError, CurateS
 from seedcoder.curate.executor import EXECUTORS, ExecutorConfig
 from seedcoder.curate.step import StepContext, StepKind, say
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 STEPS: dict[str, StepKind] = {step.name: step for step in (
@@ -94,33 +94,47 @@ STEPS: dict[str, StepKind] = {step.name: step for step in (
     score.SCORER_TRAIN, score.SCORE, score_filter.STEP, commits.STEP, repo_documents.STEP, tokenize_shards.STEP,
     report.STEP)}
 
-# The config's own keys (top level, and the keys of a [[steps]] table that are not the step's options), with types
-_STR, _INT, _BOOL = (str,), (int,), (bool,)
-PIPELINE_KEYS: dict[str, tuple[type, ...]] = {"out": _STR, "executor": _STR, "workers": _INT, "ray_address": _STR,
-                                               "progress": _BOOL, "steps": (list,)}
-STEP_RESERVED_KEYS: dict[str, tuple[type, ...]] = {"step": _STR, "name": _STR, "in": (str, list), "ratings": _STR,
-                                                   "scorer": _STR, "executor": _STR, "workers": _INT}
+
+@dataclass
+class PipelineConfig:
+    """The top level of a pipeline config (`--KEY=VALUE` on the command line)."""
+
+    out: str = option("runs/curate", "each step writes <out>/<name>")
+    executor: str = option("local", "local (a process pool) or ray")
+    workers: int | None = option(None, "processes (local) or CPUs of a local Ray (default: all CPUs)")
+    ray_address: str | None = option(None, "a Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
+    progress: bool = option(True, "progress bars on stderr")
+    steps: list[dict[str, Any]] = option([], "the [[steps]] tables, in order")
 
 
-def _unknown(what: str, key: str, known: Sequence[str], listed: str) -> CurateConfigError:
-    close = difflib.get_close_matches(key, list(known), n=1)
-    return CurateConfigError(f"unknown {what} {key!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
-                             f"{listed}: {', '.join(known)}")
+@dataclass
+class StepTable:
+    """The keys of a [[steps]] table besides its step's options (`--NAME.KEY=VALUE` on the command line)."""
+
+    step: str = option("", "the step kind (a name in `seedcoder curate --help`)")
+    name: str = option("", "the output directory <out>/<name>, and the step's name in overrides (default: step)")
+    in_: str | list[str] | None = option(None, "the key `in`: an earlier step's name or a dataset directory (tokenize: "
+                                               "a list of them); default: the last step of its line")
+    ratings: str | None = option(None, "scorer_train: the oracle step or ratings directory (default: the last one)")
+    scorer: str | None = option(None, "score: the scorer_train step or model directory (default: the last one)")
+    executor: str | None = option(None, "this step's executor (default: the config's)")
+    workers: int | None = option(None, "this step's workers (default: the config's)")
 
 
-def _check_type(where: str, key: str, value: Any, types: tuple[type, ...]) -> None:
-    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
-        raise CurateConfigError(f"{where}{key!r} must be {' or '.join(t.__name__ for t in types)}, got {value!r}")
+# The keys of a [[steps]] table that are not options of its step (the field `in_` is the key `in`)
+STEP_TABLE_KEYS = tuple(f.name.removesuffix("_") for f in dataclasses.fields(StepTable))
 
 
 def step_kind(kind: str) -> StepKind:
-    if kind not in STEPS:
-        raise _unknown("step", kind, list(STEPS), "steps")
+    if not isinstance(kind, str) or kind not in STEPS:
+        close = difflib.get_close_matches(str(kind), list(STEPS), n=1)
+        raise CurateConfigError(f"unknown step {kind!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
+                                f"steps: {', '.join(STEPS)}")
     return STEPS[kind]
 
 
 def check_options(kind: str, given: Mapping[str, Any], where: str = "") -> dict[str, Any]:
-    """The step's options: defaults updated with `given`; CurateConfigError for unknown keys or wrong types."""
+    """The step's options: defaults updated with `given`; ConfigError for unknown keys, wrong types, bad values."""
     return step_kind(kind).check_options(given, where)
 
 
@@ -133,7 +147,7 @@ def run_step(kind: str, *, out: str, inputs: Mapping[str, Any] | None = None, op
         if role not in inputs or inputs[role] in (None, [], ""):
             flag = "--in" if role in ("in", "datasets", "steps") else "--" + role
             raise CurateConfigError(f"{kind}: needs input {role!r} ({flag})")
-    checked = step.valid_options(options or {})
+    checked = step.check_options(options or {}, name=name)
     absolute = {role: ([os.path.abspath(p) for p in value] if isinstance(value, list) else os.path.abspath(value))
                 for role, value in inputs.items() if role in step.reads}
     ctx = StepContext(kind=kind, name=name or kind, out_dir=os.path.abspath(out), options=checked, inputs=absolute,
@@ -154,25 +168,27 @@ def _substitute(value: Any, variables: Mapping[str, str]) -> Any:
     return value
 
 
-def load_pipeline_config(config: str | os.PathLike | Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
-                         variables: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """A pipeline config (TOML file or dict) with `overrides` ("key" or "step_name.key" -> value) applied.
+def _split_table(table: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A [[steps]] table -> (its StepTable keys, its step's options)."""
+    own = {key: value for key, value in table.items() if key in STEP_TABLE_KEYS}
+    return own, {key: value for key, value in table.items() if key not in STEP_TABLE_KEYS}
 
-    Checked whole, overrides included: unknown keys (top level, steps, step options) and wrong types are a
-    CurateConfigError naming the key, so a bad config stops before any step runs.
+
+def load_pipeline_config(config: str | os.PathLike | Mapping[str, Any],
+                         overrides: Mapping[str, Any] | Sequence[str] | None = None,
+                         variables: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A pipeline config (TOML file or dict) with `overrides` applied: {"key" or "name.key": value}, or
+    command-line arguments (["--out=runs/x", "--near_dedup.threshold=0.85"]: each value read as TOML, the raw
+    text for a string key).
+
+    Checked whole, overrides included: unknown keys (top level, steps, step options), wrong types and bad values
+    are a ConfigError naming the key, so a bad config stops before any step runs.
     """
     if isinstance(config, Mapping):
         data, config_dir, where = copy.deepcopy(dict(config)), os.getcwd(), ""
     else:
         path = os.fspath(config)
-        try:
-            with open(path, "rb") as file:
-                data = tomllib.load(file)
-        except FileNotFoundError:
-            raise CurateConfigError(f"config {path} does not exist") from None
-        except tomllib.TOMLDecodeError as error:
-            raise CurateConfigError(f"config {path}: {error}") from None
-        config_dir, where = os.path.dirname(os.path.abspath(path)), f"{path}: "
+        data, config_dir, where = read_toml(path), os.path.dirname(os.path.abspath(path)), f"{path}: "
     steps = data.get("steps")
     if not isinstance(steps, list) or not steps or not all(isinstance(step, dict) for step in steps):
         raise CurateConfigError(f"{where}the config needs [[steps]] tables (step = \"ingest\", ...)")
@@ -184,35 +200,42 @@ def load_pipeline_config(config: str | os.PathLike | Mapping[str, Any], override
         names.append(step["name"])
     if len(set(names)) != len(names):
         raise CurateConfigError(f"{where}step names must be unique (set `name`), got {names}")
-    for key, value in (overrides or {}).items():
-        target, _, option = key.rpartition(".")
-        if not target:
-            data[option] = value
-            continue
-        matches = [step for step in steps if step["name"] == target]
-        if not matches:
-            raise CurateConfigError(f"override {key!r}: no step named {target!r} (steps: {', '.join(names)})")
-        matches[0][option] = value
+    if overrides:
+        _check_config(data, where)  # the config alone first: its errors name the file
+        _apply_overrides(data, overrides)
+        where = ""
     merged = {"stdlib": sysconfig.get_paths()["stdlib"], "root": ROOT, "config_dir": config_dir, **(variables or {})}
     data = _substitute(data, merged)
     _check_config(data, where)
     return data
 
 
+def _apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | Sequence[str]) -> None:
+    """Set each override in `data`: "key" at the top level, "name.key" in the step named `name`."""
+    from_command_line = not isinstance(overrides, Mapping)
+    for key, value in split_overrides(overrides) if from_command_line else overrides.items():
+        name, _, step_key = key.partition(".")
+        if not step_key:
+            table, hints = data, typing.get_type_hints(PipelineConfig)
+        else:
+            matches = [step for step in data["steps"] if step["name"] == name]
+            if not matches:
+                steps = ", ".join(str(step["name"]) for step in data["steps"])
+                raise CurateConfigError(f"override {key!r}: no step named {name!r} (steps: {steps})")
+            table, key = matches[0], step_key
+            kind = STEPS.get(table["step"])
+            hints = {**typing.get_type_hints(StepTable), **(typing.get_type_hints(kind.options) if kind else {})}
+        table[key] = parse_value(value, hints.get(field_name(key), Any)) if from_command_line else value
+
+
 def _check_config(data: Mapping[str, Any], where: str) -> None:
-    """Every key and type of a config (after overrides): the top level, each step's own keys and its options."""
-    for key, value in data.items():
-        if key not in PIPELINE_KEYS:
-            raise CurateConfigError(where + str(_unknown("top-level key", key, list(PIPELINE_KEYS), "known")))
-        _check_type(where, key, value, PIPELINE_KEYS[key])
-    for step in data["steps"]:
-        _check_type(where, "step", step["step"], STEP_RESERVED_KEYS["step"])
-        kind = step_kind(step["step"])
-        label = f"{where}step {step['name']!r}: " if step["name"] != kind.name else where
-        for key, types in STEP_RESERVED_KEYS.items():
-            if key in step:
-                _check_type(label + f"{kind.name}: ", key, step[key], types)
-        kind.valid_options({key: value for key, value in step.items() if key not in STEP_RESERVED_KEYS}, label)
+    """Every key, type and value of a config: the top level, and each step's table (its own keys, its options)."""
+    build_section(PipelineConfig, data, where=where)
+    for table in data["steps"]:
+        kind = step_kind(table["step"])
+        # one dataclass of both: an unknown key is matched against every key the table may hold
+        whole = dataclasses.make_dataclass(f"{kind.options.__name__}Table", [], bases=(StepTable, kind.options))
+        build_section(whole, table, prefix=f"{table['name']}.", where=where)
 
 
 @dataclass
@@ -228,16 +251,18 @@ class PlannedStep:
 
 def plan_pipeline(data: Mapping[str, Any], executor: ExecutorConfig | None = None) -> list[PlannedStep]:
     """The steps of a checked config in order, with their inputs resolved along the lines (see the docstring)."""
-    out = os.path.abspath(data.get("out", "runs/curate"))
-    base = executor or ExecutorConfig(kind=data.get("executor", "local"), workers=data.get("workers"),
-                                      ray_address=data.get("ray_address"), progress=bool(data.get("progress", True)))
+    top = build_section(PipelineConfig, data)
+    out = os.path.abspath(top.out)
+    base = executor or ExecutorConfig(kind=top.executor, workers=top.workers, ray_address=top.ray_address,
+                                      progress=top.progress)
     outputs: dict[str, tuple[str, str]] = {}  # step name -> (directory, line)
     last: dict[str, str] = {}  # line -> the directory of its last step
     plan = []
-    for step in data["steps"]:
-        kind, name = step["step"], step["name"]
+    for table in data["steps"]:
+        own, settings = _split_table(table)
+        step = build_section(StepTable, own, prefix=f"{table['name']}.")
+        kind, name = step.step, step.name
         spec = step_kind(kind)
-        settings = {key: value for key, value in step.items() if key not in STEP_RESERVED_KEYS}
         out_dir = os.path.join(out, name)
         inputs: dict[str, Any] = {}
 
@@ -245,17 +270,16 @@ def plan_pipeline(data: Mapping[str, Any], executor: ExecutorConfig | None = Non
             return _resolve_input(name, reference, role, default_line, last, outputs)
 
         if "in" in spec.reads:
-            inputs["in"] = resolve(step.get("in"), "in", "files")
+            inputs["in"] = resolve(step.in_, "in", "files")
         if "ratings" in spec.reads:
-            inputs["ratings"] = resolve(step.get("ratings"), "ratings", "ratings")
+            inputs["ratings"] = resolve(step.ratings, "ratings", "ratings")
         if "scorer" in spec.reads:
-            inputs["scorer"] = resolve(step.get("scorer"), "scorer", "model")
+            inputs["scorer"] = resolve(step.scorer, "scorer", "model")
         if "datasets" in spec.reads:
-            given = step.get("in")
-            if given is None:
+            if step.in_ is None:
                 inputs["datasets"] = [last[line] for line in ("files", "repo", "commits") if line in last]
             else:
-                given = given if isinstance(given, list) else [given]
+                given = step.in_ if isinstance(step.in_, list) else [step.in_]
                 inputs["datasets"] = [resolve(item, "in", "files") for item in given]
         if "steps" in spec.reads:
             inputs["steps"] = [directory for directory, _ in outputs.values()]
@@ -265,22 +289,24 @@ def plan_pipeline(data: Mapping[str, Any], executor: ExecutorConfig | None = Non
             shards = [directory for directory, line in outputs.values() if line == "shards"]
             if shards:
                 settings["tokenizer"] = os.path.join(shards[-1], "tokenizer.json")
-        step_executor = dataclasses.replace(base, kind=step.get("executor", base.kind),
-                                            workers=step.get("workers", base.workers))
-        plan.append(PlannedStep(kind, name, out_dir, inputs, spec.valid_options(settings), step_executor))
+        step_executor = dataclasses.replace(base, kind=step.executor or base.kind,
+                                            workers=base.workers if step.workers is None else step.workers)
+        plan.append(PlannedStep(kind, name, out_dir, inputs, spec.check_options(settings, name=name), step_executor))
         line = spec.line or _line_of(inputs.get("in"), outputs) or "files"
         outputs[name] = (out_dir, line)
         last[line] = out_dir
     return plan
 
 
-def run_pipeline(config: str | os.PathLike | Mapping[str, Any], *, overrides: Mapping[str, Any] | None = None,
+def run_pipeline(config: str | os.PathLike | Mapping[str, Any], *,
+                 overrides: Mapping[str, Any] | Sequence[str] | None = None,
                  variables: Mapping[str, str] | None = None, only: Sequence[str] | None = None,
                  executor: ExecutorConfig | None = None) -> dict[str, Any]:
     """Run every step of a pipeline config in order (or the steps named in `only`); returns {name: _SUCCESS}.
 
-    `config`: a TOML path or an equivalent dict; `overrides`: {"out": ..., "scorer_train.checkpoint": ...};
-    `variables`: more {name} substitutions; `executor`: replaces the config's executor settings.
+    `config`: a TOML path or an equivalent dict; `overrides`: {"out": ..., "scorer_train.checkpoint": ...} or
+    command-line arguments (see `load_pipeline_config`); `variables`: more {name} substitutions; `executor`:
+    replaces the config's executor settings.
     """
     data = load_pipeline_config(config, overrides, variables)
     unknown = sorted(set(only or ()) - {step["name"] for step in data["steps"]})
@@ -294,7 +320,7 @@ def run_pipeline(config: str | os.PathLike | Mapping[str, Any], *, overrides: Ma
             results[step.name] = run_step(step.kind, out=step.out_dir, inputs=step.inputs, options=step.options,
                                           executor=step.executor, name=step.name)
     say(f"pipeline: {len(results)} step(s) in {time.perf_counter() - started:.1f} s -> "
-        f"{os.path.abspath(data.get('out', 'runs/curate'))}")
+        f"{os.path.abspath(data.get('out', PipelineConfig.out))}")
     return results
 
 
@@ -335,16 +361,18 @@ def _ingested_git_repositories(steps: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ command line
+RUN_OVERRIDES = """\
+Overrides, in the syntax of every stage's config (each value read as TOML; a string key takes the raw text):
+  --KEY=VALUE          a top-level key: --out=runs/x --workers=4 --executor=ray --ray-address=ADDR
+  --NAME.KEY=VALUE     a key of the step named NAME: --near_dedup.threshold=0.85 --score.workers=1"""
+
+
 def _flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def _parse_value(text: str) -> Any:
-    """A command-line value read as TOML (numbers, true/false, [lists], {tables}); anything else is a string."""
-    try:
-        return tomllib.loads(f"value = {text}")["value"]
-    except tomllib.TOMLDecodeError:
-        return text
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 def build_curate_parser() -> argparse.ArgumentParser:
@@ -352,13 +380,13 @@ def build_curate_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Steps:\n" + "\n".join(f"  {n:15} {s.help}" for n, s in STEPS.items()))
     commands = parser.add_subparsers(dest="command", metavar="STEP", required=True)
-    run = commands.add_parser("run", help="every step of a pipeline config, in order")
+    run = commands.add_parser("run", help="every step of a pipeline config, in order", allow_abbrev=False,
+                              description="Every step of a pipeline config, in order.", epilog=RUN_OVERRIDES,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--config", required=True, help="pipeline TOML (see docs/curation.md)")
-    run.add_argument("--set", action="append", default=[], metavar="[STEP.]KEY=VALUE",
-                     help="override a config key, e.g. --set out=runs/x --set near_dedup.threshold=0.85")
     run.add_argument("--only", action="append", metavar="NAME",
                      help="run only these steps (repeatable); the others' outputs must exist from earlier runs")
-    _executor_arguments(run, default_kind=None)
+    run.add_argument("--no-progress", action="store_true", help="no progress bars (--progress=false)")
     for name, spec in STEPS.items():
         command = commands.add_parser(name, help=spec.help, description=spec.help)
         command.add_argument("--out", required=True, metavar="DIR", help="output directory")
@@ -371,42 +399,31 @@ def build_curate_parser() -> argparse.ArgumentParser:
             if role in spec.reads:
                 what = "the oracle step's output" if role == "ratings" else "the scorer_train output"
                 command.add_argument(f"--{role}", required=True, metavar="DIR", help=what)
-        for key, option in spec.options.items():
-            if name in ("ingest", "commits") and key in ("inputs", "repos"):
+        hints = typing.get_type_hints(spec.options)
+        for f in dataclasses.fields(spec.options):
+            if name in ("ingest", "commits") and f.name in ("inputs", "repos"):
                 continue
-            shown = json.dumps(option.default) if not isinstance(option.default, str) else option.default
-            command.add_argument(_flag(key), dest=f"option_{key}", type=_parse_value, metavar="VALUE",
-                                 default=argparse.SUPPRESS, help=f"{option.help} (default: {shown})")
-        _executor_arguments(command, default_kind="local")
+            default = _default(f)
+            shown = default if isinstance(default, str) else json.dumps(default)
+            command.add_argument(_flag(f.name), dest=f"option_{f.name}", metavar="VALUE", default=argparse.SUPPRESS,
+                                 type=lambda text, hint=hints[f.name]: parse_value(text, hint),
+                                 help=f"{f.metadata['help']} (default: {shown})")
+        command.add_argument("--executor", choices=EXECUTORS, default="local", help="local process pool or Ray")
+        command.add_argument("--workers", type=int, help="processes (local) or CPUs of a local Ray (default: all CPUs)")
+        command.add_argument("--ray-address", help="a Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
+        command.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
-def _executor_arguments(command: argparse.ArgumentParser, default_kind: str | None) -> None:
-    note = " (default: the config's)" if default_kind is None else ""
-    command.add_argument("--executor", choices=EXECUTORS, default=default_kind, help="local process pool or Ray" + note)
-    command.add_argument("--workers", type=int, help="processes (local) or CPUs of a local Ray (default: all CPUs)")
-    command.add_argument("--ray-address", help="a Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
-    command.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
 def curate_main(argv: Sequence[str]) -> int:
-    args = build_curate_parser().parse_args(list(argv))
+    parser = build_curate_parser()
+    args, extra = parser.parse_known_args(list(argv))
+    if extra and args.command != "run":  # only `run` takes --KEY=VALUE overrides
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "run":
-            overrides = {}
-            for item in args.set:
-                key, separator, value = item.partition("=")
-                if not separator:
-                    raise CurateConfigError(f"--set {item!r}: expected KEY=VALUE")
-                overrides[key.strip()] = _parse_value(value)
-            executor = None
-            if args.executor or args.workers or args.ray_address or args.no_progress:
-                data = load_pipeline_config(args.config, overrides)
-                executor = ExecutorConfig(kind=args.executor or data.get("executor", "local"),
-                                          workers=args.workers or data.get("workers"),
-                                          ray_address=args.ray_address or data.get("ray_address"),
-                                          progress=not args.no_progress)
-            run_pipeline(args.config, overrides=overrides, executor=executor, only=args.only)
+            overrides = [*extra, *(["--progress=false"] if args.no_progress else [])]
+            run_pipeline(args.config, overrides=overrides, only=args.only)
             return 0
         spec = STEPS[args.command]
         options = {key[len("option_"):]: value for key, value in vars(args).items() if key.startswith("option_")}
@@ -429,10 +446,11 @@ def curate_main(argv: Sequence[str]) -> int:
                                   progress=not args.no_progress)
         run_step(args.command, out=args.out, inputs=inputs, options=options, executor=executor)
         return 0
-    except (CurateConfigError, CurateStateError, CurateInputError) as error:
+    except (ConfigError, CurateStateError, CurateInputError) as error:
         print(f"seedcoder curate {args.command}: {error}", file=sys.stderr)
         return 1
 
 
-__all__ = ["PIPELINE_KEYS", "STEPS", "STEP_RESERVED_KEYS", "PlannedStep", "build_curate_parser", "check_options",
-           "curate_main", "load_pipeline_config", "plan_pipeline", "run_pipeline", "run_step", "step_kind"]
+__all__ = ["STEPS", "STEP_TABLE_KEYS", "PipelineConfig", "PlannedStep", "StepTable", "build_curate_parser",
+           "check_options", "curate_main", "load_pipeline_config", "plan_pipeline", "run_pipeline", "run_step",
+           "step_kind"]

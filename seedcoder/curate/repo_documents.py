@@ -48,16 +48,18 @@ import re
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from seedcoder.config import option
 from seedcoder.curate import dataset as ds
 from seedcoder.curate.errors import CurateInputError
 from seedcoder.curate.executor import Task
-from seedcoder.curate.step import Option, StepContext, StepKind, column
+from seedcoder.curate.step import StepContext, StepKind, column
 
 # Not programming languages: they count for the main language only when a repository holds nothing else.
 NON_CODE_LANGUAGES = frozenset({
@@ -513,11 +515,15 @@ def run_repo_documents(ctx: StepContext) -> dict[str, Any]:
     return ctx.finish(ctx.run(tasks), {"repositories": len(by_repo)})
 
 
-STEP = StepKind("repo_documents", "repository documents in dependency order", run_repo_documents, {
-    "max_chars": Option(1_000_000, "larger repositories are split into parts of at most this many characters"),
-    "shard_bytes": Option(64 << 20, "about this many bytes of repositories per output shard"),
-}, line="repo")
+@dataclass
+class RepoDocumentsOptions:
+    max_chars: int = option(1_000_000, "larger repositories are split into parts of at most this many characters")
+    shard_bytes: int = option(64 << 20, "about this many bytes of repositories per output shard")
 
 
-__all__ = ["NON_CODE_LANGUAGES", "REPO_DOC_SCHEMA", "STEP", "dependency_order", "file_dependencies", "main_language",
-           "repo_documents_task", "repository_documents", "run_repo_documents"]
+STEP = StepKind("repo_documents", "repository documents in dependency order", run_repo_documents, RepoDocumentsOptions,
+                line="repo")
+
+
+__all__ = ["NON_CODE_LANGUAGES", "REPO_DOC_SCHEMA", "STEP", "RepoDocumentsOptions", "dependency_order", "file_dependencies",
+           "main_language", "repo_documents_task", "repository_documents", "run_repo_documents"]

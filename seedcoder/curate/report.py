@@ -25,14 +25,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from seedcoder.config import option
 from seedcoder.curate import dataset as ds
-from seedcoder.curate.step import NONE_STR, Option, StepContext, StepKind
+from seedcoder.curate.step import StepContext, StepKind
 from seedcoder.fileio import atomic_write, atomic_write_text
 from seedcoder.progress import progress as progress_bar
 
@@ -420,10 +422,14 @@ def run_report(ctx: StepContext) -> dict[str, Any]:
     return ctx.finish_other({"kind": "report", "files": sorted(report["files"])})
 
 
-STEP = StepKind("report", "per step and language: kept / dropped with reasons, scores, MAE; md+json+png", run_report, {
-    "tokenizer": Option(None, "count tokens with this tokenizer.json (default: the tokenize step's)", NONE_STR),
-    "count_tokens": Option(True, "count tokens of kept and dropped rows (tokenizes every text once)"),
-}, reads=("steps",), line="report")
+@dataclass
+class ReportOptions:
+    tokenizer: str | None = option(None, "count tokens with this tokenizer.json (default: the tokenize step's)")
+    count_tokens: bool = option(True, "count tokens of kept and dropped rows (tokenizes every text once)")
 
 
-__all__ = ["STEP", "TokenCounter", "build_report", "render_markdown", "run_report"]
+STEP = StepKind("report", "per step and language: kept / dropped with reasons, scores, MAE; md+json+png", run_report,
+                ReportOptions, reads=("steps",), line="report")
+
+
+__all__ = ["STEP", "ReportOptions", "TokenCounter", "build_report", "render_markdown", "run_report"]

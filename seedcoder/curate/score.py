@@ -10,15 +10,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from seedcoder.config import option
 from seedcoder.curate import dataset as ds
 from seedcoder.curate.errors import CurateStateError
 from seedcoder.curate.executor import run_tasks
-from seedcoder.curate.step import NONE_STR, WORKER_CACHE, Option, StepContext, StepKind, column, say
+from seedcoder.curate.step import WORKER_CACHE, StepContext, StepKind, column, say
 
 
 def run_scorer_train(ctx: StepContext) -> dict[str, Any]:
@@ -33,7 +35,7 @@ def run_scorer_train(ctx: StepContext) -> dict[str, Any]:
     options = ctx.options
     say(f"{ctx.name}: training the scorer on {rows.num_rows:,} rated files from "
         f"{options['checkpoint'] or 'a fresh ' + repr(options['model']) + ' model'}")
-    from seedcoder.curate.scorer import train_scorer  # after the line above: importing torch takes seconds
+    from seedcoder.curate.scorer_train import train_scorer  # after the line above: importing torch takes seconds
 
     metrics = train_scorer(rows, checkpoint=options["checkpoint"], model=options["model"], out_dir=ctx.out_dir,
                            tokenizer=options["tokenizer"], device=options["device"], **options["train"])
@@ -94,18 +96,25 @@ def _cuda_available() -> bool:
         return False
 
 
-SCORER_TRAIN = StepKind("scorer_train", "train the quality scorer on the oracle's ratings", run_scorer_train, {
-    "checkpoint": Option(None, "base model checkpoint (ours or converted HF); default: a fresh `model`", NONE_STR),
-    "model": Option("tiny", "preset of a fresh model (without checkpoint)"),
-    "tokenizer": Option(None, "tokenizer.json (default: the checkpoint's)", NONE_STR),
-    "device": Option(None, "cpu, cuda, cuda:1 (default: CUDA when present)", NONE_STR),
-    "train": Option({}, "more train_scorer arguments: epochs, steps, lr, batch_size, max_tokens, ..."),
-}, reads=("ratings",), line="model")
-
-SCORE = StepKind("score", "score every file with the trained scorer (column `score`, 0..10)", run_score, {
-    "batch_size": Option(16, "files per forward pass"),
-    "device": Option(None, "cpu, cuda, cuda:1 (default: CUDA when present)", NONE_STR),
-}, reads=("in", "scorer"))
+@dataclass
+class ScorerTrainOptions:
+    checkpoint: str | None = option(None, "base model checkpoint (ours or converted HF); default: a fresh `model`")
+    model: str = option("tiny", "preset of a fresh model (without checkpoint)")
+    tokenizer: str | None = option(None, "tokenizer.json (default: the checkpoint's)")
+    device: str | None = option(None, "cpu, cuda, cuda:1 (default: CUDA when present)")
+    train: dict[str, Any] = option({}, "more train_scorer arguments: epochs, steps, lr, batch_size, max_tokens, ...")
 
 
-__all__ = ["SCORE", "SCORER_TRAIN", "run_score", "run_scorer_train", "score_task"]
+@dataclass
+class ScoreOptions:
+    batch_size: int = option(16, "files per forward pass")
+    device: str | None = option(None, "cpu, cuda, cuda:1 (default: CUDA when present)")
+
+
+SCORER_TRAIN = StepKind("scorer_train", "train the quality scorer on the oracle's ratings", run_scorer_train,
+                        ScorerTrainOptions, reads=("ratings",), line="model")
+SCORE = StepKind("score", "score every file with the trained scorer (column `score`, 0..10)", run_score, ScoreOptions,
+                 reads=("in", "scorer"))
+
+
+__all__ = ["SCORE", "SCORER_TRAIN", "ScoreOptions", "ScorerTrainOptions", "run_score", "run_scorer_train", "score_task"]

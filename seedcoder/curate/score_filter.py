@@ -7,14 +7,16 @@ A global step with no map phase: the reduce reads the `score` column of every in
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from seedcoder.config import option
 from seedcoder.curate import dataset as ds
-from seedcoder.curate.errors import CurateConfigError, CurateStateError
-from seedcoder.curate.step import Option, StepContext, StepKind, run_global_step, split_decisions
+from seedcoder.curate.errors import CurateStateError
+from seedcoder.curate.step import StepContext, StepKind, run_global_step, split_decisions
 
 
 def score_filter_reduce(map_paths: Sequence[str], parts: Sequence[int], options: Mapping[str, Any]
@@ -51,17 +53,19 @@ def run_score_filter(ctx: StepContext) -> dict[str, Any]:
     return run_global_step(ctx, None, score_filter_reduce)
 
 
-def _check(options: Mapping[str, Any]) -> None:
-    if not 0.0 <= options["drop_fraction"] < 1.0:
-        raise CurateConfigError(f"score_filter: drop_fraction must be in [0, 1), got {options['drop_fraction']}")
-    if options["by"] not in ("global", "language"):
-        raise CurateConfigError(f"score_filter: by must be 'global' or 'language', got {options['by']!r}")
+@dataclass
+class ScoreFilterOptions:
+    drop_fraction: float = option(0.1, "fraction of files to drop (the bottom by score)")
+    by: str = option("global", "global, or language: the fraction is taken per language")
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.drop_fraction < 1.0:
+            raise ValueError(f"drop_fraction: must be in [0, 1), got {self.drop_fraction}")
+        if self.by not in ("global", "language"):
+            raise ValueError(f"by: must be 'global' or 'language', got {self.by!r}")
 
 
-STEP = StepKind("score_filter", "drop the lowest-scored files", run_score_filter, {
-    "drop_fraction": Option(0.1, "fraction of files to drop (the bottom by score)"),
-    "by": Option("global", "global, or language: the fraction is taken per language"),
-}, check=_check)
+STEP = StepKind("score_filter", "drop the lowest-scored files", run_score_filter, ScoreFilterOptions)
 
 
-__all__ = ["STEP", "run_score_filter", "score_filter_reduce"]
+__all__ = ["STEP", "ScoreFilterOptions", "run_score_filter", "score_filter_reduce"]

@@ -1,7 +1,8 @@
 """What every curation step is made of: its options, its context, and the two ways a step runs over shards.
 
-A step module (`seedcoder.curate.syntax`, `...near_dedup`, ...) declares one `StepKind` (name, options, run
-function, the inputs it reads, the line its output starts); `seedcoder.curate.pipeline` only wires them.
+A step module (`seedcoder.curate.syntax_filter`, `...near_dedup`, ...) declares one `StepKind` (name, options
+dataclass, run function, the inputs it reads, the line its output starts); `seedcoder.curate.pipeline` only
+wires them.
 
 Per-shard steps (`run_row_step`) run one task per shard: a row function (table, options) -> (keep flags, drop
 reasons, columns to set). Global steps (`run_global_step`) run a map task per shard (cached in `_work/`), one
@@ -12,8 +13,7 @@ what finished; a step whose `_SUCCESS.json` matches its options and inputs is sk
 
 from __future__ import annotations
 
-import copy
-import difflib
+import dataclasses
 import os
 import sys
 import time
@@ -23,15 +23,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from seedcoder.config import build_section
 from seedcoder.curate import dataset as ds
-from seedcoder.curate.errors import CurateConfigError, CurateStateError
+from seedcoder.curate.errors import CurateStateError
 from seedcoder.curate.executor import ExecutorConfig, Task, resolve, run_tasks
 
 # Per process: decontaminators, scorers, oracles that the tasks of a step build once and reuse
 WORKER_CACHE: dict[Any, Any] = {}
-
-NONE_STR = (str, type(None))
-NONE_INT = (int, type(None))
 
 
 def say(message: str) -> None:
@@ -39,56 +37,22 @@ def say(message: str) -> None:
 
 
 @dataclass(frozen=True)
-class Option:
-    default: Any
-    help: str
-    types: tuple[type, ...] = ()  # accepted types; default: the default's type (ints also for floats)
-
-    def accepted(self) -> tuple[type, ...]:
-        if self.types:
-            return self.types
-        if isinstance(self.default, bool):
-            return (bool,)
-        if isinstance(self.default, float):
-            return (int, float)
-        return (type(self.default),)
-
-
-@dataclass(frozen=True)
 class StepKind:
     name: str
     help: str
     run: Callable[[StepContext], dict[str, Any]]
-    options: dict[str, Option]
+    # A dataclass of `seedcoder.config.option(default, help)` fields; its __post_init__ checks values (ranges,
+    # choices), raising ValueError("key: problem")
+    options: type
     reads: tuple[str, ...] = ("in",)  # input roles: in, ratings, scorer, datasets, steps
     line: str | None = None  # the line its output starts; None: the line of its input
-    check: Callable[[Mapping[str, Any]], None] | None = None  # value checks beyond types: CurateConfigError
 
-    def check_options(self, given: Mapping[str, Any], where: str = "") -> dict[str, Any]:
-        """The options: defaults updated with `given`; CurateConfigError for unknown keys or wrong types."""
-        options = {key: copy.deepcopy(option.default) for key, option in self.options.items()}
-        for key, value in given.items():
-            if key not in self.options:
-                close = difflib.get_close_matches(key, list(self.options), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise CurateConfigError(f"{where}{self.name}: unknown option {key!r}{hint}; "
-                                        f"known: {', '.join(self.options)}")
-            option = self.options[key]
-            accepted = option.accepted()
-            if (isinstance(value, bool) and bool not in accepted) or not isinstance(value, accepted):
-                names = " or ".join("none" if t is type(None) else t.__name__ for t in accepted)
-                raise CurateConfigError(f"{where}{self.name}: option {key!r} must be {names}, got {value!r}")
-            if isinstance(value, int) and not isinstance(value, bool) and float in accepted and int not in option.types:
-                value = float(value) if isinstance(option.default, float) else value
-            options[key] = value
-        return options
-
-    def valid_options(self, given: Mapping[str, Any], where: str = "") -> dict[str, Any]:
-        """`check_options` and then the step's value checks (ranges, choices): the options a run gets."""
-        options = self.check_options(given, where)
-        if self.check is not None:
-            self.check(options)
-        return options
+    def check_options(self, given: Mapping[str, Any], where: str = "", name: str | None = None) -> dict[str, Any]:
+        """The options a run gets: the defaults updated with `given`, as a plain dict (task arguments and
+        _SUCCESS.json hold it). An unknown key, a wrong type or a bad value is a ConfigError naming `NAME.key`
+        (NAME: the step's name in the config, default its kind)."""
+        options = build_section(self.options, given, prefix=f"{name or self.name}.", where=where)
+        return dataclasses.asdict(options)
 
 
 @dataclass
@@ -240,5 +204,5 @@ def split_decisions(sizes: Sequence[int], columns: Mapping[str, Sequence]) -> li
     return tables
 
 
-__all__ = ["NONE_INT", "NONE_STR", "WORKER_CACHE", "Option", "StepContext", "StepKind", "apply_decisions_task",
+__all__ = ["WORKER_CACHE", "StepContext", "StepKind", "apply_decisions_task",
            "column", "run_global_step", "run_row_step", "row_step_task", "say", "split_decisions"]

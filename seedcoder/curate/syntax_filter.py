@@ -8,12 +8,14 @@ process (`python -I -S`: the standard library only), which cannot import pyarrow
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from seedcoder.curate.step import Option, StepContext, StepKind, column, run_row_step
+from seedcoder.config import option
+from seedcoder.curate.step import StepContext, StepKind, column, run_row_step
 from seedcoder.curate.syntax import check_syntax
 
 
@@ -37,9 +39,12 @@ def run_syntax(ctx: StepContext) -> dict[str, Any]:
     return run_row_step(ctx, "seedcoder.curate.syntax_filter:syntax_rows")
 
 
-STEP = StepKind("syntax", "tree-sitter syntax filter (ERROR or MISSING nodes -> dropped)", run_syntax, {
-    "timeout_s": Option(2.0, "parse time limit per file; a file over it is dropped"),
-})
+@dataclass
+class SyntaxOptions:
+    timeout_s: float = option(2.0, "parse time limit per file; a file over it is dropped")
 
 
-__all__ = ["STEP", "run_syntax", "syntax_rows"]
+STEP = StepKind("syntax", "tree-sitter syntax filter (ERROR or MISSING nodes -> dropped)", run_syntax, SyntaxOptions)
+
+
+__all__ = ["STEP", "SyntaxOptions", "run_syntax", "syntax_rows"]

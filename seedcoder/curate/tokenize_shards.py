@@ -27,14 +27,16 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from seedcoder.config import option
 from seedcoder.curate import dataset as ds
 from seedcoder.curate.errors import CurateConfigError
 from seedcoder.curate.executor import Task
-from seedcoder.curate.step import NONE_STR, Option, StepContext, StepKind, say
+from seedcoder.curate.step import StepContext, StepKind, say
 from seedcoder.data.build import train_tokenizer
 from seedcoder.data.manifest import build_manifest, write_manifest
 from seedcoder.data.shard_writer import ShardWriter
@@ -190,12 +192,16 @@ def run_tokenize(ctx: StepContext) -> dict[str, Any]:
     return ctx.finish_other({"kind": "shards", "totals": totals, "tokenizer": os.path.basename(tokenizer_path)})
 
 
-STEP = StepKind("tokenize", "tokenize into .scs shards with score, language and source", run_tokenize, {
-    "tokenizer": Option(None, "a tokenizer.json to use (default: train a byte-level BPE on the data)", NONE_STR),
-    "vocab_size": Option(8192, "vocabulary of the trained tokenizer"),
-    "tokenizer_sample_bytes": Option(256 << 20, "bytes of text the tokenizer is trained on"),
-}, reads=("datasets",), line="shards")
+@dataclass
+class TokenizeOptions:
+    tokenizer: str | None = option(None, "a tokenizer.json to use (default: train a byte-level BPE on the data)")
+    vocab_size: int = option(8192, "vocabulary of the trained tokenizer")
+    tokenizer_sample_bytes: int = option(256 << 20, "bytes of text the tokenizer is trained on")
 
 
-__all__ = ["STEP", "document_fields", "file_sha256", "finish_shards", "prepare_tokenizer", "run_tokenize",
+STEP = StepKind("tokenize", "tokenize into .scs shards with score, language and source", run_tokenize, TokenizeOptions,
+                reads=("datasets",), line="shards")
+
+
+__all__ = ["STEP", "TokenizeOptions", "document_fields", "file_sha256", "finish_shards", "prepare_tokenizer", "run_tokenize",
            "shard_names", "tokenize_part", "tokenize_tasks"]
