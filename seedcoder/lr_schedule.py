@@ -89,7 +89,7 @@ class LRSchedule:
 
     @classmethod
     def from_config(cls, schedule, *, lr: float, total_steps: int) -> LRSchedule:
-        """From a `seedcoder.config.ScheduleSection`."""
+        """From a `seedcoder.train_config.ScheduleSection`."""
         return cls(
             schedule.kind,
             lr=lr,

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.distributed.tensor import DTensor
 
-from seedcoder.config import OptimizerSection
+from seedcoder.train_config import OptimizerSection
 
 
 def build_optimizer(model: torch.nn.Module, section: OptimizerSection, device: torch.device) -> torch.optim.AdamW:

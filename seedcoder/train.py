@@ -53,7 +53,7 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
 from seedcoder import checkpoint as ckpt
-from seedcoder.config import ConfigError, StageSection, TrainConfig, load_config
+from seedcoder.config import ConfigError
 from seedcoder.data.loader import IGNORE_INDEX, ShardLoader
 from seedcoder.data.manifest import load_manifest
 from seedcoder.errors import exit_on_user_error
@@ -66,6 +66,7 @@ from seedcoder.optim import OptimizerStep, build_optimizer
 from seedcoder.parallelize import describe, parallelize
 from seedcoder.posttrain.sft import sft
 from seedcoder.processes import die_with_parent
+from seedcoder.train_config import StageSection, TrainConfig, load_config
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 EXIT_BAD_STEPS = 1

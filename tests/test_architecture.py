@@ -32,7 +32,7 @@ ALLOWED_LOCAL: dict[str, set[str]] = {
     "seedcoder.data.loader": {"seedcoder._C"},
     "seedcoder.kernels._cuda_ext": {"seedcoder._cuda"},
     # the config stays torch-free (curation and `seedcoder --help` read configs); the model's presets need torch
-    "seedcoder.config": {"seedcoder.model"},
+    "seedcoder.train_config": {"seedcoder.model"},
     # not yet moved (curation steps)
     "seedcoder.curate.executor": {"seedcoder.progress"},
     "seedcoder.curate.report": {"seedcoder.tokenizer"},

@@ -298,6 +298,8 @@ def test_command_line_mines_and_trains_the_demo_config(tmp_path):
     assert pairs and all(p["chosen"].startswith(p["id"]) and not p["rejected"].startswith(p["id"]) for p in pairs)
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3]
+    written = load_sections(DPORunConfig, tmp_path / "config.toml")  # the run's config, as given
+    assert written.dpo.steps == 3 and written.dpo.loss_type == "hinge" and written.output.dir == str(tmp_path)
     cfg = load_sections(DPORunConfig, config, ["--dpo.beta=1", "--model.init_from=runs/x", "--top_p=0.5"])
     assert cfg.dpo.beta == 1.0 and cfg.model.init_from == "runs/x" and cfg.mine.k == 32 and cfg.mine.top_p == 0.5
     assert cfg.dpo.max_grad_norm == DPOSection().max_grad_norm  # not in the file: the default

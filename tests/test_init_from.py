@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from seedcoder import checkpoint as ckpt
-from seedcoder.config import ConfigError, load_config
+from seedcoder.config import ConfigError
 from seedcoder.errors import EXIT_USER_ERROR
 from seedcoder.model import Transformer, model_config
 from seedcoder.posttrain.policy import PolicySection, load_policy
 from seedcoder.tokenizer import toy_tokenizer
 from seedcoder.train import main as train_main
 from seedcoder.train import resolve_init_from
+from seedcoder.train_config import load_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

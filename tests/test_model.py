@@ -287,8 +287,8 @@ def test_sdpa_path_masks_documents_like_a_hand_built_mask():
 def test_kernels_option_reaches_every_norm_and_rotary():
     """Transformer(kernels=...) picks the GPU kernels of RMSNorm and rotary ("cuda": the CUDA C++ extension; checked
     against the CPU path on a GPU below); on CPU both options run the torch reference, so outputs are identical."""
-    from seedcoder.config import CHOICES
     from seedcoder.model import KERNELS, _backend
+    from seedcoder.train_config import CHOICES
 
     assert CHOICES[("model", "kernels")] == KERNELS  # the config's choices are the model's
     model = build(seed=5)

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from seedcoder.config import OptimizerSection
 from seedcoder.model import Transformer, model_config
 from seedcoder.optim import DivergedError, OptimizerStep, build_optimizer, clip_grad_norm_
 from seedcoder.posttrain.dpo import dpo_train
+from seedcoder.train_config import OptimizerSection
 
 pytestmark = [pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning"),
               pytest.mark.usefixtures("one_torch_thread")]

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from seedcoder.chat_template import DEFAULT_SYSTEM_PROMPT
-from seedcoder.config import ConfigError, StageSection, load_config
+from seedcoder.config import ConfigError
 from seedcoder.data.build import train_tokenizer
 from seedcoder.data.loader import IGNORE_INDEX, ShardLoader
 from seedcoder.data.manifest import build_manifest, load_manifest, write_manifest
@@ -36,6 +36,7 @@ from seedcoder.posttrain.sft import (
     steps_for_epochs,
     weight_to_score,
 )
+from seedcoder.train_config import StageSection, load_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -293,7 +294,7 @@ def run_train(*argv):
 
 
 def test_configs_carry_the_paper_defaults():
-    from seedcoder.config import load_config
+    from seedcoder.train_config import load_config
 
     for name in ("sft_tiny_demo.toml", "sft_8b.toml"):
         cfg = load_config(os.path.join(ROOT, "configs", name))

@@ -52,7 +52,6 @@ import pyarrow.parquet as pq
 import torch
 
 from seedcoder import checkpoint as ckpt
-from seedcoder.config import OptimizerSection
 from seedcoder.curate.scorer import (
     PROMPT_FORMAT,
     RATING_MAX,
@@ -75,6 +74,7 @@ from seedcoder.lr_schedule import LRSchedule
 from seedcoder.metrics import MetricsLogger, plot_loss_curve
 from seedcoder.model import ModelConfig, model_config
 from seedcoder.optim import DivergedError, OptimizerStep, build_optimizer
+from seedcoder.train_config import OptimizerSection
 
 METRICS_FORMAT = "seedcoder-scorer-metrics"
 METRICS_FILE = "metrics.json"

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from seedcoder.checkpoint import save_checkpoint
-from seedcoder.config import OptimizerSection, load_sections, sections_of
+from seedcoder.config import load_sections, sections_of, to_toml
 from seedcoder.errors import exit_on_user_error
 from seedcoder.fileio import atomic_write_text
 from seedcoder.generate import Engine
@@ -67,6 +67,7 @@ from seedcoder.posttrain.policy import (
 from seedcoder.posttrain.rewards import prefix_reward_fn, unit_test_rewards
 from seedcoder.posttrain.run_config import OutputSection, check_reward, read_input, read_problems, toy_problems
 from seedcoder.sampling import SamplingParams
+from seedcoder.train_config import OptimizerSection
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 
@@ -362,6 +363,7 @@ def run_from_config(config_path: str | None, overrides: Sequence[str]) -> int:
     cfg = load_sections(DPORunConfig, config_path, overrides)
     d, out = cfg.dpo, cfg.output.dir
     os.makedirs(out, exist_ok=True)
+    atomic_write_text(os.path.join(out, "config.toml"), to_toml(cfg))  # what this run was given, read back by --config
     model, tokenizer = load_policy(cfg.model)
     if cfg.data.pairs:
         pairs = read_input("data.pairs", cfg.data.pairs, read_pairs)

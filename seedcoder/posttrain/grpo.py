@@ -59,8 +59,9 @@ from typing import Any
 import torch
 
 from seedcoder.checkpoint import save_checkpoint
-from seedcoder.config import ConfigError, OptimizerSection, load_sections, parse_stages, sections_of
+from seedcoder.config import ConfigError, load_sections, parse_stages, sections_of, to_toml
 from seedcoder.errors import exit_on_user_error
+from seedcoder.fileio import atomic_write_text
 from seedcoder.generate import Engine
 from seedcoder.optim import DivergedError, OptimizerStep, build_optimizer
 from seedcoder.posttrain.policy import (
@@ -74,6 +75,7 @@ from seedcoder.posttrain.policy import (
 from seedcoder.posttrain.rewards import make_unit_test_reward_fn, prefix_reward_fn
 from seedcoder.posttrain.run_config import OutputSection, check_reward, read_input, read_problems, toy_problems
 from seedcoder.sampling import SamplingParams
+from seedcoder.train_config import OptimizerSection
 
 
 # ------------------------------------------------------------------------------------------ advantages
@@ -506,6 +508,7 @@ def run_from_config(config_path: str | None, overrides: Sequence[str]) -> int:
     cfg = load_sections(GRPORunConfig, config_path, overrides)
     out = cfg.output.dir
     os.makedirs(out, exist_ok=True)
+    atomic_write_text(os.path.join(out, "config.toml"), to_toml(cfg))  # what this run was given, read back by --config
     model, tokenizer = load_policy(cfg.model)
     problems = read_input("data.problems", cfg.data.problems, read_problems) if cfg.data.problems else toy_problems()
     reward_fn = (prefix_reward_fn if cfg.data.reward == "prefix"
