@@ -43,6 +43,7 @@ from typing import Any
 from seedcoder.curate.errors import CurateConfigError
 from seedcoder.fileio import atomic_write_text
 from seedcoder.processes import die_with_parent
+from seedcoder.progress import progress
 
 EXECUTORS = ("local", "ray")
 
@@ -118,8 +119,6 @@ def append_log(log_path: str | None, record: dict[str, Any]) -> None:
 
 
 def _progress_bar(total: int, description: str, enabled: bool):
-    from seedcoder.progress import progress
-
     return progress(total, description, unit="shard", enabled=enabled)
 
 

@@ -37,6 +37,7 @@ from seedcoder.curate import dataset as ds
 from seedcoder.curate.step import StepContext, StepKind
 from seedcoder.fileio import atomic_write, atomic_write_text
 from seedcoder.progress import progress as progress_bar
+from seedcoder.tokenizer import load_tokenizer
 
 SCORE_BINS = 20
 SCORE_RANGE = (0.0, 10.0)
@@ -50,8 +51,6 @@ class TokenCounter:
     def __init__(self, tokenizer_path: str | None):
         self.tokenizer = None
         if tokenizer_path and os.path.exists(tokenizer_path):
-            from seedcoder.tokenizer import load_tokenizer
-
             self.tokenizer = load_tokenizer(tokenizer_path)
         self.counts: dict[str, int] = {}
         self.bar = None
