@@ -78,9 +78,8 @@ def bench_scorer(*, max_tokens: int = 1024, batch_size: int = 16, device: str = 
     n_files: only the first n files of the set (smoke tests)."""
     repeats = repeats or (1 if device == "cpu" else 3)
     from seedcoder.curate.scorer import Scorer, ScorerModel, prompt_format_for
-    from seedcoder.data.build import train_tokenizer
     from seedcoder.model import model_config
-    from seedcoder.tokenizer import load_tokenizer
+    from seedcoder.tokenizer import load_tokenizer, train_tokenizer
 
     previous_threads = torch.get_num_threads()
     if threads:

@@ -220,8 +220,9 @@ def parse_value(text: str, annotation: Any) -> Any:
         parsed = tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
         parsed = text
-    if str in options and not isinstance(parsed, str):
-        return text  # e.g. --run.name=2024 stays the string "2024"
+    containers = {typing.get_origin(option) or option for option in options} & {list, dict}
+    if str in options and not isinstance(parsed, str) and not isinstance(parsed, tuple(containers)):
+        return text  # e.g. --run.name=2024 stays the string "2024"; a list for a `str | list[str]` key stays a list
     return parsed
 
 

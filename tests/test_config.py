@@ -124,3 +124,14 @@ def test_the_config_system_serves_any_stage(tmp_path):
     assert load_sections(GRPORunConfig, path) == cfg
     with pytest.raises(ConfigError, match=r"^config section \[grpo\]: lr: must be > 0, got 0.0$"):
         load_sections(GRPORunConfig, None, ["--grpo.lr=0"])
+
+
+def test_command_line_values_are_read_as_their_key_type():
+    from seedcoder.config import parse_value
+
+    assert parse_value("2024", str) == "2024" and parse_value("2024", str | None) == "2024"  # a name, not a number
+    assert parse_value("[1, 2]", str) == "[1, 2]"
+    assert parse_value('["a", "b"]', str | list[str]) == ["a", "b"]  # e.g. curate's `in`: one step or several
+    assert parse_value("a", str | list[str]) == "a"
+    assert parse_value("1e-4", float) == 1e-4 and parse_value("[0.9, 0.95]", list[float]) == [0.9, 0.95]
+    assert parse_value("false", bool) is False and parse_value("abc", float) == "abc"  # rejected later, with the key

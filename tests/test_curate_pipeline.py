@@ -21,11 +21,10 @@ from seedcoder.curate import pipeline, syntax_filter
 from seedcoder.curate.errors import CurateConfigError, CurateStateError
 from seedcoder.curate.executor import ExecutorConfig, TaskError
 from seedcoder.curate.pipeline import check_options, load_pipeline_config, run_pipeline, run_step
-from seedcoder.data.build import train_tokenizer
 from seedcoder.data.manifest import load_manifest
 from seedcoder.data.shard_reader import ShardReader
 from seedcoder.data.shards import DocFlag, Language, Source
-from seedcoder.tokenizer import load_tokenizer
+from seedcoder.tokenizer import load_tokenizer, train_tokenizer
 
 INLINE = ExecutorConfig(kind="local", workers=1, progress=False)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -35,9 +35,8 @@ from seedcoder.curate.scorer import (
     score_parquet,
 )
 from seedcoder.curate.scorer_train import BUCKETS, epoch_batches, evaluation_metrics, held_out_mask, train_scorer
-from seedcoder.data.build import train_tokenizer
 from seedcoder.model import model_config
-from seedcoder.tokenizer import load_tokenizer
+from seedcoder.tokenizer import load_tokenizer, train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

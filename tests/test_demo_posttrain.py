@@ -81,8 +81,8 @@ def test_toy_solutions_pass_and_wrong_answers_fail_in_the_sandbox():
 def test_sft_rows_render_with_the_chat_template(tmp_path):
     from tokenizers import Tokenizer
 
-    from seedcoder.data.build import train_tokenizer
     from seedcoder.posttrain.sft import render_example
+    from seedcoder.tokenizer import train_tokenizer
 
     rows = posttrain.toy_conversations(posttrain.toy_problems()[:3]) + posttrain.stdlib_conversations(3, _fake_stdlib(tmp_path))
     corpus = [m["content"] for r in rows for m in r["messages"]] + ["system\nuser\nassistant\n"]

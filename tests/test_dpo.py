@@ -11,7 +11,6 @@ import math
 import pytest
 import torch
 
-from seedcoder.data.build import train_tokenizer
 from seedcoder.generate import Engine
 from seedcoder.model import Transformer, model_config
 from seedcoder.posttrain.dpo import (
@@ -33,6 +32,7 @@ from seedcoder.posttrain.rewards import (
     unit_test_rewards,
 )
 from seedcoder.sampling import Completion, SamplingParams
+from seedcoder.tokenizer import train_tokenizer
 
 CORPUS = ["def add(a, b):\n    return a + b\n", "print(7)\nprint(3)\n", "x = [1, 2, 3]\n"] * 8
 

@@ -437,8 +437,8 @@ def test_cli_with_a_checkpoint_runs_the_embedded_engine_end_to_end(humaneval, tm
     import torch
 
     from seedcoder.checkpoint import save_model_only
-    from seedcoder.data.build import train_tokenizer
     from seedcoder.model import Transformer, model_config
+    from seedcoder.tokenizer import train_tokenizer
 
     checkpoint = tmp_path / "ckpt"
     corpus = [problem.prompt + (problem.reference or "") for problem in humaneval[:20]]

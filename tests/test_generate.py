@@ -20,7 +20,6 @@ from seedcoder.chat_template import (
     tokenize_chat,
 )
 from seedcoder.checkpoint import CheckpointError
-from seedcoder.data.build import train_tokenizer
 from seedcoder.data.tokenizer_tables import BOS_TOKEN, EOS_TOKEN
 from seedcoder.generate import Engine, GenerationError, load_engine
 from seedcoder.model import Transformer, model_config
@@ -33,6 +32,7 @@ from seedcoder.sampling import (
     process_logits,
     sample_tokens,
 )
+from seedcoder.tokenizer import train_tokenizer
 from seedcoder.vllm_engine import BackendUnavailable, VLLMEngine, write_hf_tokenizer_files
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

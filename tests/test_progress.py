@@ -12,10 +12,9 @@ from seedcoder.curate import dataset as ds
 from seedcoder.curate.executor import ExecutorConfig, Task, run_tasks
 from seedcoder.curate.report import build_report
 from seedcoder.curate.scorer import Scorer, ScorerModel, prompt_format_for
-from seedcoder.data.build import train_tokenizer
 from seedcoder.model import model_config
 from seedcoder.progress import LogProgress, progress
-from seedcoder.tokenizer import load_tokenizer
+from seedcoder.tokenizer import load_tokenizer, train_tokenizer
 
 
 class FakeClock:

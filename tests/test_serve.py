@@ -18,11 +18,11 @@ openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
 
 from seedcoder.chat_template import tokenize_chat  # noqa: E402
-from seedcoder.data.build import train_tokenizer  # noqa: E402
 from seedcoder.generate import Engine  # noqa: E402
 from seedcoder.model import Transformer, model_config  # noqa: E402
 from seedcoder.sampling import SamplingParams  # noqa: E402
 from seedcoder.serve import DEFAULT_MAX_N, DEFAULT_MAX_REQUEST_BYTES, add_serve_commands, create_app  # noqa: E402
+from seedcoder.tokenizer import train_tokenizer  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -17,7 +17,6 @@ import torch
 
 from seedcoder.chat_template import DEFAULT_SYSTEM_PROMPT
 from seedcoder.config import ConfigError
-from seedcoder.data.build import train_tokenizer
 from seedcoder.data.loader import IGNORE_INDEX, ShardLoader
 from seedcoder.data.manifest import build_manifest, load_manifest, write_manifest
 from seedcoder.data.shard_reader import ShardReader
@@ -36,6 +35,7 @@ from seedcoder.posttrain.sft import (
     steps_for_epochs,
     weight_to_score,
 )
+from seedcoder.tokenizer import train_tokenizer
 from seedcoder.train_config import StageSection, load_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

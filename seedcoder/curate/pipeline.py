@@ -86,6 +86,7 @@ from seedcoder.curate import (
 from seedcoder.curate.errors import CurateConfigError, CurateInputError, CurateStateError
 from seedcoder.curate.executor import EXECUTORS, ExecutorConfig
 from seedcoder.curate.step import StepContext, StepKind, say
+from seedcoder.tokenizer import TOKENIZER_FILE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -288,7 +289,7 @@ def plan_pipeline(data: Mapping[str, Any], executor: ExecutorConfig | None = Non
         if kind == "report" and settings.get("tokenizer") is None:
             shards = [directory for directory, line in outputs.values() if line == "shards"]
             if shards:
-                settings["tokenizer"] = os.path.join(shards[-1], "tokenizer.json")
+                settings["tokenizer"] = os.path.join(shards[-1], TOKENIZER_FILE)
         step_executor = dataclasses.replace(base, kind=step.executor or base.kind,
                                             workers=base.workers if step.workers is None else step.workers)
         plan.append(PlannedStep(kind, name, out_dir, inputs, spec.check_options(settings, name=name), step_executor))

@@ -63,14 +63,13 @@ from seedcoder.curate.errors import CurateConfigError
 from seedcoder.fileio import atomic_write, atomic_write_text
 from seedcoder.model import ModelConfig, Transformer
 from seedcoder.progress import progress
-from seedcoder.tokenizer import EOS_NAMES, TokenizerError, load_tokenizer
+from seedcoder.tokenizer import EOS_NAMES, TOKENIZER_FILE, TokenizerError, load_tokenizer
 
 SCORER_FORMAT = "seedcoder-scorer"
 SCORER_VERSION = 1
 PROMPT_FORMAT = "v1: <bos>language: {language}\\npath: {path}\\n---\\n{head of the file}<eos>"
 SCORER_DIR = "scorer"
 SCORER_META = "scorer.json"
-TOKENIZER_FILE = "tokenizer.json"
 RATING_MAX = 10.0
 CHARS_PER_TOKEN_BOUND = 16  # the text is cut to this many characters per context token before tokenizing
 MAX_PATH_CHARS = 128

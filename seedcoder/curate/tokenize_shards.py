@@ -37,13 +37,11 @@ from seedcoder.curate import dataset as ds
 from seedcoder.curate.errors import CurateConfigError
 from seedcoder.curate.executor import Task
 from seedcoder.curate.step import StepContext, StepKind, say
-from seedcoder.data.build import train_tokenizer
 from seedcoder.data.manifest import build_manifest, write_manifest
 from seedcoder.data.shard_writer import ShardWriter
 from seedcoder.data.shards import DocFlag, Language, content_hash64, file_sha256
-from seedcoder.tokenizer import load_tokenizer
+from seedcoder.tokenizer import TOKENIZER_FILE, load_tokenizer, train_tokenizer
 
-TOKENIZER_NAME = "tokenizer.json"
 SHARD_LANGUAGES = frozenset(language.name.lower() for language in Language)
 SHARD_SOURCES = ("file", "repo", "commit")
 _TOKENIZERS: dict[tuple[str, str], Any] = {}  # per process: (path, SHA-256) -> loaded tokenizer
@@ -65,7 +63,7 @@ def prepare_tokenizer(datasets: Sequence[str], out_dir: str, *, tokenizer: str |
                       sample_bytes: int = 256 << 20, progress: bool = False) -> str:
     """out_dir/tokenizer.json: a copy of `tokenizer`, or one trained on the inputs' text (kept when already there)."""
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, TOKENIZER_NAME)
+    path = os.path.join(out_dir, TOKENIZER_FILE)
     if tokenizer is not None:
         load_tokenizer(tokenizer)  # TokenizerError naming the file when it is not a usable tokenizer
         if not os.path.exists(path) or file_sha256(path) != file_sha256(tokenizer):

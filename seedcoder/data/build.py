@@ -12,10 +12,9 @@ build continues where it stopped; every file is written atomically):
     shard-00000.scs ...  the tokenized files (`seedcoder.data.shards` format; score 0: not rated yet)
     manifest.json        written last: a dataset directory with a manifest is complete
 
-The tokenizer: byte-level BPE (GPT-2's byte alphabet, so any byte sequence encodes), digits split one by one
-(a `Digits(individual_digits=True)` pre-tokenizer before the byte-level regex split, as in Llama-3 /
-Seed-Coder), and the special tokens of `seedcoder.data.tokenizer_tables.SPECIAL_TOKENS` (bos, eos, pad and the
-three FIM markers) at ids 0-5. The training loader appends <eos> to every document and uses the FIM markers.
+The tokenizer is our byte-level BPE (`seedcoder.tokenizer.train_tokenizer`, also used by curation's tokenize step,
+the other way to make shards: from a curated dataset rather than a folder). The training loader appends <eos> to
+every document and uses the FIM markers.
 """
 
 from __future__ import annotations
@@ -35,13 +34,11 @@ from seedcoder.data.manifest import MANIFEST_NAME, build_manifest, load_manifest
 from seedcoder.data.shard_reader import ShardReader
 from seedcoder.data.shard_writer import ShardWriter
 from seedcoder.data.shards import content_hash64, file_sha256
-from seedcoder.data.tokenizer_tables import SPECIAL_TOKENS
 from seedcoder.fileio import atomic_write_text
-from seedcoder.tokenizer import TokenizerError, load_tokenizer
+from seedcoder.tokenizer import TOKENIZER_FILE, TokenizerError, load_tokenizer, train_tokenizer
 
 PLAN_NAME = "plan.json"
 PLAN_FORMAT = "seedcoder-build-plan"
-TOKENIZER_NAME = "tokenizer.json"
 
 # File extension -> seedcoder.data.shards.Language name (lower case). Files with other extensions are "unknown".
 EXTENSION_LANGUAGES = {
@@ -167,38 +164,6 @@ def _read_texts(src_dir: str, files: Iterable[dict[str, Any]]) -> Iterator[str]:
             yield file.read()
 
 
-# ------------------------------------------------------------------------------------------ tokenizer
-def new_tokenizer():
-    """An untrained byte-level BPE tokenizer with digits split one by one (see the module docstring)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
-    return tokenizer
-
-
-def train_tokenizer(texts: Iterable[str], out_path: str, *, vocab_size: int, min_frequency: int = 2,
-                    length: int | None = None, show_progress: bool = False) -> str:
-    """Train the byte-level BPE on `texts` and save it to `out_path` (atomically); returns out_path."""
-    from tokenizers import pre_tokenizers, trainers
-
-    specials = list(SPECIAL_TOKENS.values())
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    if vocab_size < len(specials) + len(alphabet):
-        raise BuildError(f"vocab_size {vocab_size} is too small: the byte alphabet and special tokens alone take "
-                         f"{len(specials) + len(alphabet)}")
-    tokenizer = new_tokenizer()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
-                                  initial_alphabet=alphabet, show_progress=show_progress)
-    tokenizer.train_from_iterator(texts, trainer, length=length)
-    text = tokenizer.to_str(pretty=True)
-    atomic_write_text(out_path, text)
-    return out_path
-
-
 # ------------------------------------------------------------------------------------------ shards
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}.scs"
@@ -248,7 +213,7 @@ def build_dataset(
     os.makedirs(out_dir, exist_ok=True)
     manifest_path = os.path.join(out_dir, MANIFEST_NAME)
     plan_path = os.path.join(out_dir, PLAN_NAME)
-    tokenizer_path = os.path.join(out_dir, TOKENIZER_NAME)
+    tokenizer_path = os.path.join(out_dir, TOKENIZER_FILE)
     started = time.perf_counter()
 
     # 1. plan: which files, which shard (reused when the folder and options are unchanged)
@@ -261,7 +226,7 @@ def build_dataset(
         with open(plan_path, encoding="utf-8") as file:
             previous = json.load(file)
         if previous != plan:  # other files or options: what is on disk belongs to another build
-            stale = [MANIFEST_NAME, TOKENIZER_NAME] + [shard_name(index) for index in range(previous.get("shards", 0))]
+            stale = [MANIFEST_NAME, TOKENIZER_FILE] + [shard_name(index) for index in range(previous.get("shards", 0))]
             for name in stale:
                 if os.path.exists(os.path.join(out_dir, name)):
                     os.unlink(os.path.join(out_dir, name))
@@ -326,5 +291,4 @@ def build_dataset(
     return manifest
 
 
-__all__ = ["BuildError", "build_dataset", "language_of", "new_tokenizer", "plan_files", "train_tokenizer",
-           "write_shard"]
+__all__ = ["BuildError", "build_dataset", "language_of", "plan_files", "write_shard"]

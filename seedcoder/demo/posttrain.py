@@ -59,6 +59,7 @@ from seedcoder.posttrain.rewards import make_unit_test_reward_fn
 from seedcoder.posttrain.run_config import read_problems
 from seedcoder.posttrain.sft import build_sft_dataset
 from seedcoder.sampling import SamplingParams
+from seedcoder.tokenizer import TOKENIZER_FILE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SFT_CONFIG = os.path.join(ROOT, "configs", "sft_tiny_demo.toml")
@@ -287,7 +288,7 @@ def run_sft(out: str, nproc: int, *, steps: int = SFT_STEPS, lr: float = SFT_LR)
     if not os.path.exists(chats):
         rows = stdlib_conversations() + toy_conversations() * TOY_REPEATS
         write_jsonl(chats, rows)
-    report = build_sft_dataset([chats], os.path.join(sft_dir, "data"), tokenizer=os.path.join(out, "data", "tokenizer.json"),
+    report = build_sft_dataset([chats], os.path.join(sft_dir, "data"), tokenizer=os.path.join(out, "data", TOKENIZER_FILE),
                                max_tokens=256, system_prompt=SYSTEM_PROMPT)
     _say(f"[sft] dataset: {json.dumps({k: report[k] for k in ('rows', 'documents', 'tokens', 'loss_tokens', 'bad_rows')})}")
     checkpoints = os.path.join(sft_dir, "checkpoints")
@@ -316,8 +317,8 @@ def run_dpo(out: str, *, steps: int = DPO_STEPS, k: int = DPO_K) -> dict:
     dpo_dir = os.path.join(out, "dpo")
     checkpoints = os.path.join(dpo_dir, "checkpoints")
     os.makedirs(checkpoints, exist_ok=True)
-    tokenizer_path = os.path.join(out, "sft", "data", "tokenizer.json")
-    shutil.copyfile(tokenizer_path, os.path.join(checkpoints, "tokenizer.json"))  # found beside the checkpoints
+    tokenizer_path = os.path.join(out, "sft", "data", TOKENIZER_FILE)
+    shutil.copyfile(tokenizer_path, os.path.join(checkpoints, TOKENIZER_FILE))  # found beside the checkpoints
     problems_path = os.path.join(dpo_dir, "problems.jsonl")
     if not os.path.exists(problems_path):
         write_jsonl(problems_path, [problem_record(p) for p in toy_problems()])
@@ -368,8 +369,8 @@ def run_rl(out: str, init_from: str, *, steps: int = RL_STEPS) -> dict:
     rl_dir = os.path.join(out, "rl")
     checkpoints = os.path.join(rl_dir, "checkpoints")
     os.makedirs(checkpoints, exist_ok=True)
-    tokenizer_path = os.path.join(out, "sft", "data", "tokenizer.json")
-    shutil.copyfile(tokenizer_path, os.path.join(checkpoints, "tokenizer.json"))
+    tokenizer_path = os.path.join(out, "sft", "data", TOKENIZER_FILE)
+    shutil.copyfile(tokenizer_path, os.path.join(checkpoints, TOKENIZER_FILE))
     metrics = os.path.join(rl_dir, "metrics.jsonl")
     if _step_of(_latest(checkpoints)) >= steps:
         _say(f"[rl] complete ({_latest(checkpoints)}): skipped")
@@ -429,7 +430,7 @@ def run_posttrain(out: str, nproc: int, banner: Callable[[str], None] | None = N
     summary fields (also written to out/posttrain_summary.json)."""
     banner = banner or (lambda text: _say(f"\n=== {text} " + "=" * max(0, 100 - len(text))))
     out = os.path.abspath(out)
-    if _latest(os.path.join(out, "checkpoints")) is None or not os.path.exists(os.path.join(out, "data", "tokenizer.json")):
+    if _latest(os.path.join(out, "checkpoints")) is None or not os.path.exists(os.path.join(out, "data", TOKENIZER_FILE)):
         raise ValueError(f"out: {out} holds no pretrained demo model (checkpoints/) and tokenizer (data/tokenizer.json)")
     summary: dict[str, Any] = {}
     timings: dict[str, float] = {}

@@ -54,7 +54,7 @@ from seedcoder.demo.runs import launch_command, loss_fall
 from seedcoder.generate import Engine
 from seedcoder.metrics import read_jsonl
 from seedcoder.sampling import SamplingParams
-from seedcoder.tokenizer import load_tokenizer
+from seedcoder.tokenizer import TOKENIZER_FILE, load_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "pretrain_tiny_demo.toml")
@@ -124,7 +124,7 @@ def train(out: str, data: str, steps: int, nproc: int, micro_batch: int, *, resu
 def sample_completions(out: str, data: str, device) -> str:
     """Greedy and temperature samples from the newest checkpoint (our generation engine), as text."""
     path = latest_checkpoint(os.path.join(out, "checkpoints"))
-    tokenizer = load_tokenizer(os.path.join(data, "tokenizer.json"))
+    tokenizer = load_tokenizer(os.path.join(data, TOKENIZER_FILE))
     model, _ = load_model(path, device, torch.float32)
     engine = Engine(model, tokenizer)
 
@@ -252,7 +252,7 @@ def curate(out: str, data: str) -> str:
     run_pipeline(CURATE_CONFIG, overrides={
         "out": curate_out,
         "scorer_train.checkpoint": os.path.join(out, "checkpoints"),  # the model pretrained above
-        "tokenize.tokenizer": os.path.join(data, "tokenizer.json"),  # the same vocabulary as that model
+        "tokenize.tokenizer": os.path.join(data, TOKENIZER_FILE),  # the same vocabulary as that model
     })
     report = os.path.join(curate_out, "report", "report.md")
     with open(report, encoding="utf-8") as file:

@@ -81,12 +81,11 @@ from seedcoder.data.shard_writer import ShardWriter
 from seedcoder.data.shards import content_hash64, file_sha256
 from seedcoder.data.tokenizer_tables import BOS_TOKEN, EOS_TOKEN
 from seedcoder.fileio import atomic_write_text
-from seedcoder.tokenizer import TokenizerError, load_tokenizer
+from seedcoder.tokenizer import TOKENIZER_FILE, TokenizerError, load_tokenizer
 
 PLAN_NAME = "sft_plan.json"
 PLAN_FORMAT = "seedcoder-sft-plan"
 REPORT_NAME = "sft_report.json"
-TOKENIZER_NAME = "tokenizer.json"
 SHARD_PATTERN = "shard-[0-9][0-9][0-9][0-9][0-9].*"
 MAX_LISTED_BAD_ROWS = 1000  # per shard in its .json and in the report; the counts are always complete
 DIFFICULTY_WEIGHTS: dict[str, float] = {"easy": 1.0, "medium": 2.0, "hard": 4.0}
@@ -317,7 +316,7 @@ def build_sft_dataset(
                 os.unlink(stale)
         _say(f"{out_dir}: the inputs or options changed since the last build; building again")
     _write_json(plan_path, plan)
-    tokenizer_copy = os.path.join(out_dir, TOKENIZER_NAME)
+    tokenizer_copy = os.path.join(out_dir, TOKENIZER_FILE)
     if os.path.abspath(tokenizer_copy) != os.path.abspath(tokenizer) and (
             not os.path.exists(tokenizer_copy) or file_sha256(tokenizer_copy) != tokenizer_sha256):
         shutil.copyfile(tokenizer, tokenizer_copy + ".tmp")
