@@ -6,11 +6,14 @@ tokenizer trained here) with the regression head must beat predicting the mean r
 held-out split. Also: the prompt format is built by one function with one PromptFormat in training and inference;
 padding never changes a score; a run interrupted mid-training and rerun ends with bitwise the weights of an
 uninterrupted run; base checkpoints (trainer runs, converted models) load with their tokenizer; rows split over
-ranks score like one process; bad inputs raise errors naming the argument.
+the score step over two ranks scores like one process; bad inputs raise errors naming the argument.
 """
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -20,6 +23,7 @@ import pytest
 import torch
 
 from seedcoder import checkpoint as ckpt
+from seedcoder.curate import dataset as ds
 from seedcoder.curate import scorer as scorer_module
 from seedcoder.curate import scorer_train as scorer_train_module
 from seedcoder.curate.scorer import (
@@ -28,11 +32,8 @@ from seedcoder.curate.scorer import (
     ScorerModel,
     encode_prompts,
     load_scorer,
-    main,
     pad_batch,
     prompt_format_for,
-    read_scores,
-    score_parquet,
 )
 from seedcoder.curate.scorer_train import BUCKETS, epoch_batches, evaluation_metrics, held_out_mask, train_scorer
 from seedcoder.model import model_config
@@ -237,22 +238,36 @@ def test_base_checkpoints_load_with_their_tokenizer(tokenizer_path, tmp_path):
     assert ckpt.find_tokenizer(str(converted)) == str(converted / "hf" / "tokenizer.json")
 
 
-def test_rows_split_over_ranks_score_like_one_process(trained, tmp_path):
-    rows = trained["rows"].select(["id", "text", "language", "path"])
-    inputs = [str(tmp_path / "part-0.parquet"), str(tmp_path / "part-1.parquet")]
-    pq.write_table(rows.slice(0, 13), inputs[0])
-    pq.write_table(rows.slice(13, 18), inputs[1])
-    for rank in range(3):
-        score_parquet(trained["out"], inputs, str(tmp_path / "scores"), rank=rank, world_size=3, device="cpu")
-    joined = read_scores(str(tmp_path / "scores"))
-    assert joined.column("row").to_pylist() == list(range(31))
-    assert joined.column("id").to_pylist() == rows.column("id").to_pylist()[:31]
-    expected = load_scorer(trained["out"], device="cpu").score(rows.column("text").to_pylist()[:31], ["python"] * 31,
-                                                                rows.column("path").to_pylist()[:31])
-    np.testing.assert_allclose(joined.column("score").to_numpy(), expected, atol=1e-5)
-    os.unlink(tmp_path / "scores" / "scores-00001-of-00003.parquet")
-    with pytest.raises(ScorerError, match="scores-00001-of-00003"):
-        read_scores(str(tmp_path / "scores"))
+def test_score_step_over_two_ranks_scores_like_one_process(trained, tmp_path):
+    """`torchrun ... seedcoder.cli curate score`: two ranks (RANK / WORLD_SIZE as torchrun sets them, run at once)
+    split the shards, rank 0 finishes the dataset; the scores equal one process's scorer.score."""
+    rows = trained["rows"].select(["id", "text", "language", "path"]).slice(0, 31)
+    source = tmp_path / "files"
+    ds.prepare_output(str(source), {"step": "test", "name": "files"})
+    markers = []
+    for index, (start, stop) in enumerate(((0, 13), (13, 20), (20, 31))):
+        stats = ds.write_part(str(source), index, rows.slice(start, stop - start))
+        markers.append({"task": f"part-{index:05d}", "stats": stats})
+        ds.write_json(ds.marker_path(str(source), index), markers[-1])
+    ds.finish_dataset(str(source), markers)
+    scorer_dir = tmp_path / "scorer_train"  # the scorer as the scorer_train step leaves it: finished
+    shutil.copytree(trained["out"], scorer_dir)
+    ds.write_json(str(scorer_dir / ds.SUCCESS_FILE), {"step": "scorer_train", "kind": "model"})
+    out = tmp_path / "scored"
+    command = [sys.executable, "-m", "seedcoder.cli", "curate", "score", "--in", str(source), "--scorer", str(scorer_dir),
+               "--out", str(out), "--device", "cpu", "--no-progress"]
+    ranks = [subprocess.Popen(command, env={**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in range(2)]
+    for rank in ranks:
+        output = rank.communicate(timeout=300)[0]
+        assert rank.returncode == 0, output
+    scored = pa.concat_tables([table for _, table in ds.iter_tables(str(out))])
+    assert scored.column("id").to_pylist() == rows.column("id").to_pylist()
+    expected = load_scorer(trained["out"], device="cpu").score(rows.column("text").to_pylist(), ["python"] * 31,
+                                                                rows.column("path").to_pylist())
+    np.testing.assert_allclose(scored.column("score").to_numpy(), expected, atol=1e-5)
+    log = [json.loads(line) for line in (out / ds.LOG_FILE).read_text().splitlines()]
+    assert {record["rank"] for record in log if "rank" in record} == {0, 1}  # both ranks scored shards
 
 
 def test_held_out_split_is_deterministic_and_about_ten_percent():
@@ -351,22 +366,6 @@ def test_prompt_format_needs_an_end_token(tmp_path):
     with pytest.raises(ScorerError, match="'tokenizer'.*end-of-sequence"):
         prompt_format_for(bare, 64)
     assert PromptFormat(64, 1, None, 1).header(None, "x" * 500).endswith("x" * 128 + "\n---\n")
-
-
-def test_command_line_scores_and_reports_bad_input(trained, tmp_path, monkeypatch, capsys):
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(name, raising=False)
-    rows = trained["rows"].slice(0, 9)
-    pq.write_table(rows.select(["id", "text", "language", "path"]), tmp_path / "in.parquet")
-    assert main(["score", "--scorer", trained["out"], "--out", str(tmp_path / "scores"), "--device", "cpu",
-                 str(tmp_path / "in.parquet")]) == 0
-    assert "files/s" in capsys.readouterr().err
-    scores = pq.read_table(tmp_path / "scores" / "scores-00000-of-00001.parquet")
-    assert scores.column("id").to_pylist() == rows.column("id").to_pylist()
-    pq.write_table(rows.drop_columns(["path"]), tmp_path / "pathless.parquet")
-    assert main(["score", "--scorer", trained["out"], "--out", str(tmp_path / "bad"), "--device", "cpu",
-                 str(tmp_path / "pathless.parquet")]) == 2
-    assert "lacks column(s) 'path'" in capsys.readouterr().err
 
 
 def test_benchmark_runs_on_a_few_files():

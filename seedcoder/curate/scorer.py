@@ -4,7 +4,7 @@
     scorer = load_scorer("runs/scorer")                     # written by seedcoder.curate.scorer_train.train_scorer
     scores = scorer.score(texts, languages, paths)          # float32 numpy array on the 0..10 scale
 
-    torchrun --nproc_per_node=8 -m seedcoder.curate.scorer score --scorer runs/scorer --out runs/scores data/*.parquet
+    torchrun --nproc_per_node=8 -m seedcoder.cli curate score --in DATASET --scorer runs/scorer --out runs/scored
 
 Model. The backbone is `seedcoder.model.Transformer` (from a base checkpoint in training, see
 `seedcoder.curate.scorer_train`). Its LM head is replaced by `FinalHiddenStates`, so the model returns the final
@@ -30,14 +30,12 @@ same one) and the weights as a torch.distributed.checkpoint.
 
 Inference (`Scorer.score`): prompts encoded in one batched tokenizer call, rows sorted by length (longest first)
 and run `batch_size` at a time, padded to the longest in the batch; files/s printed to stderr. On CUDA the
-weights are cast to bfloat16 for inference (training keeps float32). `score_parquet` splits the rows of parquet
-files over torchrun ranks (row i goes to rank i mod world size, like DistributedSampler without padding); each
-rank writes its part atomically and skips a part that is already there; `read_scores` joins them in row order.
+weights are cast to bfloat16 for inference (training keeps float32). Scoring a dataset, on one process or over
+torchrun ranks (shard i on rank i mod world size), is the curation step `score` (`seedcoder.curate.score`).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -51,8 +49,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
@@ -334,93 +330,6 @@ def save_scorer(out_dir: str, model: ScorerModel, tokenizer_path: str, prompt: P
     return final
 
 
-# ------------------------------------------------------------------------------------------ distributed scoring
-def score_parquet(scorer_dir: str, inputs: Sequence[str], out_dir: str, *, rank: int | None = None,
-                  world_size: int | None = None, batch_size: int = 16, device: str | torch.device | None = None) -> str:
-    """Score this rank's rows of the parquet files `inputs` (text, language, path; id kept when present).
-
-    Rows are numbered across the inputs in order; rank r takes rows r, r + W, r + 2W, ... (W = world size;
-    default from torchrun's RANK / WORLD_SIZE, else 0 of 1) and writes out_dir/scores-RRRRR-of-WWWWW.parquet
-    (row, id, score) atomically; a part already there is kept (rerun after a kill). Returns its path.
-    """
-    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
-    world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
-    if not 0 <= rank < world_size:
-        raise ScorerError(f"argument 'rank': {rank} is not in 0..{world_size - 1}")
-    os.makedirs(out_dir, exist_ok=True)
-    part = os.path.join(out_dir, f"scores-{rank:05d}-of-{world_size:05d}.parquet")
-    if os.path.isfile(part):
-        return part
-    if device is None and torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    scorer = load_scorer(scorer_dir, device=device)
-    texts, languages, paths, ids, row_numbers = [], [], [], [], []
-    offset = 0
-    for path in inputs:
-        try:
-            names = pq.ParquetFile(path).schema_arrow.names
-            table = pq.read_table(path, columns=[name for name in ("id", "text", "language", "path") if name in names])
-        except (OSError, pa.ArrowException) as error:
-            raise ScorerError(f"argument 'inputs': cannot read {path}: {error}") from None
-        missing = [name for name in ("text", "language", "path") if name not in table.column_names]
-        if missing:
-            raise ScorerError(f"argument 'inputs': {path} lacks column(s) {', '.join(map(repr, missing))}")
-        mine = np.arange((rank - offset) % world_size, table.num_rows, world_size)
-        if len(mine):
-            picked = table.take(pa.array(mine))
-            texts += [t if isinstance(t, str) else "" for t in picked.column("text").to_pylist()]
-            languages += picked.column("language").to_pylist()
-            paths += picked.column("path").to_pylist()
-            ids += picked.column("id").to_pylist() if "id" in table.column_names else [None] * len(mine)
-            row_numbers += (mine + offset).tolist()
-        offset += table.num_rows
-    scores = scorer.score(texts, languages, paths, batch_size=batch_size)
-    id_column = pa.array([None if value is None else str(value) for value in ids], pa.string())
-    result = pa.table({"row": pa.array(row_numbers, pa.int64()), "id": id_column,
-                       "score": pa.array(scores, pa.float32())})
-    atomic_write(part, lambda file: pq.write_table(result, file))
-    return part
-
-
-def read_scores(out_dir: str) -> pa.Table:
-    """The parts score_parquet wrote, joined in row order; ScorerError if a rank's part is missing."""
-    names = sorted(name for name in os.listdir(out_dir) if name.startswith("scores-") and name.endswith(".parquet"))
-    if not names:
-        raise ScorerError(f"argument 'out_dir': no scores-*.parquet in {out_dir}")
-    world_sizes = {int(name.split("-of-")[1].split(".")[0]) for name in names}
-    if len(world_sizes) != 1:
-        raise ScorerError(f"argument 'out_dir': {out_dir} mixes parts of runs with {sorted(world_sizes)} ranks")
-    world_size = world_sizes.pop()
-    expected = [f"scores-{rank:05d}-of-{world_size:05d}.parquet" for rank in range(world_size)]
-    missing = sorted(set(expected) - set(names))
-    if missing:
-        raise ScorerError(f"argument 'out_dir': {out_dir} lacks {', '.join(missing)} (a rank did not finish)")
-    table = pa.concat_tables([pq.read_table(os.path.join(out_dir, name)) for name in expected])
-    return table.take(pa.array(np.argsort(table.column("row").to_numpy(), kind="stable")))
-
-
-# ------------------------------------------------------------------------------------------ command line
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m seedcoder.curate.scorer score ...`: the torchrun entry point (training: `seedcoder curate
-    scorer_train`)."""
-    parser = argparse.ArgumentParser(prog="python -m seedcoder.curate.scorer", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    score = commands.add_parser("score", help="score parquet files (torchrun: rows split over the ranks)")
-    score.add_argument("inputs", nargs="+", help="parquet files with text, language, path (and id)")
-    score.add_argument("--scorer", required=True, help="a train_scorer output directory")
-    score.add_argument("--out", required=True, help="directory for scores-RRRRR-of-WWWWW.parquet")
-    score.add_argument("--batch-size", type=int, default=16)
-    score.add_argument("--device")
-    args = parser.parse_args(argv)
-    try:
-        part = score_parquet(args.scorer, args.inputs, args.out, batch_size=args.batch_size, device=args.device)
-    except ScorerError as error:
-        print(f"seedcoder.curate.scorer: {error}", file=sys.stderr, flush=True)
-        return 2
-    print(f"scores: {part}", file=sys.stderr, flush=True)
-    return 0
-
-
 __all__ = [
     "FinalHiddenStates",
     "PromptFormat",
@@ -431,12 +340,6 @@ __all__ = [
     "load_scorer",
     "pad_batch",
     "prompt_format_for",
-    "read_scores",
     "save_scorer",
-    "score_parquet",
 ]
 
-
-if __name__ == "__main__":
-    with contextlib.suppress(BrokenPipeError):
-        sys.exit(main())
