@@ -108,6 +108,13 @@ def add_data_commands(groups: argparse._SubParsersAction) -> None:
     build.add_argument("--tokenizer-sample-mb", type=int, default=256, help="MiB of files to train the tokenizer on")
     build.set_defaults(handler=run_data_build)
 
+    # SFT data parses its own arguments (seedcoder.posttrain.sft.build_parser): `build` and `steps`
+    sft = commands.add_parser("sft", add_help=False, help="chat data -> SFT shards (`build`); train.steps for N epochs "
+                                                         "(`steps`) (`seedcoder data sft --help`)")
+    sft.add_argument("-h", "--help", action="store_true", dest="sft_help")  # REMAINDER cannot start with "-"
+    sft.add_argument("arguments", nargs=argparse.REMAINDER)
+    sft.set_defaults(handler=run_data_sft)
+
 
 def run_data_build(args: argparse.Namespace) -> int:
     from seedcoder.data.build import BuildError, build_dataset
@@ -129,6 +136,12 @@ def run_data_build(args: argparse.Namespace) -> int:
         print(f"seedcoder data build: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def run_data_sft(args: argparse.Namespace) -> int:
+    from seedcoder.posttrain.sft import main
+
+    return main((["--help"] if args.sft_help else []) + args.arguments)
 
 
 def add_curate_commands(groups: argparse._SubParsersAction) -> None:

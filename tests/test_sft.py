@@ -266,7 +266,7 @@ def test_bad_arguments_name_them(tmp_path, tokenizer_path):
         build_sft_dataset([good], tmp_path / "long", tokenizer=tokenizer_path, max_tokens=length - 1)
 
 
-def test_steps_for_epochs(tmp_path, tokenizer_path, tokenizer):
+def test_steps_for_epochs(tmp_path, tokenizer_path, tokenizer, capsys):
     rows = [{"messages": chat(i)} for i in range(8)]
     build_sft_dataset([write_jsonl(tmp_path / "e.jsonl", rows)], tmp_path / "data", tokenizer=tokenizer_path)
     tokens = sum(len(render_example(row, tokenizer).input_ids) for row in rows)  # each already ends with <eos>
@@ -276,6 +276,15 @@ def test_steps_for_epochs(tmp_path, tokenizer_path, tokenizer):
     assert steps_for_epochs(str(tmp_path / "data"), epochs=1, seq_len=32, batch_size=1, mode="concat") == rows_per_epoch
     with pytest.raises(ValueError, match="epochs"):
         steps_for_epochs(str(tmp_path / "data"), epochs=0, seq_len=32, batch_size=4)
+    # the same from the command line: `seedcoder data sft build` and `seedcoder data sft steps`
+    from seedcoder.cli import main
+
+    assert main(["data", "sft", "build", str(tmp_path / "e.jsonl"), "--tokenizer", tokenizer_path,
+                 "--out", str(tmp_path / "cli")]) == 0
+    capsys.readouterr()
+    assert main(["data", "sft", "steps", str(tmp_path / "cli"), "--epochs", "3", "--seq-len", "32", "--batch-size", "4",
+                 "--mode", "concat"]) == 0
+    assert capsys.readouterr().out.strip() == str(math.ceil(3 * rows_per_epoch / 4))
 
 
 # ------------------------------------------------------------------------------------------ training

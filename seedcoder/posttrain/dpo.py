@@ -30,7 +30,7 @@ Checkpoints: `dpo_train(..., checkpoint_dir=...)` writes seedcoder.checkpoint ch
 shuffle state) and resumes from the newest one found there. Command line (a TOML config with [model], [data],
 [mine], [dpo], [output] tables, `--section.key=value` overrides; configs/dpo_tiny_demo.toml is the toy task):
 
-    python -m seedcoder.posttrain.dpo --config configs/dpo_tiny_demo.toml --output.dir=runs/dpo-tiny
+    seedcoder train dpo --config configs/dpo_tiny_demo.toml --output.dir=runs/dpo-tiny
 """
 
 from __future__ import annotations
@@ -349,10 +349,10 @@ class DPORunConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """python -m seedcoder.posttrain.dpo --config configs/dpo_tiny_demo.toml [--section.key=value ...]: mine pairs
+    """seedcoder train dpo --config configs/dpo_tiny_demo.toml [--section.key=value ...]: mine pairs
     (unless [data] pairs names a file) into <dir>/pairs.jsonl, then train; <dir>/metrics.jsonl, <dir>/checkpoints.
     Bad input (config, data files, checkpoints) exits 2 with one line on stderr (seedcoder.errors)."""
-    parser = argparse.ArgumentParser(prog="python -m seedcoder.posttrain.dpo", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="seedcoder train dpo", description=main.__doc__)
     parser.add_argument("--config", help="TOML file (sections: " + ", ".join(sections_of(DPORunConfig)) + ")")
     args, overrides = parser.parse_known_args(argv)
     return exit_on_user_error("seedcoder.posttrain.dpo", lambda: run_from_config(args.config, overrides))

@@ -38,7 +38,7 @@ Command line (a TOML config with [model], [data], [grpo] = GRPOConfig fields wit
 [output]; `--section.key=value` overrides; see configs/grpo_tiny_demo.toml, the toy task of
 `seedcoder.posttrain.run_config.toy_problems` + `seedcoder.tokenizer.toy_tokenizer`):
 
-    python -m seedcoder.posttrain.grpo --config configs/grpo_tiny_demo.toml --output.dir=runs/grpo-tiny
+    seedcoder train rl --config configs/grpo_tiny_demo.toml --output.dir=runs/grpo-tiny
 """
 
 from __future__ import annotations
@@ -493,11 +493,11 @@ class GRPORunConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """python -m seedcoder.posttrain.grpo --config configs/grpo_tiny_demo.toml [--section.key=value ...]: GRPO on
+    """seedcoder train rl --config configs/grpo_tiny_demo.toml [--section.key=value ...]: GRPO on
     [data] problems (JSONL; "" = the toy task) with [data] reward "unit_tests" (sandbox + format) or "prefix";
     <dir>/metrics.jsonl (one line per step) and <dir>/checkpoints (resumed from when present). Bad input (config,
     problems file, checkpoints) exits 2 with one line on stderr (seedcoder.errors)."""
-    parser = argparse.ArgumentParser(prog="python -m seedcoder.posttrain.grpo", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="seedcoder train rl", description=main.__doc__)
     parser.add_argument("--config", help="TOML file (sections: " + ", ".join(sections_of(GRPORunConfig)) + ")")
     args, overrides = parser.parse_known_args(argv)
     return exit_on_user_error("seedcoder.posttrain.grpo", lambda: run_from_config(args.config, overrides))
@@ -525,5 +525,3 @@ __all__ = ["CurriculumFilter", "GRPOConfig", "GRPOStage", "ParityMonitor", "grou
            "GRPODataSection", "GRPORunConfig", "informative_groups", "main", "overlong_keep", "pad_logprobs", "sync_weights"]
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())

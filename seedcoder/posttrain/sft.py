@@ -1,8 +1,8 @@
 """Supervised fine-tuning (SFT): chat data -> SFT shards with an assistant-only loss mask -> the pretraining loop.
 
-    python -m seedcoder.posttrain.sft build chats.jsonl more.parquet --tokenizer runs/demo/data/tokenizer.json \\
+    seedcoder data sft build chats.jsonl more.parquet --tokenizer runs/demo/data/tokenizer.json \\
         --out data/sft                                           # resumable; bad rows are reported, not fatal
-    python -m seedcoder.posttrain.sft steps data/sft --epochs 3 --seq-len 8192 --batch-size 128   # -> train.steps
+    seedcoder data sft steps data/sft --epochs 3 --seq-len 8192 --batch-size 128   # -> train.steps
     python -m seedcoder.train sft --config configs/sft_tiny_demo.toml --data.path=data/sft \\
         --checkpoint.init_from=runs/demo/checkpoints              # or torchrun ... -m seedcoder.train sft ...
 
@@ -457,7 +457,7 @@ def _check_sft_dataset(path: str, key: str) -> None:
         raise ConfigError(f"config key {key!r}: cannot read a dataset at {path!r}: {error}") from None
     if not (manifest.get("sources") or {}).get("sft", {}).get("documents"):
         raise ConfigError(f"config key {key!r}: {path} holds no 'sft' documents (build SFT shards with "
-                          "`python -m seedcoder.posttrain.sft build`)")
+                          "`seedcoder data sft build`)")
 
 
 def sft(cfg, *, loop) -> int:
@@ -477,7 +477,7 @@ def sft(cfg, *, loop) -> int:
         key = f"stages[{index}].data_path" if cfg.stages and cfg.stages[index].data_path else "data.path"
         if not stage.data_path:
             raise ConfigError("config key 'data.path' is not set: the SFT dataset directory "
-                              "(from `python -m seedcoder.posttrain.sft build`)")
+                              "(from `seedcoder data sft build`)")
         _check_sft_dataset(stage.data_path, key)
     if not cfg.checkpoint.resume:
         if not cfg.checkpoint.init_from and main:
@@ -497,7 +497,7 @@ def sft(cfg, *, loop) -> int:
 
 # ------------------------------------------------------------------------------------------ command line
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m seedcoder.posttrain.sft", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="seedcoder data sft", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="chat JSONL/Parquet -> SFT shards (resumable)")
     build.add_argument("inputs", nargs="+", help="JSONL or Parquet files of {'messages': [...]} rows")
@@ -551,6 +551,3 @@ __all__ = [
     "steps_for_epochs",
     "weight_to_score",
 ]
-
-if __name__ == "__main__":
-    sys.exit(main())
