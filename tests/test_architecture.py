@@ -22,7 +22,8 @@ ALLOWED_LOCAL: dict[str, set[str]] = {
     # `seedcoder --help` and a command's argument errors stay fast: torch is imported by the command that runs
     "seedcoder.cli": {"seedcoder.curate.pipeline", "seedcoder.data.build", "seedcoder.data.shard_inspect",
                       "seedcoder.data.shards", "seedcoder.evaluation.cli", "seedcoder.hf_convert",
-                      "seedcoder.posttrain.dpo", "seedcoder.posttrain.grpo", "seedcoder.serve", "seedcoder.train"},
+                      "seedcoder.posttrain.dpo", "seedcoder.posttrain.grpo", "seedcoder.posttrain.sft", "seedcoder.serve",
+                      "seedcoder.train"},
     "seedcoder.serve": {"seedcoder.generate", "seedcoder.hf_convert", "seedcoder.sampling"},
     # `seedcoder eval` against an HTTP endpoint or with references needs no torch
     "seedcoder.evaluation.generators": {"seedcoder.generate", "seedcoder.sampling"},
