@@ -1,1 +1,1 @@
-"""seedcoder benchmarks: `python -m benchmarks.kernels` (kernel throughput vs peers); shared machinery in common.py."""
+"""seedcoder benchmarks: `python -m benchmarks.kernels` (kernel throughput vs peers); measuring in common.py, reporting in report.py."""

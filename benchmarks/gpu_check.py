@@ -297,7 +297,7 @@ def section_body(markdown: str, first_line: str) -> str | None:
 def assemble_markdown(env: dict, phases: list[Phase], sections: dict[str, str | None], *, full: bool) -> str:
     """gpu-check.md: a section of benchmarks/RESULTS.md. sections maps "kernels" / "train" to the markdown those
     benchmarks wrote (None: not run or no output)."""
-    from benchmarks.common import FAKE_BANNER
+    from benchmarks.report import FAKE_BANNER
 
     target = "make gpu-bench" if full else "make gpu-check"
     out = [f"### GPU check: {env.get('card', 'unknown card')}, {env.get('date_utc', 'unknown date')} (`{target}`)", "",

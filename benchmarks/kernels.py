@@ -36,9 +36,7 @@ from benchmarks.common import (
     Case,
     Impl,
     Skip,
-    Target,
     Traffic,
-    build_report,
     collect_environment,
     compiled,
     eprint,
@@ -47,9 +45,8 @@ from benchmarks.common import (
     need_gpu_message,
     optional_import,
     prepare,
-    render_markdown,
-    write_report,
 )
+from benchmarks.report import Target, build_report, render_markdown, write_report
 
 OPS = ("rms_norm", "rotary", "cross_entropy", "fused_linear_cross_entropy", "attention")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}

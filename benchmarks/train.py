@@ -34,7 +34,6 @@ import torch
 
 from benchmarks.common import (
     COUNT_PREFIXES,
-    ENV_FIELDS,
     Skip,
     atomic_write_text,
     collect_environment,
@@ -43,6 +42,7 @@ from benchmarks.common import (
     optional_import,
     scaled,
 )
+from benchmarks.report import ENV_FIELDS
 from seedcoder.metrics import device_peak_tflops
 from seedcoder.model import Transformer, model_config
 

@@ -18,7 +18,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` lives at the repo root, not installed
 
 from benchmarks import common, kernels  # noqa: E402
-from benchmarks.common import Case, Impl, Result, Skip, Target, Timing, Traffic  # noqa: E402
+from benchmarks import report as bench_report  # noqa: E402
+from benchmarks.common import Case, Impl, Result, Skip, Timing, Traffic  # noqa: E402
+from benchmarks.report import Target  # noqa: E402
 
 FAKE_ENV = {"gpu": "FAKE GPU (test)", "torch": torch.__version__, "copy_bw_gbps": 3000.0, "matmul_bf16_tflops": 800.0}
 
@@ -84,7 +86,7 @@ def test_rows_derive_bandwidth_ratio_and_memory():
     case = fake_case()  # 3 GB of model bytes; copy bandwidth 3000 GB/s -> 1 ms would be 100%
     results = [Result("seedcoder", True, ms(1.25), peak_bytes=500_000_000), Result("torch eager", False, ms(5.0), 2_000_000_000),
                Result("torch.compile", False, skip="error: boom"), Result("liger", False, ms(2.5), 0)]
-    report = common.build_report("t", [case], {case.label: results}, FAKE_ENV, [], fake=True)
+    report = bench_report.build_report("t", [case], {case.label: results}, FAKE_ENV, [], fake=True)
     ours, eager, comp, liger = report.rows
     assert ours.gbps == pytest.approx(2400.0) and ours.pct_copy_bw == pytest.approx(80.0)
     assert ours.time_vs_ours == pytest.approx(1.0) and eager.time_vs_ours == pytest.approx(4.0)
@@ -119,7 +121,7 @@ def test_targets_pass_miss_and_not_applicable():
         Target("compile time", "flce", "fwd+bwd", "time_ratio_vs", "<=", 1.0, peer="torch.compile"),  # OOM -> N/A
         Target("absent op", "rotary", "fwd", "pct_copy_bw", ">=", 80.0),  # no rows -> N/A
     ]
-    report = common.build_report("t", [fwd, bwd, flce], results, FAKE_ENV, targets, fake=True)
+    report = bench_report.build_report("t", [fwd, bwd, flce], results, FAKE_ENV, targets, fake=True)
     verdicts = {t.target: t for t in report.targets}
     assert len(report.targets) == len(targets)
     assert verdicts["fwd >= 85%"].status == "PASS" and verdicts["fwd >= 85%"].measured == pytest.approx(100 / 1.1)
@@ -140,7 +142,7 @@ def test_issue_targets_all_evaluate_against_the_real_cases():
     """Every target of the issue finds its rows among the real cases (names of ops, modes and peers match)."""
     cases = kernels.build_cases(kernels.OPS, torch.bfloat16, quick=False)
     results = {c.label: [Result(i.name, i.ours, ms(1.0), peak_bytes=10**9) for i in c.impls] for c in cases}
-    report = common.build_report("t", cases, results, FAKE_ENV, kernels.TARGETS, fake=True)
+    report = bench_report.build_report("t", cases, results, FAKE_ENV, kernels.TARGETS, fake=True)
     statuses = {t.target: t.status for t in report.targets}
     assert set(statuses) == {t.description for t in kernels.TARGETS}
     assert all(status in ("PASS", "MISS") for status in statuses.values()), statuses
@@ -152,16 +154,16 @@ def test_writers_markdown_csv_json(tmp_path):
                             Result("torch.compile", False, skip="RuntimeError: compile failed"),
                             Result("liger", False, skip="liger_kernel not installed")]}
     targets = [Target("fwd >= 85%", "rms_norm", "fwd", "pct_copy_bw", ">=", 85.0)]
-    report = common.build_report("fake bench", [case], results, FAKE_ENV, targets, notes=["a note"], fake=True)
+    report = bench_report.build_report("fake bench", [case], results, FAKE_ENV, targets, notes=["a note"], fake=True)
     out_dir = tmp_path / "out"
     (out_dir).mkdir()
     (out_dir / "bench.csv").write_text("stale")  # an old file is replaced whole
-    paths = common.write_report(report, str(out_dir), "bench")
+    paths = bench_report.write_report(report, str(out_dir), "bench")
     assert sorted(os.listdir(out_dir)) == ["bench.csv", "bench.json", "bench.md"]  # no temp files left behind
 
     md = Path(paths["md"]).read_text()
-    assert md == common.render_markdown(report)
-    assert common.FAKE_BANNER in md and "FAKE GPU (test)" in md
+    assert md == bench_report.render_markdown(report)
+    assert bench_report.FAKE_BANNER in md and "FAKE GPU (test)" in md
     assert "SKIP(RuntimeError: compile failed)" in md and "SKIP(liger_kernel not installed)" in md
     assert "| fwd >= 85% | rms_norm fwd S bf16 seedcoder | 100.0% | >= 85% | PASS |" in md
     assert "read x[N]·1B; write y[N]·1B" in md and "- a note" in md
@@ -180,9 +182,9 @@ def test_writers_markdown_csv_json(tmp_path):
 
 def test_real_report_is_not_marked_fake():
     case = fake_case()
-    report = common.build_report("t", [case], {case.label: [Result("seedcoder", True, ms(1.0))]}, FAKE_ENV, [])
-    assert common.FAKE_BANNER not in common.render_markdown(report)
-    assert json.loads(common.render_json(report))["fake_timings"] is False
+    report = bench_report.build_report("t", [case], {case.label: [Result("seedcoder", True, ms(1.0))]}, FAKE_ENV, [])
+    assert bench_report.FAKE_BANNER not in bench_report.render_markdown(report)
+    assert json.loads(bench_report.render_json(report))["fake_timings"] is False
 
 
 # ------------------------------------------------------------------------------------------ peers, prepare

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import common, gpu_check, train
+from benchmarks import gpu_check, train
+from benchmarks import report as bench_report
 from benchmarks.common import Case, Impl, Result, Timing, Traffic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,10 +96,10 @@ FAKE_ENV = {"card": "FAKE GPU (test)", "compute_capability": "9.0", "sm_count": 
 def fake_kernels_report(out_dir: Path) -> None:
     """kernels.md / kernels.json as benchmarks.kernels writes them, from injected (fake) timings."""
     case = Case("rms_norm", "fwd", "16384x4096", "bf16", Traffic().read("x", "N·H", 10**6, 2), [Impl("seedcoder", None, True)])
-    report = common.build_report("seedcoder kernel benchmarks", [case],
+    report = bench_report.build_report("seedcoder kernel benchmarks", [case],
                                  {case.label: [Result("seedcoder", True, Timing(1.0, 0.9, 1.1), 10**6)]},
                                  {"gpu": "FAKE GPU (test)", "copy_bw_gbps": 3000.0}, [], fake=True)
-    common.write_report(report, str(out_dir), "kernels")
+    bench_report.write_report(report, str(out_dir), "kernels")
 
 
 def fake_train_report(out_dir: Path) -> None:
@@ -144,7 +145,7 @@ def test_gpu_run_writes_at_most_8_files_and_a_markdown_section(tmp_path, monkeyp
     assert "| tests | FAIL |" in md and "3 passed, 1 failed; 2 passed" in md
     assert "| kernels | PASS |" in md and "targets: 0 PASS, 0 MISS, 0 N/A" in md
     assert "| train | TIMEOUT |" in md
-    assert f"#### Kernels (quick set)\n\n{common.FAKE_BANNER}\n\n##### Results" in md  # fake stays marked; demoted
+    assert f"#### Kernels (quick set)\n\n{bench_report.FAKE_BANNER}\n\n##### Results" in md  # fake stays marked; demoted
     assert "| rms_norm | fwd | 16384x4096 | bf16 | seedcoder | 1.000 |" in md
     assert "#### Training step\n\nnot measured" in md
     assert json.loads((results / "kernels.json").read_text())["fake_timings"] is True
@@ -158,7 +159,7 @@ def test_markdown_embeds_both_benchmark_sections(tmp_path):
     sections = {stem: (tmp_path / stem / f"{stem}.md").read_text() for stem in ("kernels", "train")}
     phases = [gpu_check.Phase(name, budget) for name, (budget, _) in gpu_check.BUDGETS.items()]
     md = gpu_check.assemble_markdown(FAKE_ENV, phases, sections, full=True)
-    assert "(`make gpu-bench`)" in md and f"#### Kernels\n\n{common.FAKE_BANNER}\n\n##### Results" in md
+    assert "(`make gpu-bench`)" in md and f"#### Kernels\n\n{bench_report.FAKE_BANNER}\n\n##### Results" in md
     assert "| seedcoder | 1b | 1 x 8192 | bfloat16 | 100.0 | 81,920 | 42.0% | 30.0 | 11.900 |" in md
     assert md.count("# seedcoder") == 0  # the benchmarks' own titles and environment tables are left out
     assert all(f"| {name} | not run |" in md for name in gpu_check.PHASES)
