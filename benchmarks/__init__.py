@@ -1,1 +1,2 @@
-"""seedcoder benchmarks: `python -m benchmarks.kernels` (kernel throughput vs peers); measuring in common.py, reporting in report.py."""
+"""seedcoder benchmarks: `python -m benchmarks.kernels` (kernel throughput vs peers) and the others; measuring in
+common.py, reporting in report.py."""
