@@ -4,6 +4,10 @@
 or the engine, so each check can be called (and tested) on a plain request dict. A check that fails raises
 `APIError`, which the server answers in OpenAI's error format. The request models need pydantic, imported
 only when `request_models()` is first called (so that `seedcoder --help`, which imports the server, stays fast).
+
+`echo` (completions): each choice's text starts with its prompt, and with `logprobs` its log-probs start with the
+prompt tokens' (the first one None, as vLLM and OpenAI answer); `max_tokens: 0` with echo returns only that, the
+way clients read a prompt's log-probabilities (the prompt's log-probs themselves are the server's: `Echo`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from seedcoder.data.tokenizer_tables import UNICODE_TO_BYTE
@@ -59,6 +64,7 @@ def request_models() -> tuple[type, type]:
         prompt: str | list[str] | list[int] | list[list[int]]
         max_tokens: int | None = None
         logprobs: int | None = Field(default=None, ge=0, le=20)
+        echo: bool = False
 
     class ChatRequest(Sampling):
         messages: list[dict[str, Any]]
@@ -114,8 +120,7 @@ def check_completion_count(body: dict[str, Any], prompts: int, max_n: int) -> No
 
 def refuse_unsupported(body: dict[str, Any]) -> None:
     """400 for an OpenAI field this server does not implement: refused rather than silently ignored."""
-    checks = [("echo", bool(body.get("echo")), "echo is not supported"),
-              ("suffix", body.get("suffix") is not None, "suffix is not supported (use a fill-in-the-middle prompt)"),
+    checks = [("suffix", body.get("suffix") is not None, "suffix is not supported (use a fill-in-the-middle prompt)"),
               ("best_of", body.get("best_of") not in (None, body.get("n") or 1), "best_of other than n is not supported"),
               ("presence_penalty", bool(body.get("presence_penalty")), "presence_penalty is not supported "
                "(use repetition_penalty)"),
@@ -128,6 +133,17 @@ def refuse_unsupported(body: dict[str, Any]) -> None:
     for param, refused, message in checks:
         if refused:
             raise APIError(400, message, param=param)
+
+
+def echo_only(body: dict[str, Any]) -> bool:
+    """Whether a completion request asks only for its prompt back (echo with max_tokens 0: the way to read a
+    prompt's log-probabilities); 400 for max_tokens 0 without echo."""
+    if body.get("max_tokens") != 0 or isinstance(body.get("max_tokens"), bool):
+        return False
+    if not body.get("echo"):
+        raise APIError(400, "max_tokens: 0 is allowed only with echo=true (the prompt back, with its log-probs when "
+                            "logprobs is set)", param="max_tokens")
+    return True
 
 
 def chat_max_tokens(body: dict[str, Any]) -> tuple[int | None, str]:
@@ -208,9 +224,30 @@ def completion_logprobs(token_text: TokenText, token_ids: Sequence[int], logprob
         offsets.append(position)
         position += len(token)
     top_entries = None
-    if top is not None:
-        top_entries = [{token_text.text(t): lp for t, lp in (entry or {}).items()} for entry in top]
+    if top is not None:  # None stays None: the first prompt token of an echo has no log-prob and no alternatives
+        top_entries = [None if entry is None else {token_text.text(t): lp for t, lp in entry.items()} for entry in top]
     return {"tokens": tokens, "token_logprobs": list(logprobs), "top_logprobs": top_entries, "text_offset": offsets}
+
+
+@dataclass
+class Echo:
+    """A prompt echoed back (`echo: true`): its text and, when log-probs were asked for, its tokens' log-probs
+    (None for the first token, which nothing predicts) and their top alternatives."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float | None] | None = None
+    top_logprobs: list[dict[int, float] | None] | None = None
+
+
+def merge_logprobs(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """Completion log-probs after echoed ones (the second's text offsets already continue the first's)."""
+    top = None
+    if first["top_logprobs"] is not None or second["top_logprobs"] is not None:
+        top = (first["top_logprobs"] or [None] * len(first["tokens"])) + (second["top_logprobs"] or
+                                                                         [None] * len(second["tokens"]))
+    merged = {key: first[key] + second[key] for key in ("tokens", "token_logprobs", "text_offset")}
+    return merged | {"top_logprobs": top}
 
 
 def chat_logprobs(token_text: TokenText, token_ids: Sequence[int], logprobs: Sequence[float],
@@ -229,22 +266,48 @@ def chat_logprobs(token_text: TokenText, token_ids: Sequence[int], logprobs: Seq
 
 
 class CompletionAnswer:
-    """OpenAI's `text_completion` objects answering one request; choice `index` runs over prompts x n."""
+    """OpenAI's `text_completion` objects answering one request; choice `index` runs over prompts x n.
+
+    echo: each prompt echoed before its completions (text and, with logprobs, the prompt tokens' log-probs, as
+    vLLM answers `echo`); echo_only: nothing is generated (max_tokens 0), every choice is its prompt."""
 
     endpoint = "completions"
 
-    def __init__(self, model: str, prompts: list[list[int]], n: int, token_text: TokenText, logprobs: bool):
+    def __init__(self, model: str, prompts: list[list[int]], n: int, token_text: TokenText, logprobs: bool,
+                 echo: list[Echo] | None = None, echo_only: bool = False):
+        if echo_only and echo is None:
+            raise ValueError("CompletionAnswer: echo_only needs echo")
         self.id = f"cmpl-{uuid.uuid4().hex}"
         self.prompts, self.n, self.token_text, self.logprobs = prompts, n, token_text, logprobs
+        self.echo, self.echo_only = echo, echo_only
         self.base = {"id": self.id, "object": "text_completion", "created": int(time.time()), "model": model}
-        self.log_fields = {"prompts": len(prompts)}
+        self.log_fields = {"prompts": len(prompts)} | ({"echo": True} if echo is not None else {})
         self._offsets: dict[int, int] = {}  # choice index -> text offset so far (streamed log-probs continue it)
 
     def index(self, prompt_index: int, choice: int) -> int:
         return prompt_index * self.n + choice
 
+    def _echo_logprobs(self, prompt_index: int) -> dict[str, Any] | None:
+        echo = self.echo[prompt_index]
+        if not self.logprobs or echo.logprobs is None:
+            return None
+        return completion_logprobs(self.token_text, echo.token_ids, echo.logprobs, echo.top_logprobs, 0)
+
+    def _echo_choice(self, prompt_index: int, choice: int) -> dict[str, Any]:
+        """The echo of a prompt as the choice (or the first stream chunk) of each of its n completions."""
+        logprobs = self._echo_logprobs(prompt_index)
+        index = self.index(prompt_index, choice)
+        if logprobs is not None:
+            self._offsets[index] = sum(len(token) for token in logprobs["tokens"])
+        return {"index": index, "text": self.echo[prompt_index].text, "logprobs": logprobs,
+                "finish_reason": "length" if self.echo_only else None}
+
+    def echo_choices(self) -> list[dict[str, Any]]:
+        """Every choice's echo, in index order."""
+        return [self._echo_choice(p, c) for p in range(len(self.prompts)) for c in range(self.n)] if self.echo else []
+
     def first_chunks(self) -> list[dict[str, Any]]:
-        return []
+        return [{**self.base, "choices": [choice]} for choice in self.echo_choices()]
 
     def chunk(self, index: int, update: Any, reason: str | None) -> dict[str, Any] | None:
         """The stream chunk for one update (SequenceUpdate), None when it carries nothing."""
@@ -262,12 +325,18 @@ class CompletionAnswer:
         return {**self.base, "choices": [], "usage": usage(self.prompts, completion_tokens)}
 
     def choice(self, index: int, completion: Any) -> dict[str, Any]:
-        """The whole answer's choice for one Completion."""
-        logprobs = None
+        """The whole answer's choice for one Completion (after its prompt, with echo)."""
+        logprobs, text = None, completion.text
+        echoed = self._echo_choice(index // self.n, index % self.n) if self.echo is not None else None
         if self.logprobs:
+            offset = sum(len(t) for t in echoed["logprobs"]["tokens"]) if echoed and echoed["logprobs"] else 0
             logprobs = completion_logprobs(self.token_text, completion.token_ids, completion.model_logprobs,
-                                           completion.top_logprobs, 0)
-        return {"index": index, "text": completion.text, "logprobs": logprobs, "finish_reason": completion.finish_reason}
+                                           completion.top_logprobs, offset)
+            if echoed and echoed["logprobs"]:
+                logprobs = merge_logprobs(echoed["logprobs"], logprobs)
+        if echoed is not None:
+            text = echoed["text"] + text
+        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": completion.finish_reason}
 
     def whole(self, choices: list[dict[str, Any]], completion_tokens: int) -> dict[str, Any]:
         return {**self.base, "choices": choices, "usage": usage(self.prompts, completion_tokens)}

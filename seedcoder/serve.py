@@ -9,11 +9,15 @@ Endpoints (FastAPI + uvicorn): GET /v1/models, POST /v1/completions, POST /v1/ch
 chat template, seedcoder/chat_template.py), GET /health. Streaming is server-sent events in OpenAI's chunk
 format, ended by `data: [DONE]`. Supported request fields: n, temperature, top_p, max_tokens
 (max_completion_tokens for chat), stop, seed, logprobs (completions: the number of alternatives per token;
-chat: logprobs + top_logprobs), stream, stream_options.include_usage, and vLLM's extras top_k,
+chat: logprobs + top_logprobs), echo (completions: the prompt first, with its tokens' log-probs when logprobs
+is set; max_tokens 0 returns only that: a prompt's log-probabilities, as the log-prob rater
+`seedcoder.curate.logprob_oracle` reads them), stream, stream_options.include_usage, and vLLM's extras top_k,
 repetition_penalty, ignore_eos, stop_token_ids. Omitted sampling fields take `SamplingParams`' defaults (the
 paper's temperature 0.6, top-p 0.8, repetition penalty 1.05; max_tokens `--max-tokens`, 256). Reported
-log-probabilities are the raw model's (log_softmax of the logits at temperature 1, as vLLM reports them).
-Unsupported fields (echo, suffix, best_of > n, presence/frequency penalties, tools) are refused, not ignored.
+log-probabilities are the raw model's (log_softmax of the logits at temperature 1, as vLLM reports them); a
+prompt's come from one forward pass of the model per prompt, outside the engine's batch (with alternatives it
+holds the prompt's logits: prompt tokens x vocabulary). Unsupported fields (suffix, best_of > n,
+presence/frequency penalties, tools) are refused, not ignored.
 
 Limits, checked before any work: a request body over `--max-request-bytes` (default 1 MiB) is answered 413
 before it is parsed (the Content-Length header first, then the bytes as they arrive); a request asking for
@@ -58,6 +62,7 @@ from seedcoder.openai_api import (
     APIError,
     ChatAnswer,
     CompletionAnswer,
+    Echo,
     Finished,
     TokenText,
     chat_max_tokens,
@@ -65,6 +70,7 @@ from seedcoder.openai_api import (
     check_completion_count,
     check_context,
     check_model,
+    echo_only,
     prompts_of,
     refuse_unsupported,
     request_models,
@@ -262,6 +268,43 @@ def encode_chat(engine: "Engine", messages: list[dict[str, Any]]) -> list[int]:
         raise APIError(400, str(error), param="messages") from None
 
 
+def echo_prompts(engine: "Engine", given: list[Any], prompts: list[list[int]], top: int | None) -> list[Echo]:
+    """The echo of each prompt: its text (a string prompt as given, token ids decoded) and, when `top` is not None
+    (the request's logprobs), its tokens' log-probs under the model (None for the first) with `top` alternatives.
+    One forward pass per prompt, in the calling thread (the engine's own thread keeps decoding meanwhile: a
+    forward pass without a cache changes no state)."""
+    import torch
+
+    echoes = []
+    with torch.inference_mode():
+        for prompt, ids in zip(given, prompts):
+            text = prompt if isinstance(prompt, str) else engine.tokenizer.decode(ids, skip_special_tokens=False)
+            if top is None:
+                echoes.append(Echo(text, ids))
+                continue
+            logprobs: list[float | None] = [None]
+            alternatives: list[dict[int, float] | None] | None = [None] if top else None
+            if len(ids) > 1:
+                x = torch.tensor([ids], device=engine.device)
+                labels = torch.tensor([ids[1:] + [-100]], device=engine.device)
+                if top:  # the alternatives need the logits: prompt tokens x vocabulary
+                    rows = engine.model(x)[0, :-1].float().log_softmax(-1)
+                    logprobs += rows.gather(-1, labels[0, :-1, None])[:, 0].tolist()
+                    values, indices = rows.topk(top, dim=-1)
+                    alternatives += [dict(zip(i, v)) for i, v in zip(indices.tolist(), values.tolist())]
+                else:  # the fused loss: each next token's -log-prob without the logits
+                    losses = engine.model(x, labels=labels, loss_reduction="none")[0, :-1].float()
+                    logprobs += (-losses).tolist()
+            echoes.append(Echo(text, ids, logprobs, alternatives))
+    return echoes
+
+
+async def no_updates() -> AsyncIterator[tuple[int, "SequenceUpdate"]]:
+    """The updates of an echo-only answer: none (nothing is generated)."""
+    return
+    yield
+
+
 def sampling_params(fields: dict[str, Any]) -> "SamplingParams":
     """SamplingParams from `openai_api.sampling_fields`; 400 naming the field SamplingParams refuses."""
     from seedcoder.sampling import SamplingParams, SamplingParamsError
@@ -356,14 +399,25 @@ def create_app(engine: "Engine", model_name: str, *, default_max_tokens: int = D
         given = prompts_of(body.prompt)
         check_completion_count(raw, len(given), max_n)
         refuse_unsupported(raw)
+        only_echo = echo_only(raw)
         prompts = encode_prompts(engine, given)
         check_context(prompts, body.max_tokens, engine.max_seq_len, param="max_tokens", what="prompt")
-        params = sampling_params(sampling_fields(raw, max_tokens=body.max_tokens, logprobs=body.logprobs is not None,
-                                                 top_logprobs=body.logprobs or 0, default_max_tokens=default_max_tokens,
-                                                 eos_id=engine.eos_id))
-        updates = engine_loop.submit(prompts, params)
-        return await respond(CompletionAnswer(model_name, prompts, params.n, token_text, params.logprobs), updates, body,
-                             started)
+        # with echo-only, max_tokens 1 just lets SamplingParams check the other fields; nothing is generated
+        params = sampling_params(sampling_fields(raw, max_tokens=1 if only_echo else body.max_tokens,
+                                                 logprobs=body.logprobs is not None, top_logprobs=body.logprobs or 0,
+                                                 default_max_tokens=default_max_tokens, eos_id=engine.eos_id))
+        echo = None
+        if body.echo:
+            echo = await asyncio.to_thread(echo_prompts, engine, given, prompts, body.logprobs)
+        answer = CompletionAnswer(model_name, prompts, params.n, token_text, params.logprobs, echo=echo,
+                                  echo_only=only_echo)
+        if only_echo:
+            if not body.stream:
+                choices = answer.echo_choices()
+                request_log.when_finished(answer, stream=False, started=started)(0, [c["finish_reason"] for c in choices])
+                return answer.whole(choices, 0)
+            return await respond(answer, no_updates(), body, started)
+        return await respond(answer, engine_loop.submit(prompts, params), body, started)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest):
@@ -448,5 +502,5 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["EngineLoop", "RequestLog", "RequestSizeLimit", "add_serve_commands", "create_app", "encode_chat", "encode_prompts",
-           "run_serve", "sampling_params"]
+__all__ = ["EngineLoop", "RequestLog", "RequestSizeLimit", "add_serve_commands", "create_app", "echo_prompts", "encode_chat",
+           "encode_prompts", "run_serve", "sampling_params"]

@@ -29,6 +29,8 @@ ALLOWED_LOCAL: dict[str, set[str]] = {
     "seedcoder.evaluation.generators": {"seedcoder.generate", "seedcoder.sampling"},
     # `seedcoder curate` runs its other steps without torch
     "seedcoder.curate.score": {"seedcoder.curate.scorer", "seedcoder.curate.scorer_train"},
+    # ... and so does the log-prob oracle against an endpoint; only its checkpoint path loads a model
+    "seedcoder.curate.logprob_oracle": {"seedcoder.checkpoint", "seedcoder.model"},
     # compiled extensions that a checkout may not have built: their users fall back without them
     "seedcoder.data.loader": {"seedcoder._C"},
     "seedcoder.kernels._cuda_ext": {"seedcoder._cuda"},

@@ -8,6 +8,7 @@ import glob
 import http.server
 import importlib.util
 import json
+import math
 import os
 import random
 import sysconfig
@@ -27,6 +28,7 @@ from seedcoder.curate.rating import (
     split_answer,
     summarize_ratings,
 )
+from seedcoder.curate.rubric import is_commented_code, measure_code, rubric_assessment
 
 # ------------------------------------------------------------------------------------------ parsing
 
@@ -78,6 +80,10 @@ def test_prompt_has_the_rubric_and_the_code():
                    "```python\n" + code):
         assert needle in prompt, needle
     assert prompt.index("explanation") < prompt.index("Rating: [[X]]")
+    clarity = prompt[prompt.index("3. Clarity"): prompt.index("4. Reusability")]
+    for needle in ("commented-out blocks of code", "debug print statements", "print(...)", "console.log(...)",
+                   "System.out.println(...)"):
+        assert needle in clarity, needle
     long = build_rating_prompt("x = 1\n" * 10_000, "python", "big.py", max_chars=1000)
     assert "[truncated: the first 1,000 of 60,000 characters are shown]" in long and len(long) < 4000
     fenced = build_rating_prompt('doc = """\n```python\nprint(1)\n```\n"""\n', "markdown", "a.md")
@@ -222,6 +228,115 @@ def test_rubric_prefers_a_well_written_module_to_an_obfuscated_one():
     assert 1 <= bad.rating <= good.rating - 3, (good.raw, bad.raw)
     for criterion in ("Readability", "Modularity", "Clarity", "Reusability"):
         assert criterion in good.explanation and criterion in bad.explanation
+
+
+def with_leftovers(text, debug, commented):
+    """`text` with a debug print before and a commented-out block after every `return` line (same indent)."""
+    out = []
+    for line in text.splitlines():
+        indent = line[: len(line) - len(line.lstrip())]
+        if line.strip().startswith("return "):
+            out += [indent + statement for statement in debug]
+            out.append(line)
+            out += [indent + statement for statement in commented]
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+JAVA = """package shop;
+
+import java.util.HashMap;
+import java.util.Map;
+
+/** Stock levels of the items of a shop, keyed by SKU. */
+public class Inventory {
+    private final Map<String, Integer> stock = new HashMap<>();
+
+    /** Adds units of an item. */
+    public void add(String sku, int units) {
+        stock.merge(sku, units, Integer::sum);
+    }
+
+    /** The units in stock of an item, 0 when unknown. */
+    public int unitsOf(String sku) {
+        return stock.getOrDefault(sku, 0);
+    }
+
+    /** Takes units of an item out of stock. */
+    public boolean remove(String sku, int units) {
+        int have = unitsOf(sku);
+        if (units > have) {
+            return false;
+        }
+        stock.put(sku, have - units);
+        return true;
+    }
+}
+"""
+
+LEFTOVERS = {  # language: (the clean file, debug prints, a commented-out block), each in the language's own syntax
+    "python": (WELL_WRITTEN, ["print('DEBUG', locals())"],
+               ["# old_items = dict(self._items)", "# for key, value in old_items.items():", "#     print(key, value)",
+                "#     self._items[key] = value"]),
+    "java": (JAVA, ['System.out.println("here " + sku);'],
+             ["// int before = stock.size();", "// for (String key : stock.keySet()) {", "//     stock.put(key, 0);",
+              "// }"]),
+}
+
+
+@pytest.mark.parametrize("language", sorted(LEFTOVERS))
+def test_rubric_rates_commented_out_blocks_and_debug_prints_lower(language):
+    clean, debug, commented = LEFTOVERS[language]
+    messy = with_leftovers(clean, debug, commented)
+    path = "inventory.py" if language == "python" else "Inventory.java"
+    good, bad = rubric_assessment(clean, language, path), rubric_assessment(messy, language, path)
+    assert good.metrics.commented_code_lines == good.metrics.debug_prints == 0
+    returns = clean.count("return ")
+    assert bad.metrics.debug_prints == returns * len(debug)
+    assert bad.metrics.commented_code_lines == returns * len(commented) and bad.metrics.commented_code_blocks == returns
+    assert bad.clarity < good.clarity - 3 and bad.score < good.score - 1
+    assert _rate(messy, language, path).rating < _rate(clean, language, path).rating
+    assert "commented-out code lines" in bad.explanation and "debug print" in bad.explanation
+    # only one kind of leftover still costs, less
+    only_prints = rubric_assessment(with_leftovers(clean, debug, []), language, path)
+    assert bad.clarity < only_prints.clarity < good.clarity
+
+
+@pytest.mark.parametrize("language, code, debug_prints, commented_lines", [
+    ("python", "x = 1\n# y = compute(x)\n# return y\n# The total of the values, in cents.\nprint(x)\nbreakpoint()\n",
+     2, 2),
+    ("javascript", "let a = 1;\n// const b = a + 1;\n// console.log(b);\n/* if (a > 1) {\n   return a;\n} */\n"
+     "console.log('a', a);\ndebugger;\n// This explains what a is for\n", 2, 5),
+    ("typescript", "const a: number = 1;\nconsole.debug(a);\n// TODO: use a = 2;\n", 1, 0),
+    ("java", "int a = 1;\n// System.out.println(a);\nSystem.err.println(a);\ne.printStackTrace();\n", 2, 1),
+    ("c", "int a = 1;\n/* a = a + 1; */\nprintf(\"%d\\n\", a);\nfprintf(stderr, \"a\");\nsnprintf(buf, 4, \"x\");\n",
+     2, 1),
+    ("cpp", "int a = 1;\nstd::cout << a << std::endl;\n// std::cerr << a;\n// See https://example.com/a(b);\n", 1, 1),
+    ("go", "a := 1\n// fmt.Println(a)\n// b := a + 1\nfmt.Printf(\"%d\\n\", a)\nlog.Printf(\"a\")\n", 1, 2),
+])
+def test_clarity_leftovers_are_measured_per_language(language, code, debug_prints, commented_lines):
+    metrics = measure_code(code, language)
+    assert (metrics.debug_prints, metrics.commented_code_lines) == (debug_prints, commented_lines)
+
+
+def test_comments_that_are_prose_are_not_commented_out_code():
+    for text in ("The total of the values, in cents.", "x = the number of items", "TODO: call reset() here;",
+                 "See https://example.com/api(v2)", "if you want this, do that:", "noqa: E501", "-*- coding: utf-8 -*-",
+                 "Returns the sum of a and b", "type: ignore"):
+        assert not is_commented_code(text), text
+    for text in ("total = compute(values)", "self.reset()", "return x;", "}", "import os", "for (int i = 0; i < n; i++) {",
+                 "if value is not None and value > limit:", "b := a + 1", "from .a import b"):
+        assert is_commented_code(text), text
+
+
+def test_rubric_score_is_the_unrounded_mean():
+    result = _rate(WELL_WRITTEN, "python", "inventory.py")
+    assessment = rubric_assessment(WELL_WRITTEN, "python", "inventory.py")
+    assert result.score == pytest.approx(assessment.score, abs=1e-4) and 1.0 <= result.score <= 10.0
+    assert result.rating == math.floor(assessment.score + 0.5)
+    zero = _rate("a: 1\n", "yaml", "a.yml")
+    assert zero.rating == 0 and zero.score == 0.0 and zero.distribution is None
 
 
 def test_rubric_on_real_code_is_mostly_mid_to_high():
@@ -434,4 +549,5 @@ def test_openai_backend_counts_unparseable_answers(fake_server, tmp_path):
     assert all(r.rating is None and r.error.startswith("unparseable answer: no 'Rating: [[X]]'") for r in results)
     assert results[0].raw == fake_server.answer
     assert summarize_ratings(results) == {"total": 3, "rated": 0, "unparseable": 3, "failed": 0,
-                                          "histogram": {str(k): 0 for k in range(11)}, "mean": None}
+                                          "histogram": {str(k): 0 for k in range(11)}, "mean": None,
+                                          "mean_score": None}

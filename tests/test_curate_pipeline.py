@@ -680,3 +680,19 @@ def test_run_pipeline_defaults_follow_lines(tmp_path):
     data = load_pipeline_config(str(path))
     assert pipeline._ingested_git_repositories(data["steps"]) == ([ROOT] if os.path.isdir(os.path.join(ROOT, ".git"))
                                                                   else [])
+
+
+def test_scorer_learns_the_oracles_number_not_its_rounding(tmp_path):
+    """scorer_train's target is `rating_score` (the log-prob rater's expectation, the proxy's mean) when the oracle
+    step wrote one, else the integer `rating`."""
+    import pyarrow as pa
+
+    from seedcoder.curate.score import training_rows
+
+    rows = [{"id": f"f{i}", "text": "x = 1\n", "language": "python", "path": f"f{i}.py"} for i in range(3)]
+    extra = pa.schema([("rating", pa.int64()), ("rating_score", pa.float64())])
+    with_scores = make_dataset(tmp_path / "scored", [[{**r, "rating": 7, "rating_score": 6.6 + i} for i, r in
+                                                      enumerate(rows)]], extra)
+    assert pa.concat_tables(training_rows(with_scores)).column("rating").to_pylist() == pytest.approx([6.6, 7.6, 8.6])
+    plain = make_dataset(tmp_path / "plain", [[{**r, "rating": 4} for r in rows]], pa.schema([("rating", pa.int64())]))
+    assert pa.concat_tables(training_rows(plain)).column("rating").to_pylist() == [4, 4, 4]

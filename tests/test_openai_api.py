@@ -10,9 +10,11 @@ import pytest
 from seedcoder.openai_api import (
     APIError,
     CompletionAnswer,
+    Echo,
     chat_max_tokens,
     check_completion_count,
     check_context,
+    echo_only,
     prompts_of,
     refuse_unsupported,
     sampling_fields,
@@ -35,7 +37,11 @@ def test_request_checks_name_the_field():
     assert refusal(check_completion_count, {"n": 1, "best_of": 5}, 1, 4).param == "best_of"
     assert "ask for 6 completions" in refusal(check_completion_count, {"n": 3}, 2, 4).message
     check_completion_count({"n": 2}, 2, 4)
-    assert refusal(refuse_unsupported, {"echo": True}).param == "echo"
+    assert refusal(refuse_unsupported, {"suffix": "x"}).param == "suffix"
+    refuse_unsupported({"echo": True})  # echo is supported
+    assert echo_only({"echo": True, "max_tokens": 0}) and not echo_only({"echo": True, "max_tokens": 3})
+    assert not echo_only({"max_tokens": None}) and not echo_only({"echo": True})
+    assert refusal(echo_only, {"max_tokens": 0}).param == "max_tokens"
     assert refusal(refuse_unsupported, {"n": 2, "best_of": 3}).param == "best_of"
     refuse_unsupported({"n": 2, "best_of": 2, "response_format": {"type": "text"}})
     error = refusal(check_context, [[1, 2], [1] * 7], 2, 8, param="max_tokens", what="prompt")
@@ -98,3 +104,32 @@ def test_streams_and_whole_answers():
     whole = asyncio.run(whole_answer(answer, updates_of(items), finished=lambda *a: None))
     assert [(c["index"], c["text"]) for c in whole["choices"]] == [(1, ""), (2, "c")]
     assert whole["object"] == "text_completion" and whole["usage"]["completion_tokens"] == 1
+
+
+class Letters:
+    """TokenText stand-in: token id i is the letter chr(97 + i)."""
+
+    @staticmethod
+    def text(token_id):
+        return chr(97 + token_id)
+
+
+def test_echo_answers_put_the_prompt_first():
+    echo = [Echo("ab", [0, 1], [None, -0.5], [None, {1: -0.5, 2: -1.5}]), Echo("c", [2], [None], [None])]
+    answer = CompletionAnswer("m", [[0, 1], [2]], 1, token_text=Letters, logprobs=True, echo=echo, echo_only=True)
+    choices = answer.echo_choices()
+    assert [(c["index"], c["text"], c["finish_reason"]) for c in choices] == [(0, "ab", "length"), (1, "c", "length")]
+    assert choices[0]["logprobs"] == {"tokens": ["a", "b"], "token_logprobs": [None, -0.5],
+                                      "top_logprobs": [None, {"b": -0.5, "c": -1.5}], "text_offset": [0, 1]}
+    # a completion after its echo: text and log-probs continue the prompt's, offsets too
+    answer = CompletionAnswer("m", [[0, 1]], 1, token_text=Letters, logprobs=True, echo=echo[:1])
+    completion = SimpleNamespace(text="dd", token_ids=[3, 3], model_logprobs=[-1.0, -2.0], top_logprobs=None,
+                                 finish_reason="length")
+    choice = answer.choice(0, completion)
+    assert choice["text"] == "abdd"
+    assert choice["logprobs"] == {"tokens": ["a", "b", "d", "d"], "token_logprobs": [None, -0.5, -1.0, -2.0],
+                                  "text_offset": [0, 1, 2, 3], "top_logprobs": [None, {"b": -0.5, "c": -1.5}, None, None]}
+    streamed = collect(stream_events(answer, updates_of([]), include_usage=False, finished=lambda *a: None))
+    assert json.loads(streamed[0][len("data: "):])["choices"][0]["text"] == "ab"
+    with pytest.raises(ValueError, match="echo_only needs echo"):
+        CompletionAnswer("m", [[0]], 1, token_text=Letters, logprobs=False, echo_only=True)

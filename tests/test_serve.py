@@ -13,6 +13,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
@@ -152,6 +153,58 @@ def test_chat_greedy_equals_the_engine_on_the_chat_template(client, reference, t
     assert out.usage.prompt_tokens == len(tokenize_chat(MESSAGES, tokenizer).input_ids)
 
 
+def direct_logprobs(model, ids):
+    """log p(ids[i] | ids[:i]) for i >= 1 and the top-2 alternatives, from one forward pass of the model."""
+    with torch.no_grad():
+        rows = model(torch.tensor([ids]))[0].log_softmax(-1)
+    return [rows[i - 1, ids[i]].item() for i in range(1, len(ids))], rows[:-1].topk(2, dim=-1)
+
+
+def test_echo_returns_the_prompt_tokens_log_probs(client, model, tokenizer, reference):
+    """echo + max_tokens 0: the prompt back with its tokens' log-probs (the first None), as vLLM answers it; the
+    log-prob rater reads candidates' log-probs this way."""
+    prompts = [PROMPT, "import os\nfor name in os.listdir('.'):"]
+    out = client.completions.create(model=MODEL, prompt=prompts, echo=True, max_tokens=0, logprobs=2, n=2)
+    assert [c.index for c in out.choices] == [0, 1, 2, 3] and out.usage.completion_tokens == 0
+    for choice in out.choices:
+        prompt = prompts[choice.index // 2]
+        ids = tokenizer.encode(prompt).ids
+        expected, (top_values, _) = direct_logprobs(model, ids)
+        assert choice.text == prompt and choice.finish_reason == "length"
+        assert "".join(choice.logprobs.tokens) == prompt and len(choice.logprobs.tokens) == len(ids)
+        assert choice.logprobs.token_logprobs[0] is None and choice.logprobs.top_logprobs[0] is None
+        assert choice.logprobs.token_logprobs[1:] == pytest.approx(expected, abs=1e-4)
+        for entry, top in zip(choice.logprobs.top_logprobs[1:], top_values.tolist()):  # keyed by text: may collide
+            assert 1 <= len(entry) <= 2 and all(min(abs(v - t) for t in top) < 1e-4 for v in entry.values())
+        assert choice.logprobs.text_offset[-1] == len(prompt) - len(choice.logprobs.tokens[-1])
+    # logprobs=0: the prompt tokens' log-probs through the fused loss, no alternatives
+    zero = client.completions.create(model=MODEL, prompt=PROMPT, echo=True, max_tokens=0, logprobs=0).choices[0]
+    assert zero.logprobs.token_logprobs[1:] == pytest.approx(out.choices[0].logprobs.token_logprobs[1:], abs=1e-4)
+    # token-id prompts are echoed decoded; echo without logprobs carries no log-probs
+    plain = client.completions.create(model=MODEL, prompt=tokenizer.encode(PROMPT).ids, echo=True, max_tokens=0)
+    assert plain.choices[0].text == PROMPT and plain.choices[0].logprobs is None
+
+
+def test_echo_before_a_completion_whole_and_streamed(client, reference, tokenizer):
+    kwargs = dict(model=MODEL, prompt=PROMPT, echo=True, max_tokens=5, temperature=0, logprobs=1,
+                  extra_body={"ignore_eos": True})
+    expected = reference.generate([PROMPT], SamplingParams(temperature=0, max_tokens=5, stop_token_ids=()))[0][0]
+    choice = client.completions.create(**kwargs).choices[0]
+    prompt_tokens = len(tokenizer.encode(PROMPT).ids)
+    assert choice.text == PROMPT + expected.text
+    assert len(choice.logprobs.tokens) == prompt_tokens + 5 and choice.logprobs.token_logprobs[0] is None
+    assert choice.logprobs.token_logprobs[prompt_tokens:] == pytest.approx(expected.model_logprobs, abs=1e-4)
+    offsets = choice.logprobs.text_offset
+    assert offsets == sorted(offsets) and offsets[prompt_tokens] == len(PROMPT)  # the completion's continue the prompt's
+    chunks = list(client.completions.create(stream=True, **kwargs))
+    assert chunks[0].choices[0].text == PROMPT and chunks[0].choices[0].logprobs.tokens[0] == choice.logprobs.tokens[0]
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == choice.text
+    streamed_offsets = [o for c in chunks if c.choices and c.choices[0].logprobs for o in c.choices[0].logprobs.text_offset]
+    assert streamed_offsets == offsets
+    only = list(client.completions.create(model=MODEL, prompt=PROMPT, echo=True, max_tokens=0, stream=True))
+    assert [(c.choices[0].text, c.choices[0].finish_reason) for c in only] == [(PROMPT, "length")]
+
+
 def test_streaming_completions_and_chat(client):
     kwargs = dict(model=MODEL, max_tokens=16, temperature=0, extra_body={"ignore_eos": True})
     whole = client.completions.create(prompt=PROMPT, **kwargs).choices[0].text
@@ -185,8 +238,11 @@ def test_bad_requests_get_openai_errors(client, server):
         client.completions.create(model="gpt-4", prompt=PROMPT)
     with pytest.raises(openai.BadRequestError, match="role"):
         client.chat.completions.create(model=MODEL, messages=[{"role": "robot", "content": "x"}])
-    with pytest.raises(openai.BadRequestError, match="echo"):
-        client.completions.create(model=MODEL, prompt=PROMPT, echo=True)
+    with pytest.raises(openai.BadRequestError, match="max_tokens: 0 is allowed only with echo") as error:
+        client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=0)
+    assert error.value.body["param"] == "max_tokens"
+    with pytest.raises(openai.BadRequestError, match="suffix"):
+        client.completions.create(model=MODEL, prompt=PROMPT, suffix="x")
     with pytest.raises(openai.BadRequestError, match="max_seq_len"):
         client.completions.create(model=MODEL, prompt=[1] * 600)
     for body in [{"model": MODEL}, {"model": MODEL, "prompt": PROMPT, "n": "many"}, b"{not json"]:

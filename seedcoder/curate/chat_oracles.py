@@ -24,7 +24,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -134,6 +134,43 @@ class _ChatOracle(Oracle):
 _RETRY_STATUS = frozenset({408, 409, 429})
 
 
+class Retrier:
+    """Calls to an OpenAI-compatible endpoint through the `openai` client, retried: at most 1 + max_retries
+    attempts, waiting backoff_s * 2**attempt (±25% jitter, capped at max_backoff_s) between them, on connection
+    errors, timeouts, 408/409/429 and 5xx; other errors (4xx) fail at once. Thread-safe. Shared by the chat
+    backend here and the log-prob rater (`curate/logprob_oracle.py`)."""
+
+    def __init__(self, openai: Any, max_retries: int, backoff_s: float, max_backoff_s: float):
+        self.openai, self.max_retries, self.backoff_s, self.max_backoff_s = openai, max_retries, backoff_s, max_backoff_s
+        self._lock = threading.Lock()
+        self._jitter = random.Random(0)
+
+    def retryable(self, error: Exception) -> bool:
+        openai = self.openai
+        if isinstance(error, (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError,
+                              openai.InternalServerError)):
+            return True
+        status = getattr(error, "status_code", None)
+        return isinstance(status, int) and (status in _RETRY_STATUS or status >= 500)
+
+    def call(self, function: Callable[[], Any]) -> tuple[Any, str | None]:
+        """(function's result, None), or (the last exception, the message "request failed after N attempt(s):
+        Type: message") once the attempts are spent or the error is not worth retrying."""
+        last_error: Exception | None = None
+        attempt = 0
+        for attempt in range(self.max_retries + 1):
+            try:
+                return function(), None
+            except Exception as error:  # the client's errors; anything else is a bug and also reported per request
+                last_error = error
+                if not self.retryable(error) or attempt == self.max_retries:
+                    break
+                with self._lock:
+                    jitter = self._jitter.uniform(0.75, 1.25)
+                time.sleep(min(self.max_backoff_s, self.backoff_s * 2**attempt) * jitter)
+        return last_error, f"request failed after {attempt + 1} attempt(s): {type(last_error).__name__}: {last_error}"
+
+
 class OpenAIOracle(_ChatOracle):
     """Any OpenAI-compatible chat-completions endpoint (vllm serve, sglang, a provider) via the `openai` client.
 
@@ -166,41 +203,27 @@ class OpenAIOracle(_ChatOracle):
         # The client's own retries are off: ours are counted, backed off and reported the same for every error.
         self.client = openai.OpenAI(base_url=self.base_url, api_key=os.environ.get(api_key_env) or "EMPTY",
                                     timeout=self.timeout_s, max_retries=0)
+        self.retrier = Retrier(openai, self.max_retries, self.backoff_s, self.max_backoff_s)
         self.name = f"openai:{model}"
         self._lock = threading.Lock()
-        self._jitter = random.Random(0)
-
-    def _retryable(self, error: Exception) -> bool:
-        openai = self._openai
-        if isinstance(error, (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError,
-                              openai.InternalServerError)):
-            return True
-        status = getattr(error, "status_code", None)
-        return isinstance(status, int) and (status in _RETRY_STATUS or status >= 500)
 
     def _complete_one(self, prompt: str) -> tuple[str | None, str | None]:
         messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + [
             {"role": "user", "content": prompt}]
         options = {k: v for k, v in self.sampling.items() if v is not None}
-        last_error: Exception | None = None
-        for attempt in range(self.max_retries + 1):
+
+        def call() -> Any:
             with self._lock:
                 self.calls += 1
-            try:
-                response = self.client.chat.completions.create(model=self.model, messages=messages, **options)
-                content = response.choices[0].message.content if response.choices else None
-                if not content:
-                    return None, "request failed: the endpoint returned an empty answer"
-                return content, None
-            except Exception as error:  # the client's errors; anything else is a bug and also reported per request
-                last_error = error
-                if not self._retryable(error) or attempt == self.max_retries:
-                    break
-                with self._lock:
-                    jitter = self._jitter.uniform(0.75, 1.25)
-                time.sleep(min(self.max_backoff_s, self.backoff_s * 2**attempt) * jitter)
-        attempts = attempt + 1
-        return None, f"request failed after {attempts} attempt(s): {type(last_error).__name__}: {last_error}"
+            return self.client.chat.completions.create(model=self.model, messages=messages, **options)
+
+        response, error = self.retrier.call(call)
+        if error is not None:
+            return None, error
+        content = response.choices[0].message.content if response.choices else None
+        if not content:
+            return None, "request failed: the endpoint returned an empty answer"
+        return content, None
 
     def _complete_many(self, prompts: list[str]) -> list[tuple[str | None, str | None]]:
         if len(prompts) == 1 or self.concurrency == 1:
@@ -243,4 +266,4 @@ class VLLMOracle(_ChatOracle):
         return answers
 
 
-__all__ = ["OpenAIOracle", "ResponseCache", "VLLMOracle"]
+__all__ = ["OpenAIOracle", "ResponseCache", "Retrier", "VLLMOracle"]

@@ -5,8 +5,10 @@ rubric; this module chooses the backend, samples the files and runs the step.
     oracle = make_oracle("openai", base_url="http://localhost:8000/v1", model="Qwen/Qwen2.5-Coder-32B-Instruct",
                          concurrency=16, cache_dir="runs/oracle-cache")  # any OpenAI-compatible server
     oracle = make_oracle("vllm", model="...")                           # in-process vLLM (when installed)
+    oracle = make_oracle("logprob", checkpoint="runs/demo")             # any model: the ratings' probabilities
+    oracle = make_oracle("logprob", base_url="http://127.0.0.1:8000/v1")  # ... through a completions endpoint
     results = oracle.rate([RatingRequest(id="a1", text=code, language="python", path="pkg/util.py")])
-    results[0].rating, results[0].explanation                           # 7, "Readability: ..."
+    results[0].rating, results[0].score, results[0].explanation         # 7, 7.0, "Readability: ..."
     chosen = stratified_sample(languages, 1000, seed=0)                 # row indices to rate
 
 Backends (one interface, `curate/rating.py`: `Oracle.rate(requests) -> results` in request order, `Oracle.name`;
@@ -16,6 +18,14 @@ the prompt and the parsing of `Rating: [[X]]` live there too):
   * "openai" (`OpenAIOracle`, `curate/chat_oracles.py`): any OpenAI-compatible chat endpoint, with retries,
     concurrency and an on-disk response cache (`cache_dir`).
   * "vllm" (`VLLMOracle`, `curate/chat_oracles.py`): vLLM in this process (when installed), the same cache.
+  * "logprob" (`LogprobOracle`, `curate/logprob_oracle.py`): any language model (our checkpoint, a Hugging Face
+    folder, an OpenAI-compatible completions endpoint returning log-probabilities) rates by the probabilities it
+    gives "0".."10" after `Rating: [[`; the score is their expectation. Never unparseable.
+
+The step's output columns: `rating` (int 0..10), `rating_score` (float: the number the scorer should learn; the
+parsed rating, the rubric proxy's unrounded mean, the log-prob rater's expectation), `rating_distribution` (the
+log-prob rater's 11 probabilities, else null), `rating_entropy` (nats, log-prob rater only), `rating_explanation`,
+`rating_raw`, `oracle` (the backend's name). An empty sample (n < 1, or an input without rows) is an error.
 """
 
 from __future__ import annotations
@@ -33,8 +43,9 @@ import pyarrow as pa
 from seedcoder.config import option
 from seedcoder.curate import dataset as ds
 from seedcoder.curate.chat_oracles import OpenAIOracle, VLLMOracle
-from seedcoder.curate.errors import CurateConfigError
+from seedcoder.curate.errors import CurateConfigError, CurateStateError
 from seedcoder.curate.executor import Task
+from seedcoder.curate.logprob_oracle import LogprobOracle
 from seedcoder.curate.rating import Oracle, OracleError, RatingRequest
 from seedcoder.curate.rubric import RubricOracle
 from seedcoder.curate.step import WORKER_CACHE, StepContext, StepKind, column, say
@@ -84,11 +95,12 @@ def stratified_sample(languages: Sequence[str], n: int, *, seed: int = 0, min_pe
 
 
 # ------------------------------------------------------------------------------------------ factory
-BACKENDS = {"rubric": RubricOracle, "openai": OpenAIOracle, "vllm": VLLMOracle}
+BACKENDS = {"rubric": RubricOracle, "openai": OpenAIOracle, "vllm": VLLMOracle, "logprob": LogprobOracle}
 
 
 def make_oracle(backend: str = "rubric", **options: Any) -> Oracle:
-    """An oracle by backend name ("rubric", "openai", "vllm"); options go to its constructor (see each class)."""
+    """An oracle by backend name ("rubric", "openai", "vllm", "logprob"); options go to its constructor (see each
+    class)."""
     if backend not in BACKENDS:
         raise OracleError(f"unknown oracle backend {backend!r}; choose one of {sorted(BACKENDS)}")
     cls = BACKENDS[backend]
@@ -114,16 +126,22 @@ def oracle_task(in_dir: str, rows: Sequence[tuple[int, int]], out_dir: str, inde
     requests = [RatingRequest(id=i, text=t, language=lang, path=p) for i, t, lang, p in
                 zip(column(table, "id"), column(table, "text"), column(table, "language"), column(table, "path"))]
     results = {result.id: result for result in oracle.rate(requests)} if requests else {}
-    ratings, explanations, raws, reasons = [], [], [], []
+    ratings, scores, distributions, entropies, explanations, raws, reasons = [], [], [], [], [], [], []
     for request in requests:
         result = results.get(request.id)
         if result is None:
             ratings.append(None)
+            scores.append(None)
+            distributions.append(None)
+            entropies.append(None)
             explanations.append("")
             raws.append("")
             reasons.append("unparseable_rating: the oracle returned no result for this row")
             continue
         ratings.append(result.rating)
+        scores.append(result.value if result.rating is not None else None)
+        distributions.append(list(result.distribution) if result.distribution is not None else None)
+        entropies.append(result.entropy)
         explanations.append(result.explanation or "")
         raws.append(result.raw or "")
         if result.rating is None:
@@ -132,6 +150,9 @@ def oracle_task(in_dir: str, rows: Sequence[tuple[int, int]], out_dir: str, inde
         else:
             reasons.append(None)
     table = ds.with_columns(table, {"rating": pa.array(ratings, pa.int32()),
+                                    "rating_score": pa.array(scores, pa.float64()),
+                                    "rating_distribution": pa.array(distributions, pa.list_(pa.float64())),
+                                    "rating_entropy": pa.array(entropies, pa.float64()),
                                     "rating_explanation": pa.array(explanations, pa.string()),
                                     "rating_raw": pa.array(raws, pa.string()),
                                     "oracle": pa.array([oracle.name] * table.num_rows, pa.string())})
@@ -157,19 +178,22 @@ def run_oracle(ctx: StepContext) -> dict[str, Any]:
     executor = ctx.executor
     if backend != "rubric":  # an LLM backend: one client (its own concurrency) or one vLLM engine, in this process
         executor = dataclasses.replace(executor, kind="local", workers=1)
-    if backend != "vllm":  # cheap to build: check the backend and its options before any work
-        step_oracle(backend, ctx.options["backend_options"])
     ctx.executor = executor
     in_dir = ctx.inputs["in"]
     parts = ds.finished_parts(in_dir)
-    done = ctx.prepare()
-    if done is not None:
-        return done
     located, languages = [], []
     for part in parts:
         values = ds.read_part(in_dir, part, ["language"]).column("language").to_pylist()
         languages += [value or "unknown" for value in values]
         located += [(part, row) for row in range(len(values))]
+    if not languages:
+        raise CurateStateError(f"{ctx.name}: nothing to rate: the input {in_dir} holds no rows (did its step keep "
+                               "any file?)")
+    if backend != "vllm":  # check the backend and its options before any work (the model rater loads its model)
+        step_oracle(backend, ctx.options["backend_options"])
+    done = ctx.prepare()
+    if done is not None:
+        return done
     chosen = sorted(int(i) for i in stratified_sample(languages, ctx.options["n"], seed=ctx.options["seed"]))
     per_part = ctx.options["shard_rows"]
     groups = [[located[i] for i in chosen[start : start + per_part]] for start in range(0, len(chosen), per_part)]
@@ -188,13 +212,20 @@ def run_oracle(ctx: StepContext) -> dict[str, Any]:
 class OracleOptions:
     n: int = option(1000, "files to rate")
     seed: int = option(0, "sampling seed")
-    backend: str = option("rubric", "rubric (offline static proxy), openai (any OpenAI-compatible endpoint) or vllm")
-    backend_options: dict[str, Any] = option({}, "options of the backend (model, base_url, concurrency, cache_dir, ...)")
+    backend: str = option("rubric", "rubric (offline static proxy), openai (any OpenAI-compatible endpoint), vllm, "
+                                    "or logprob (a model's probabilities of the ratings: checkpoint or base_url)")
+    backend_options: dict[str, Any] = option({}, "options of the backend (model, base_url, checkpoint, concurrency, "
+                                                 "cache_dir, ...)")
     shard_rows: int = option(256, "rated rows per output shard (the unit of resumption)")
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.n < 1:
+            raise ValueError(f"n: the number of files to rate must be >= 1, got {self.n} (an empty sample trains no "
+                             "scorer)")
+        if self.shard_rows < 1:
+            raise ValueError(f"shard_rows: must be >= 1, got {self.shard_rows}")
 
 
 STEP = StepKind("oracle", "ratings (0-10) of a sample stratified by language", run_oracle, OracleOptions, line="ratings")

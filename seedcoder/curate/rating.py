@@ -1,13 +1,15 @@
 """What an oracle rating is: the request and result, the rubric prompt, parsing the rater's answer, and the
-`Oracle` interface every backend implements (the backends: `curate/rubric.py`, `curate/chat_oracles.py`; choosing
-one and the curation step: `curate/oracle.py`).
+`Oracle` interface every backend implements (the backends: `curate/rubric.py`, `curate/chat_oracles.py`,
+`curate/logprob_oracle.py`; choosing one and the curation step: `curate/oracle.py`).
 
 The rubric (Seed-Coder, "Let the Code Model Curate Data for Itself"): the rater judges readability, modularity,
 clarity and reusability, writes its explanation first and ends with `Rating: [[X]]`, X an integer 0-10; a file
 gets 0 when it is mostly configuration or data with almost no logic, or auto-generated. `build_rating_prompt`
 writes that prompt; `parse_rating` reads the last `Rating: [[X]]` of an answer and returns None for a missing,
 malformed (7.5, "seven", 7/10) or out-of-range value: the caller counts such answers as unparseable and leaves
-them out (RatingResult.error says why).
+them out (RatingResult.error says why). A result's `score` is the rating as a number, what the scorer learns:
+the parsed integer, the rubric proxy's unrounded mean, or the log-prob rater's expectation over 0..10 (which
+also gives the distribution and its entropy; it never needs parsing).
 
     prompt = build_rating_prompt(code, "python", "pkg/util.py")
     explanation, rating, problem = split_answer(answer)                 # "Readability: ...", 7, None
@@ -40,13 +42,29 @@ class RatingRequest:
 
 @dataclass(frozen=True)
 class RatingResult:
-    """`rating` is None when the answer had no parseable rating or the request failed; `error` then says which."""
+    """`rating` is None when the answer had no parseable rating or the request failed; `error` then says which.
+
+    `score` is the rating as a number, what the scorer learns: the parsed integer for a written answer, the
+    rubric proxy's unrounded mean, the log-prob rater's expectation over 0..10 (then `rating` is its rounding).
+    `distribution` (11 probabilities of the ratings 0..10) and `entropy` (of that distribution, in nats) come
+    from the log-prob rater only; None elsewhere.
+    """
 
     id: str
     rating: int | None
     explanation: str
     raw: str
     error: str | None = None
+    score: float | None = None
+    distribution: tuple[float, ...] | None = None
+    entropy: float | None = None
+
+    @property
+    def value(self) -> float | None:
+        """The rating as a number: `score` when the backend gave one, else `rating`."""
+        if self.score is not None:
+            return self.score
+        return None if self.rating is None else float(self.rating)
 
 
 # ------------------------------------------------------------------------------------------ the prompt
@@ -62,7 +80,9 @@ docstrings; lines of reasonable length.
 2. Modularity: the logic is organised into well-scoped functions, classes or modules with clear \
 responsibilities, rather than one long monolithic block.
 3. Clarity: straightforward control flow with shallow nesting, little redundancy or copy-pasted code, no \
-unexplained magic values; the intent of the code is easy to follow.
+unexplained magic values; no commented-out blocks of code and no leftover debug print statements (for example \
+print(...), console.log(...), System.out.println(...), printf(...) or fmt.Println(...) used for debugging); the \
+intent of the code is easy to follow.
 4. Reusability: general, well-defined interfaces; components that could be reused in other projects; no \
 hard-coded values that tie the code to one machine or one use.
 
@@ -130,15 +150,22 @@ def parse_rating(answer: str) -> int | None:
     return split_answer(answer)[1]
 
 
-def result_from_answer(request_id: str, answer: str) -> RatingResult:
+def result_from_answer(request_id: str, answer: str, *, score: float | None = None) -> RatingResult:
+    """The result of a written answer; `score` (a finer value behind the rating, e.g. the rubric proxy's mean) is
+    kept only when the answer parsed, else the score is the parsed rating."""
     explanation, rating, problem = split_answer(answer)
     error = None if rating is not None else f"unparseable answer: {problem}"
-    return RatingResult(id=request_id, rating=rating, explanation=explanation, raw=answer, error=error)
+    if rating is None:
+        score = None
+    elif score is None:
+        score = float(rating)
+    return RatingResult(id=request_id, rating=rating, explanation=explanation, raw=answer, error=error, score=score)
 
 
 def summarize_ratings(results: Sequence[RatingResult]) -> dict[str, Any]:
     """Counts for a report: rated, unparseable (an answer without a valid rating), failed, and the histogram."""
     rated = [r.rating for r in results if r.rating is not None]
+    scores = [r.value for r in results if r.rating is not None and r.value is not None]
     unparseable = sum(1 for r in results if r.rating is None and (r.error or "").startswith("unparseable"))
     histogram = Counter(rated)
     return {
@@ -148,6 +175,7 @@ def summarize_ratings(results: Sequence[RatingResult]) -> dict[str, Any]:
         "failed": len(results) - len(rated) - unparseable,
         "histogram": {str(k): histogram.get(k, 0) for k in range(RATING_SCALE[0], RATING_SCALE[1] + 1)},
         "mean": float(np.mean(rated)) if rated else None,
+        "mean_score": float(np.mean(scores)) if scores else None,
     }
 
 

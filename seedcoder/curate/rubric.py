@@ -1,13 +1,25 @@
 """The offline rubric proxy (oracle backend "rubric", `RubricOracle`, name "rubric-proxy"): NOT an LLM.
 
 A static proxy that measures the rubric's four criteria from the code (comment/docstring density, line lengths,
-identifier quality; definitions and their size; nesting depth, duplicated lines, magic numbers; documented
-definitions, top-level script code, hard-coded paths) and applies the zero rules (config/data languages and
-extensions, generated-file markers, minified text, data-vs-logic line ratio, almost no logic), then writes an
-explanation and `Rating: [[X]]` that go through the same parser as an LLM's answer (`curate/rating.py`).
-Deterministic and offline: the default when no LLM is configured.
+identifier quality; definitions and their size; nesting depth, duplicated lines, magic numbers, commented-out
+code and debug prints; documented definitions, top-level script code, hard-coded paths) and applies the zero
+rules (config/data languages and extensions, generated-file markers, minified text, data-vs-logic line ratio,
+almost no logic), then writes an explanation and `Rating: [[X]]` that go through the same parser as an LLM's
+answer (`curate/rating.py`). Deterministic and offline: the default when no LLM is configured. The result's
+`score` is the unrounded mean of the four criteria (0 under a zero rule), the rating its rounding.
+
+Clarity's leftovers. A comment line whose text is a code statement (an assignment, a call, a statement ending
+with `;`, a control header, an import, a lone closing brace: `_COMMENTED_CODE`; prose, TODOs, URLs and tool
+directives are not) is commented-out code; a run of two or more such lines is a block. A debug print is a code
+line calling a language's print-for-debugging (`DEBUG_PRINTS`: Python print/pprint/breakpoint/pdb, JS/TS
+console.log/debugger, Java/Kotlin/Scala System.out.println/printStackTrace, C/C++ printf/puts/cout/cerr, Go
+fmt.Print*/println, Rust println!/dbg!, C# Console.WriteLine, PHP var_dump/print_r, Ruby p/puts/pry, Swift,
+Dart). Both scale Clarity down, to 40% at their worst (15% of the code lines commented out and 8% debug prints),
+and commented-out lines do not count as comments for Readability. Python docstrings are not searched (their
+examples are documentation).
 
     metrics = measure_code(text, "python")                              # CodeMetrics: lines, definitions, depth...
+    assessment = rubric_assessment(text, "python", "pkg/util.py")       # the four criteria, their mean, the rating
     answer = rubric_answer(text, "python", "pkg/util.py")               # "...\nRating: [[7]]"
 """
 
@@ -91,6 +103,75 @@ bool boolean string str long short unsigned signed auto end begin then elsif unl
 template typename namespace using virtual override readonly val object trait sealed data when fun defer chan map
 range select interface begin rescue ensure puts print echo include require sub my our foreach where let's
 """.split())
+# Clarity's leftovers (module docstring). A comment's text that is a code statement:
+_COMMENTED_CODE = re.compile(
+    r"^[A-Za-z_$][\w$.]*(?:\[[^\]]*\])*\s*(?:[-+*/%&|^:]|<<|>>)?=(?![=>])\s*(?P<rhs>\S.*)$"  # x = ..., a.b[1] += ...
+    r"|^[A-Za-z_$][\w$.]*(?:::\w+)*(?:->\w+)*\(.*\)\s*[;{]?$"  # foo(x);  self.update()  ns::f(a) {
+    r"|^.*[\w)\]'\"]\s*;$"  # a C-like statement ending with ;
+    r"|^(?:}\s*)?(?:else|try|do|finally)?\s*(?:if|for|while|switch|catch|else if)?\s*(?:\(.*\))?\s*\{$"  # ... {
+    r"|^(?:if|elif|while|for|with|def|class|except)\b.*[()\[\]=.<>].*:$|^(?:else|try|finally):$"  # Python headers
+    r"|^(?:import\s+[\w.]+(?:\s+as\s+\w+)?;?|from\s+[\w.]+\s+import\s+[\w., *()]+|#\s*include\s*[<\"].*"
+    r"|package\s+[\w.]+;|return(?:\s+[\w.()\[\]]+)?;?)$"
+)
+_NOT_COMMENTED_CODE = re.compile(
+    r"://|^(?:todo|fixme|xxx|note|hack|noqa|type:|pylint|eslint|fmt:|pragma|nolint|clang-format|prettier|istanbul|"
+    r"-\*-|!|@|>>>|\.\.\.|e\.g\.|i\.e\.|see\b|example)",
+    re.IGNORECASE,
+)
+_PROSE = re.compile(r"(?:\b[A-Za-z]{2,}\b +){3}[A-Za-z]{2,}\b")  # four plain words in a row
+_JS_LIKE = ("javascript", "typescript", "tsx", "jsx", "vue", "svelte", "deno", "node")
+_C_LIKE = ("c", "cpp", "cuda", "objc", "objective_c")
+_DEBUG_PRINT_PATTERNS = (
+    (("python",), r"^\s*(?:print|pprint|pp|ic)\s*\(|\bbreakpoint\(\s*\)|\bpdb\.set_trace\(|^\s*import\s+i?pdb\b"),
+    (_JS_LIKE, r"\bconsole\.(?:log|debug|trace|dir|table|info)\s*\(|^\s*debugger\s*;?\s*$"),
+    (("java", "groovy"), r"\bSystem\.(?:out|err)\.print(?:ln|f)?\s*\(|\.printStackTrace\(\s*\)"),
+    (("kotlin", "scala"), r"\bSystem\.(?:out|err)\.print(?:ln|f)?\s*\(|\.printStackTrace\(\s*\)|^\s*println\s*\("),
+    (_C_LIKE, r"^\s*(?:printf|puts)\s*\(|\bfprintf\s*\(\s*stderr\b|\b(?:std::)?(?:cout|cerr)\s*<<|\bNSLog\s*\("),
+    (("go",), r"\bfmt\.Print(?:ln|f)?\s*\(|^\s*print(?:ln)?\s*\(|\bspew\.Dump\s*\("),
+    (("rust",), r"\b(?:dbg|println|eprintln|print|eprint)!\s*\("),
+    (("csharp",), r"\bConsole\.Write(?:Line)?\s*\(|\bDebug\.(?:Log|Print|WriteLine)\s*\("),
+    (("php",), r"\b(?:var_dump|print_r|var_export|dd)\s*\("),
+    (("ruby",), r"^\s*(?:pp?|puts)[\s(]|\bbinding\.pry\b|\bbyebug\b"),
+    (("swift",), r"^\s*(?:print|debugPrint|dump)\s*\("),
+    (("dart",), r"^\s*(?:print|debugPrint)\s*\("),
+)
+DEBUG_PRINTS: dict[str, re.Pattern[str]] = {name: re.compile(pattern) for names, pattern in _DEBUG_PRINT_PATTERNS
+                                            for name in names}
+
+
+def is_commented_code(comment: str) -> bool:
+    """Whether a comment's text (its markers removed) is a code statement: commented-out code. Prose is not: a
+    sentence's final period, or four plain words in a row (unless the line ends like code: `;`, `{`, `:`, `)`)."""
+    body = comment.strip()
+    if re.fullmatch(r"[}\])]+[;,)]*", body):  # the end of a commented-out block
+        return True
+    if len(body) < 3 or body.endswith(".") or _NOT_COMMENTED_CODE.search(body):
+        return False
+    if _PROSE.search(body) and not (body.endswith((";", "{", ":", ")")) and re.search(r"[(\[=<>]", body)):
+        return False
+    match = _COMMENTED_CODE.match(body)
+    if match is None:
+        return False
+    rhs = match.group("rhs")
+    if rhs is not None:  # an assignment: its right side is code ("x = f(y)"), not words ("x = the input size")
+        return bool(re.fullmatch(r"\S+", rhs) or re.search(r"[()\[\]{}\"'0-9_.+\-*/]", rhs))
+    if body.endswith(";"):  # a statement, not a clause of a sentence ("module;")
+        return bool(re.search(r"[(=\[]|->|::|^(?:return|break|continue|throw|goto)\b", body))
+    return True
+
+
+def _comment_text(stripped: str, prefixes: tuple[str, ...], block: bool) -> str:
+    """A comment line's text without its markers: the line-comment prefixes, or a block's /* */ and leading *."""
+    if block:
+        for marker in ("/*", "*/", "<!--", "-->", "(*", "*)", "{-", "-}"):
+            stripped = stripped.replace(marker, " ")
+        return stripped.strip().lstrip("*").strip()
+    for prefix in sorted(prefixes, key=len, reverse=True):
+        while stripped.startswith(prefix):
+            stripped = stripped[len(prefix):]
+    return stripped.lstrip("/!*").strip()
+
+
 # Languages whose blocks are their indentation (elsewhere nesting is brace depth, or indentation without braces).
 _INDENTED_LANGUAGES = frozenset({"python", "nim", "haskell", "fsharp", "coffeescript", "elm", "purescript"})
 # Single letters that are conventional names (loop indices, coordinates, generic types): not penalised.
@@ -135,6 +216,9 @@ class CodeMetrics:
     magic_numbers: int = 0
     top_level_statements: int = 0
     hard_coded: int = 0
+    commented_code_lines: int = 0  # comment lines that are code statements (counted in comment_lines too)
+    commented_code_blocks: int = 0  # runs of two or more of them (blank lines inside a run do not end it)
+    debug_prints: int = 0  # code lines with a debug print (DEBUG_PRINTS of the language)
     generated_marker: str | None = None
 
 
@@ -176,6 +260,19 @@ def measure_code(text: str, language: str) -> CodeMetrics:
     seen: Counter[str] = Counter()
     last_comment_line = -2
     identifier_lengths: list[int] = []
+    debug_print = DEBUG_PRINTS.get(language)
+    commented_run = 0  # consecutive commented-out code lines so far
+
+    def comment_line(text: str | None) -> None:
+        """Count a comment line (`text`: its words, None for a docstring line) or, with None, end a run."""
+        nonlocal commented_run
+        if text is not None and is_commented_code(text):
+            metrics.commented_code_lines += 1
+            commented_run += 1
+            return
+        metrics.commented_code_blocks += commented_run >= 2
+        commented_run = 0
+
     for number, line in enumerate(lines):
         stripped = line.strip()
         if not stripped:
@@ -183,12 +280,14 @@ def measure_code(text: str, language: str) -> CodeMetrics:
             continue
         if in_string is not None:  # inside a multi-line string literal: code, but no structure to measure
             metrics.code_lines += 1
+            comment_line(None)
             if stripped.count(in_string) % 2 == 1:
                 in_string = None
             continue
         if in_block is not None:
             metrics.comment_lines += 1
             last_comment_line = number
+            comment_line(None if in_block in ('"""', "'''") else _comment_text(stripped, prefixes, True))
             if in_block in stripped:
                 in_block = None
             continue
@@ -197,15 +296,20 @@ def measure_code(text: str, language: str) -> CodeMetrics:
             metrics.comment_lines += 1
             last_comment_line = number
             rest = stripped[len(opener[0]):]
+            comment_line(None if opener[0] in ('"""', "'''") else _comment_text(stripped, prefixes, True))
             if opener[1] not in rest:
                 in_block = opener[1]
             continue
         if stripped.startswith(prefixes):
             metrics.comment_lines += 1
             last_comment_line = number
+            comment_line(_comment_text(stripped, prefixes, False))
             continue
         # a code line
         metrics.code_lines += 1
+        comment_line(None)
+        if debug_print is not None and debug_print.search(stripped):
+            metrics.debug_prints += 1
         indent = (len(line.expandtabs(4)) - len(line.lstrip(" \t").expandtabs(4))) // indent_unit
         without_strings = _STRING.sub('""', stripped)
         code_text.append(without_strings)
@@ -245,6 +349,7 @@ def measure_code(text: str, language: str) -> CodeMetrics:
         metrics.hard_coded += len(_HARD_CODED.findall(stripped))
         if python_like:
             in_string = next((quote for quote in ('"""', "'''") if stripped.count(quote) % 2 == 1), None)
+    comment_line(None)  # ends the file's last run
     tokens = _TOKEN.findall("\n".join(code_text))
     windows = [tuple(tokens[i : i + _REPEAT_WINDOW]) for i in range(len(tokens) - _REPEAT_WINDOW + 1)]
     if windows:
@@ -276,18 +381,35 @@ def zero_rule(text: str, language: str, path: str, metrics: CodeMetrics) -> str 
     return None
 
 
-def rubric_answer(text: str, language: str, path: str) -> str:
-    """The rubric proxy's answer for one file: an explanation of the four criteria, then `Rating: [[X]]`."""
+@dataclass(frozen=True)
+class RubricAssessment:
+    """The proxy's judgement of one file: the four criteria (0-10 each), their mean, the rating, the explanation.
+    Under a zero rule (`zero_rule`) the criteria are None and the score and rating are 0."""
+
+    metrics: CodeMetrics
+    zero_rule: str | None
+    readability: float | None
+    modularity: float | None
+    clarity: float | None
+    reusability: float | None
+    score: float  # the unrounded mean of the criteria, within 1..10 (0 under a zero rule)
+    rating: int  # the score rounded half up
+    explanation: str
+
+
+def rubric_assessment(text: str, language: str, path: str) -> RubricAssessment:
+    """Measure one file (the first DEFAULT_PROMPT_CHARS characters, what an LLM rater sees) and judge it."""
     language = (language or "unknown").lower()
     text = text[:DEFAULT_PROMPT_CHARS]  # what an LLM rater sees of the file (and bounded work per file)
     metrics = measure_code(text, language)
     header = "[rubric-proxy: a static estimate of the rubric from measured code properties, not an LLM judgement]"
     rule = zero_rule(text, language, path, metrics)
     if rule is not None:
-        return f"{header}\nZero rule: {rule}.\nRating: [[0]]"
+        return RubricAssessment(metrics, rule, None, None, None, None, 0.0, 0, f"{header}\nZero rule: {rule}.")
     m = metrics
     code = max(m.code_lines, 1)
-    comment_ratio = m.comment_lines / (m.code_lines + m.comment_lines)
+    real_comments = m.comment_lines - m.commented_code_lines  # commented-out code does not explain anything
+    comment_ratio = real_comments / max(m.code_lines + real_comments, 1)
     long_fraction = m.long_lines / max(m.lines - m.blank_lines, 1)
     short_fraction = m.short_identifiers / max(m.identifiers, 1)
     if comment_ratio < 0.08:
@@ -308,18 +430,22 @@ def rubric_answer(text: str, language: str, path: str) -> str:
 
     duplicate_fraction = m.duplicate_lines / code
     magic_per_line = m.magic_numbers / code
-    clarity = (0.4 * (0.5 * _scale(m.max_depth, 4, 10) + 0.5 * _scale(m.mean_depth, 2.0, 5.0))
-               + 0.4 * min(_scale(duplicate_fraction, 0.03, 0.3), _scale(m.repeated_token_windows, 0.1, 0.4))
-               + 0.2 * _scale(magic_per_line, 0.1, 0.8))
+    commented_fraction = m.commented_code_lines / code
+    debug_fraction = m.debug_prints / code
+    structure = (0.4 * (0.5 * _scale(m.max_depth, 4, 10) + 0.5 * _scale(m.mean_depth, 2.0, 5.0))
+                 + 0.4 * min(_scale(duplicate_fraction, 0.03, 0.3), _scale(m.repeated_token_windows, 0.1, 0.4))
+                 + 0.2 * _scale(magic_per_line, 0.1, 0.8))
+    leftovers = 0.5 * _scale(commented_fraction, 0.01, 0.15) + 0.5 * _scale(debug_fraction, 0.02, 0.08)
+    clarity = structure * (0.4 + 0.06 * leftovers)  # leftovers 10: no change; 0: 40% of the structure's score
 
     documented = m.documented_definitions / m.definitions if m.definitions else 0.0
     script_fraction = m.top_level_statements / code
     reusability = (0.5 * 10.0 * documented + 0.3 * _scale(script_fraction, 0.1, 0.6)
                    + 0.2 * _scale(m.hard_coded / code, 0.0, 0.05))
 
-    mean = (readability + modularity + clarity + reusability) / 4
-    rating = int(min(10, max(1, math.floor(mean + 0.5))))
-    return "\n".join([
+    score = min(10.0, max(1.0, (readability + modularity + clarity + reusability) / 4))
+    rating = int(math.floor(score + 0.5))
+    explanation = "\n".join([
         header,
         f"Readability ({readability:.1f}/10): comment/docstring lines {comment_ratio:.0%} of non-blank lines; "
         f"{long_fraction:.0%} of lines over 100 characters; mean identifier length {m.mean_identifier_chars:.1f}, "
@@ -328,11 +454,18 @@ def rubric_answer(text: str, language: str, path: str) -> str:
         + (f" ({lines_per_definition:.0f} lines each)." if m.definitions else "."),
         f"Clarity ({clarity:.1f}/10): nesting depth max {m.max_depth}, mean {m.mean_depth:.1f}; "
         f"{duplicate_fraction:.0%} duplicated lines, {m.repeated_token_windows:.0%} repeated code fragments; "
-        f"{magic_per_line:.2f} magic numbers per line.",
+        f"{magic_per_line:.2f} magic numbers per line; {m.commented_code_lines} commented-out code lines "
+        f"({m.commented_code_blocks} block(s)), {m.debug_prints} debug print(s).",
         f"Reusability ({reusability:.1f}/10): {documented:.0%} of definitions documented; "
         f"{script_fraction:.0%} top-level script statements; {m.hard_coded} hard-coded paths or addresses.",
-        f"Rating: [[{rating}]]",
     ])
+    return RubricAssessment(metrics, None, readability, modularity, clarity, reusability, score, rating, explanation)
+
+
+def rubric_answer(text: str, language: str, path: str) -> str:
+    """The rubric proxy's answer for one file: an explanation of the four criteria, then `Rating: [[X]]`."""
+    assessment = rubric_assessment(text, language, path)
+    return f"{assessment.explanation}\nRating: [[{assessment.rating}]]"
 
 
 class RubricOracle(Oracle):
@@ -347,10 +480,11 @@ class RubricOracle(Oracle):
             if problem is not None:
                 results.append(RatingResult(id=request.id, rating=None, explanation="", raw="", error=problem))
                 continue
-            answer = rubric_answer(request.text, request.language, request.path)
-            results.append(result_from_answer(request.id, answer))
+            assessment = rubric_assessment(request.text, request.language, request.path)
+            answer = f"{assessment.explanation}\nRating: [[{assessment.rating}]]"
+            results.append(result_from_answer(request.id, answer, score=round(assessment.score, 4)))
         return results
 
 
-__all__ = ["DATA_EXTENSIONS", "DATA_LANGUAGES", "CodeMetrics", "RubricOracle", "measure_code", "rubric_answer",
-           "zero_rule"]
+__all__ = ["DATA_EXTENSIONS", "DATA_LANGUAGES", "DEBUG_PRINTS", "CodeMetrics", "RubricAssessment", "RubricOracle",
+           "is_commented_code", "measure_code", "rubric_answer", "rubric_assessment", "zero_rule"]

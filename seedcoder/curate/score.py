@@ -23,9 +23,20 @@ from seedcoder.curate.executor import run_tasks
 from seedcoder.curate.step import WORKER_CACHE, StepContext, StepKind, column, say
 
 
+def training_rows(ratings_dir: str) -> list[pa.Table]:
+    """The oracle step's rows as the scorer learns them: the target is the oracle's number, `rating_score` (the
+    log-prob rater's expectation, the proxy's unrounded mean) when present, else the integer `rating`."""
+    tables = []
+    for _, table in ds.iter_tables(ratings_dir):
+        if "rating_score" in table.column_names:
+            table = table.set_column(table.column_names.index("rating"), "rating", table.column("rating_score"))
+        tables.append(table.select(["id", "text", "language", "path", "rating"]))
+    return tables
+
+
 def run_scorer_train(ctx: StepContext) -> dict[str, Any]:
     ratings_dir = ctx.inputs["ratings"]
-    tables = [table for _, table in ds.iter_tables(ratings_dir, ["id", "text", "language", "path", "rating"])]
+    tables = training_rows(ratings_dir)
     done = ctx.prepare()
     if done is not None:
         return done
