@@ -9,7 +9,7 @@ TORCH_VERSION := 2.13.0
 TRITON_VERSION := 3.6.0
 RESULTS ?= results
 
-.PHONY: install lock test test-slow lint ctest compile-gate cuda-gate gpu-check gpu-bench bench demo clean
+.PHONY: gpu-wheels install lock test test-slow lint ctest compile-gate cuda-gate gpu-check gpu-bench bench demo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -67,10 +67,17 @@ cuda-gate:
 # On a GPU machine, one call of at most 8 minutes (no network; the box's own python3, no venv): build for the card
 # present, bf16 kernel numerics + the gpu-marked tests, the quick kernel benchmarks, one 1B training step with MFU,
 # each phase within its own time budget. At most 8 files land in $(RESULTS) (gpu-check.md goes into
-# benchmarks/RESULTS.md unchanged); non-zero exit when a phase failed. Small wheels (liger-kernel) travel in .whl/.
+# benchmarks/RESULTS.md unchanged); non-zero exit when a phase failed. Small wheels travel in .whl/ (make gpu-wheels).
 # Without a GPU it checks its own plumbing and exits 2 (the suite runs that dry run).
 gpu-check:
 	$(PY) -m benchmarks.gpu_check $(RESULTS)
+
+# Run here, before a device call: the locked wheels the GPU box lacks (the box has no index), into .whl/ (carried).
+# liger-kernel is a benchmark peer; tokenizers is what the curation scorer benchmark needs.
+GPU_WHEELS = liger_kernel tokenizers
+gpu-wheels: install
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl \
+		$$(for name in $(GPU_WHEELS); do grep -E "^$$name==" $(LOCK); done)
 
 # The long version: every test of the kernel/model files, every kernel case and peer (autotuned), the full training
 # benchmark. Split it over 10-minute calls: PHASES="install tests", then PHASES="kernels train" (same warm machine).

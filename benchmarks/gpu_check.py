@@ -14,7 +14,8 @@ phases after it still run):
             and the model; --full: every test of those files.
   kernels   python -m benchmarks.kernels --quick (--full: every case and peer, autotuned).
   train     python -m benchmarks.train: the 1B preset at 8K tokens, 1 warm-up + 2 timed steps, MFU (--full: the
-            default steps and every implementation).
+            default steps and every implementation); then python -m benchmarks.curate_scorer: the curation
+            scorer's files/s and tokens/s on this card (needs the tokenizers wheel in .whl/: `make gpu-wheels`).
 
 It writes at most 8 files, flat, into RESULTS_DIR: gpu-check.md (goes into benchmarks/RESULTS.md unchanged: card,
 date, driver / CUDA, torch and triton versions, the phase table, the kernel and training tables), gpu-check.log
@@ -71,7 +72,7 @@ TRAIN_ARGS = ["--preset", "1b", "--seq-len", "8192", "--batch", "1", "--warmup",
               "--impl", "seedcoder", "seedcoder (packed docs)"]
 # Seconds per phase: quick (gpu-check: 440 s, under 8 minutes in all) and --full (gpu-bench: "install tests" and
 # "kernels train" each fit one 10-minute call). Not yet timed on a GPU: tune them from the first run's phase table.
-BUDGETS = {"install": (100, 150), "tests": (170, 420), "kernels": (110, 420), "train": (60, 150)}
+BUDGETS = {"install": (100, 150), "tests": (170, 420), "kernels": (110, 420), "train": (90, 180)}
 PHASES = tuple(BUDGETS)
 RESULT_FILES = ("gpu-check.md", "gpu-check.log", "install.log", "tests.log", "bench.log", "kernels.json", "train.json")
 
@@ -223,7 +224,8 @@ def phase_commands(name: str, *, full: bool, work: str) -> list[list[str]]:
         return [[py, "-m", "benchmarks.kernels", "--out", os.path.join(work, "kernels")] + ([] if full else ["--quick"])]
     if name == "train":
         args = ["--preset", "1b", "--seq-len", "8192"] if full else TRAIN_ARGS
-        return [[py, "-m", "benchmarks.train", *args, "--out", os.path.join(work, "train")]]
+        return [[py, "-m", "benchmarks.train", *args, "--out", os.path.join(work, "train")],
+                [py, "-m", "benchmarks.curate_scorer", "--out", os.path.join(work, "scorer")]]  # scoring throughput
     raise ValueError(f"unknown phase {name!r} (phases: {', '.join(PHASES)})")
 
 
@@ -253,6 +255,7 @@ def run_on_gpu(args, log: Log) -> int:
         if payload is not None:
             write_text(os.path.join(args.results, f"{stem}.json"), payload)
     sections = {stem: read(os.path.join(work, stem, f"{stem}.md")) for stem in ("kernels", "train")}
+    sections["scorer"] = scorer_table(read(os.path.join(work, "scorer", "curate_scorer.json")))
     markdown = assemble_markdown(env_info, phases, sections, full=args.full)
     write_text(os.path.join(args.results, "gpu-check.md"), markdown)
     shutil.rmtree(work, ignore_errors=True)
@@ -294,9 +297,22 @@ def section_body(markdown: str, first_line: str) -> str | None:
     return None if start is None else "\n".join(lines[start:]).strip()
 
 
+def scorer_table(payload: str | None) -> str | None:
+    """benchmarks.curate_scorer's JSON as a markdown table (the curation scorer's throughput on this card)."""
+    if payload is None:
+        return None
+    r = json.loads(payload)
+    return "\n".join([
+        "| scorer | context | files | tokens | files/s | tokens/s | input order files/s | encoding files/s |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+        f"| {r['model']} ({r['parameters']:,} parameters), {r['device']} | {r['max_tokens']} | {r['files']} | "
+        f"{r['tokens']:,} | {r['files_per_s']:.1f} | {r['tokens_per_s']:,.0f} | {r['unsorted_files_per_s']:.1f} | "
+        f"{r['encode_files_per_s']:.1f} |"])
+
+
 def assemble_markdown(env: dict, phases: list[Phase], sections: dict[str, str | None], *, full: bool) -> str:
-    """gpu-check.md: a section of benchmarks/RESULTS.md. sections maps "kernels" / "train" to the markdown those
-    benchmarks wrote (None: not run or no output)."""
+    """gpu-check.md: a section of benchmarks/RESULTS.md. sections maps "kernels" / "train" / "scorer" to the markdown
+    those benchmarks wrote (None: not run or no output)."""
     from benchmarks.report import FAKE_BANNER
 
     target = "make gpu-bench" if full else "make gpu-check"
@@ -306,7 +322,8 @@ def assemble_markdown(env: dict, phases: list[Phase], sections: dict[str, str | 
     out += ["", "| phase | result | seconds | budget s | detail |", "|---|---|--:|--:|---|"]
     out += [f"| {p.name} | {p.status} | {p.seconds:.0f} | {p.budget_s:g} | {p.detail} |" for p in phases]
     for stem, title, first_line in (("kernels", "Kernels" + ("" if full else " (quick set)"), "## Results"),
-                                    ("train", "Training step", "| impl |")):
+                                    ("train", "Training step", "| impl |"),
+                                    ("scorer", "Curation scorer throughput (benchmarks.curate_scorer)", "| scorer |")):
         source = sections.get(stem) or ""
         body = section_body(source, first_line)
         out += ["", f"#### {title}", ""]

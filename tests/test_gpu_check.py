@@ -158,7 +158,12 @@ def test_markdown_embeds_both_benchmark_sections(tmp_path):
     fake_train_report(tmp_path / "train")
     sections = {stem: (tmp_path / stem / f"{stem}.md").read_text() for stem in ("kernels", "train")}
     phases = [gpu_check.Phase(name, budget) for name, (budget, _) in gpu_check.BUDGETS.items()]
+    sections["scorer"] = gpu_check.scorer_table(json.dumps({
+        "model": "tiny", "parameters": 5_000_000, "device": "cuda", "max_tokens": 1024, "files": 88, "tokens": 90_000,
+        "files_per_s": 123.4, "tokens_per_s": 126_000.0, "unsorted_files_per_s": 99.0, "encode_files_per_s": 800.0}))
     md = gpu_check.assemble_markdown(FAKE_ENV, phases, sections, full=True)
+    assert "#### Curation scorer throughput" in md
+    assert "| tiny (5,000,000 parameters), cuda | 1024 | 88 | 90,000 | 123.4 | 126,000 | 99.0 | 800.0 |" in md
     assert "(`make gpu-bench`)" in md and f"#### Kernels\n\n{bench_report.FAKE_BANNER}\n\n##### Results" in md
     assert "| seedcoder | 1b | 1 x 8192 | bfloat16 | 100.0 | 81,920 | 42.0% | 30.0 | 11.900 |" in md
     assert md.count("# seedcoder") == 0  # the benchmarks' own titles and environment tables are left out
