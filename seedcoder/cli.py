@@ -193,6 +193,31 @@ def run_train(args: argparse.Namespace) -> int:
     return main(args.arguments)
 
 
+EXPERIMENTS = {"filter-ablation": "seedcoder.experiments.filter_ablation", "self-curate": "seedcoder.experiments.self_curation"}
+
+
+def add_experiment_commands(groups: argparse._SubParsersAction) -> None:
+    # Each experiment parses its own arguments (--config, --section.key=value overrides)
+    experiment = groups.add_parser(
+        "experiment", add_help=False,
+        help="experiments over the whole stack: filter-ablation (does quality filtering help?), self-curate (the "
+             "model rates, learns to score and filters its own data, in rounds) (`seedcoder experiment NAME --help`)",
+    )
+    experiment.add_argument("-h", "--help", action="help", help="show this help (an experiment's own: "
+                                                                "seedcoder experiment NAME --help)")
+    experiment.add_argument("name", choices=list(EXPERIMENTS), metavar="{" + ",".join(EXPERIMENTS) + "}")
+    experiment.add_argument("arguments", nargs=argparse.REMAINDER)
+    experiment.set_defaults(handler=run_experiment)
+
+
+def run_experiment(args: argparse.Namespace) -> int:
+    if args.name == "filter-ablation":
+        from seedcoder.experiments.filter_ablation import main
+    else:
+        from seedcoder.experiments.self_curation import main
+    return main(args.arguments)
+
+
 def add_eval_commands(groups: argparse._SubParsersAction) -> None:
     from seedcoder.evaluation.cli import add_eval_commands as add  # light: the heavy parts import when a command runs
 
@@ -207,7 +232,8 @@ def add_serve_commands(groups: argparse._SubParsersAction) -> None:
 
 COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [add_shards_commands, add_convert_commands,
                                                                       add_data_commands, add_curate_commands,
-                                                                      add_train_commands, add_eval_commands,
+                                                                      add_train_commands, add_experiment_commands,
+                                                                      add_eval_commands,
                                                                       add_serve_commands]
 
 

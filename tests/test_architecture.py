@@ -23,6 +23,7 @@ ALLOWED_LOCAL: dict[str, set[str]] = {
     "seedcoder.cli": {"seedcoder.curate.pipeline", "seedcoder.data.build", "seedcoder.data.shard_inspect",
                       "seedcoder.data.shards", "seedcoder.evaluation.cli", "seedcoder.hf_convert",
                       "seedcoder.posttrain.dpo", "seedcoder.posttrain.grpo", "seedcoder.posttrain.sft", "seedcoder.serve",
+                      "seedcoder.experiments.filter_ablation", "seedcoder.experiments.self_curation",
                       "seedcoder.train"},
     "seedcoder.serve": {"seedcoder.generate", "seedcoder.hf_convert", "seedcoder.sampling"},
     # `seedcoder eval` against an HTTP endpoint or with references needs no torch
