@@ -98,9 +98,22 @@ def test_stages_resolve_from_data_and_train(tmp_path):
 
 
 # curate_*, dpo_* and grpo_* configs have their own schemas, loaded by their tests (test_curate_pipeline, test_dpo,
-# test_grpo); every other config is a TrainConfig.
+# test_grpo); the experiments' (ablation_*, self_curation_*) below; every other config is a TrainConfig.
+OWN_SCHEMA = ("curate", "dpo", "grpo", "ablation", "self_curation")
 TRAINING_CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.toml"))
-                          if not os.path.basename(p).startswith(("curate", "dpo", "grpo")))
+                          if not os.path.basename(p).startswith(OWN_SCHEMA))
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "ablation_*.toml"))
+                                        + glob.glob(os.path.join(ROOT, "configs", "self_curation_*.toml"))),
+                         ids=os.path.basename)
+def test_shipped_experiment_configs_load(path):
+    from seedcoder.experiments import filter_ablation, self_curation
+
+    if os.path.basename(path).startswith("ablation"):
+        assert filter_ablation.load_config(path).run.out_dir
+    else:
+        assert self_curation.load_self_curation_config(path).run.rounds >= 1
 
 
 @pytest.mark.parametrize("path", TRAINING_CONFIGS, ids=os.path.basename)
