@@ -429,6 +429,24 @@ def test_tokenize_writes_shards_with_score_language_source_and_flags(tmp_path):
     assert commit.source == Source.COMMIT and commit.language == Language.UNKNOWN and commit.score == 0.0
     assert commit.metadata["language"] == "commit" and commit.metadata["commit_sha"] == "abc123"
 
+    # web pages keep their source; `source = "hq"` writes every document of a dataset as the high-quality set
+    web = make_dataset(tmp_path / "web", [[file_row(5, "Use `sorted(xs)`:\n\n    sorted([3, 1])\n", source="web",
+                                                    language="text", path="/docs/howto")]])
+    hq_out = tmp_path / "tokenize_hq"
+    run_step("tokenize", out=str(hq_out), inputs={"datasets": [files, web]},
+             options={"tokenizer": str(out / "tokenizer.json"), "source": "hq"}, executor=INLINE)
+    web_out = tmp_path / "tokenize_web"
+    run_step("tokenize", out=str(web_out), inputs={"datasets": [web]},
+             options={"tokenizer": str(out / "tokenizer.json")}, executor=INLINE)
+    for directory, expected in ((hq_out, {Source.HQ}), (web_out, {Source.WEB})):
+        sources = set()
+        for shard in load_manifest(str(directory))["shards"]:
+            with ShardReader(os.path.join(str(directory), shard["path"])) as reader:
+                sources |= {reader.document(i).source for i in range(reader.document_count)}
+        assert sources == expected, directory
+    with pytest.raises(ConfigError, match="source: one of"):
+        run_step("tokenize", out=str(tmp_path / "bad"), inputs={"datasets": [web]}, options={"source": "blog"})
+
     # the report over these steps: counts per step and language, tokens, plots
     report_dir = tmp_path / "report"
     run_step("report", out=str(report_dir), inputs={"steps": [files, repos, commits, str(out)]},

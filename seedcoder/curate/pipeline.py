@@ -47,7 +47,7 @@ Config (TOML; keys not given take the defaults listed by `seedcoder curate STEP 
 
 Lines: steps that filter files continue the "files" line; oracle starts "ratings" (read by scorer_train),
 scorer_train makes a "model" (read by score), commits and repo_documents start their own lines, and tokenize
-reads the last dataset of the files, commits and repo lines. Strings may use {root} (this repository),
+reads the last dataset of the files, commits, repo and web lines. Strings may use {root} (this repository),
 {stdlib} (this interpreter's standard library) and {config_dir}; relative paths are relative to the
 current directory.
 """
@@ -278,7 +278,7 @@ def plan_pipeline(data: Mapping[str, Any], executor: ExecutorConfig | None = Non
             inputs["scorer"] = resolve(step.scorer, "scorer", "model")
         if "datasets" in spec.reads:
             if step.in_ is None:
-                inputs["datasets"] = [last[line] for line in ("files", "repo", "commits") if line in last]
+                inputs["datasets"] = [last[line] for line in ("files", "repo", "commits", "web") if line in last]
             else:
                 given = step.in_ if isinstance(step.in_, list) else [step.in_]
                 inputs["datasets"] = [resolve(item, "in", "files") for item in given]

@@ -13,7 +13,8 @@ into the output directory; otherwise a byte-level BPE is trained (`train_tokeniz
     score        the row's `score` (0..10) when the dataset has one, else 0.0 (not scored)
     language     the row's language when the shard format knows it (`seedcoder.data.shards.Language`), else
                  "unknown" (commit samples: language "commit"); the row's own label stays in the metadata
-    source       file / repo / commit, from the row's `source`
+    source       file / repo / commit / web, from the row's `source`; option `source` sets one for every
+                 document (`source = "hq"`: the high-quality set, which continued pretraining selects by mixture)
     flags        REPO_LEVEL for repository documents (the loader applies no FIM to them)
     metadata     id, repo, path (+ language when it was mapped to unknown, commit_sha, the number of files of a
                  repository document)
@@ -43,7 +44,7 @@ from seedcoder.data.shards import DocFlag, Language, content_hash64, file_sha256
 from seedcoder.tokenizer import TOKENIZER_FILE, load_tokenizer, train_tokenizer
 
 SHARD_LANGUAGES = frozenset(language.name.lower() for language in Language)
-SHARD_SOURCES = ("file", "repo", "commit")
+SHARD_SOURCES = ("file", "repo", "commit", "web", "hq")
 _TOKENIZERS: dict[tuple[str, str], Any] = {}  # per process: (path, SHA-256) -> loaded tokenizer
 
 
@@ -86,7 +87,7 @@ def shard_names(datasets: Sequence[str]) -> list[str]:
     return names
 
 
-def tokenize_tasks(datasets: Sequence[str], out_dir: str, tokenizer_path: str) -> list[Task]:
+def tokenize_tasks(datasets: Sequence[str], out_dir: str, tokenizer_path: str, source: str | None = None) -> list[Task]:
     """One task per input shard; its marker is out_dir/NAME-NNNNN.done."""
     tokenizer_sha256 = file_sha256(tokenizer_path)
     tasks = []
@@ -94,7 +95,7 @@ def tokenize_tasks(datasets: Sequence[str], out_dir: str, tokenizer_path: str) -
         for index in ds.finished_parts(dataset_dir):
             stem = f"{name}-{index:05d}"
             args = {"in_dir": dataset_dir, "index": index, "out_path": os.path.join(out_dir, stem + ".scs"),
-                    "tokenizer_path": tokenizer_path, "tokenizer_sha256": tokenizer_sha256}
+                    "tokenizer_path": tokenizer_path, "tokenizer_sha256": tokenizer_sha256, "source": source}
             tasks.append(Task(key=stem, function="seedcoder.curate.tokenize_shards:tokenize_part", args=args,
                               marker=os.path.join(out_dir, stem + ".done")))
     return tasks
@@ -106,9 +107,10 @@ def _tokenizer(path: str, sha256: str):
     return _TOKENIZERS[(path, sha256)]
 
 
-def document_fields(row: Mapping[str, Any]) -> dict[str, Any]:
-    """ShardWriter.add arguments (but tokens) of one dataset row; ValueError naming the row for a bad source."""
-    source = row.get("source") or "file"
+def document_fields(row: Mapping[str, Any], source: str | None = None) -> dict[str, Any]:
+    """ShardWriter.add arguments (but tokens) of one dataset row (`source`: instead of the row's own); ValueError
+    naming the row for a bad source."""
+    source = source or row.get("source") or "file"
     if source not in SHARD_SOURCES:
         raise ValueError(f"row {row.get('id')}: source {source!r} is not one of {SHARD_SOURCES}")
     language = row.get("language") or "unknown"
@@ -128,7 +130,7 @@ def document_fields(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def tokenize_part(in_dir: str, index: int, out_path: str, tokenizer_path: str, tokenizer_sha256: str,
-                  batch_rows: int = 256) -> dict[str, Any]:
+                  batch_rows: int = 256, source: str | None = None) -> dict[str, Any]:
     """Tokenize shard `index` of `in_dir` into `out_path` (not written when it has no document); returns stats."""
     tokenizer = _tokenizer(tokenizer_path, tokenizer_sha256)
     table = ds.read_part(in_dir, index)
@@ -146,7 +148,7 @@ def tokenize_part(in_dir: str, index: int, out_path: str, tokenizer_path: str, t
             if len(ids) == 0:
                 stats["empty_after_tokenizing"] += 1
                 continue
-            writer.add(ids, **document_fields(row))
+            writer.add(ids, **document_fields(row, source))
     if len(writer):
         writer.close()  # atomic
         stats.update(documents=len(writer), tokens=writer.token_count, shard=os.path.basename(out_path))
@@ -183,7 +185,7 @@ def run_tokenize(ctx: StepContext) -> dict[str, Any]:
     tokenizer_path = prepare_tokenizer(datasets, ctx.out_dir, tokenizer=tokenizer, vocab_size=ctx.options["vocab_size"],
                                        sample_bytes=ctx.options["tokenizer_sample_bytes"],
                                        progress=ctx.executor.progress)
-    markers = ctx.run(tokenize_tasks(datasets, ctx.out_dir, tokenizer_path))
+    markers = ctx.run(tokenize_tasks(datasets, ctx.out_dir, tokenizer_path, ctx.options["source"]))
     manifest = finish_shards(ctx.out_dir, markers, tokenizer_path)
     totals = manifest["totals"] if manifest else {"documents": 0, "tokens": 0, "shards": 0}
     say(f"{ctx.name}: {totals['documents']:,} documents, {totals['tokens']:,} tokens in {totals['shards']} shard(s)")
@@ -195,6 +197,12 @@ class TokenizeOptions:
     tokenizer: str | None = option(None, "a tokenizer.json to use (default: train a byte-level BPE on the data)")
     vocab_size: int = option(8192, "vocabulary of the trained tokenizer")
     tokenizer_sample_bytes: int = option(256 << 20, "bytes of text the tokenizer is trained on")
+    source: str | None = option(None, f"the source of every document (one of {', '.join(SHARD_SOURCES)}; default: "
+                                      "each row's own)")
+
+    def __post_init__(self) -> None:
+        if self.source is not None and self.source not in SHARD_SOURCES:
+            raise ValueError(f"source: one of {', '.join(SHARD_SOURCES)}, got {self.source!r}")
 
 
 STEP = StepKind("tokenize", "tokenize into .scs shards with score, language and source", run_tokenize, TokenizeOptions,

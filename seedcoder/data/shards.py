@@ -73,6 +73,7 @@ class Source(IntEnum):
     COMMIT = 2  # a commit: message + diff
     WEB = 3  # code-related web text
     SFT = 4  # an instruction-tuning sample (usually with a loss mask)
+    HQ = 5  # a document of the high-quality set (iterative recall, curate.hq_recall): continued pretraining
 
 
 class DocFlag(IntFlag):
