@@ -135,8 +135,10 @@ def _request_stop(signum, frame) -> None:
 
 
 # ------------------------------------------------------------------------------------------ building blocks
-def dataset_vocab_size(data_path: str) -> int:
-    """The vocabulary of the tokenizer the dataset was made with (from its manifest)."""
+def dataset_vocab_size(data_path: str | list[str]) -> int:
+    """The vocabulary of the tokenizer the dataset (or the largest of a list of datasets) was made with."""
+    if isinstance(data_path, list):
+        return max(dataset_vocab_size(path) for path in data_path)
     try:
         manifest = load_manifest(data_path, check="none")
     except Exception as error:

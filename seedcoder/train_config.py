@@ -43,7 +43,9 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    path: str = ""  # a dataset directory (manifest.json + shards), e.g. from `seedcoder data build`
+    # a dataset directory (manifest.json + shards), e.g. from `seedcoder data build`, or a list of them made with one
+    # tokenizer (e.g. curated files + the high-quality set; `mixture` weighs them by source: "hq", "repo", ...)
+    path: str | list[str] = ""
     seq_len: int = 2048
     mode: str = "concat"  # "concat" or "best_fit" (see seedcoder.data.loader)
     fim_rate: float = 0.5  # Seed-Coder: 0.5 in pretraining, 0.1 in continued pretraining
@@ -123,7 +125,7 @@ class StageSection:
     batch_size: int | None = None
     micro_batch_size: int | None = None
     fim_rate: float | None = None
-    data_path: str | None = None
+    data_path: str | list[str] | None = None
 
 
 @dataclass

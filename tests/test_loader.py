@@ -555,7 +555,7 @@ def test_worker_errors_surface_in_python(fim_dataset, tmp_path):
     path, documents, tokenizer = fim_dataset
     vocab = tokenizer.get_vocab_size()
     shard = tmp_path / "wide.scs"
-    with ShardWriter(shard, vocab_size=vocab + 100, tokenizer_sha256="ab" * 32) as writer:
+    with ShardWriter(shard, vocab_size=vocab + 100, tokenizer_sha256="cd" * 32) as writer:
         for index in range(20):
             ids = documents[index]["ids"][:-1] + [vocab + 5]
             writer.add(ids, score=1.0, language="python", source="file", content_hash=index)
@@ -567,3 +567,28 @@ def test_worker_errors_surface_in_python(fim_dataset, tmp_path):
             next(loader)
     loader.close()
     assert _thread_count_settles_at(threads_before) == threads_before, _thread_names()
+
+
+def test_a_list_of_datasets_is_one_dataset_and_the_mixture_selects_hq(tmp_path):
+    """Continued pretraining draws on the curated set and the high-quality set (source "hq") together."""
+    main, main_documents = numbered_dataset(tmp_path / "main", shards=2, per_shard=30)
+    hq = tmp_path / "hq"
+    os.makedirs(hq)
+    with ShardWriter(str(hq / "part-00000.scs"), vocab_size=VOCAB, tokenizer_sha256=TOKENIZER_SHA) as writer:
+        for doc in range(10):
+            writer.add(900_000 + doc * 1000 + np.arange(50), score=9.0, language="python", source="hq", content_hash=doc)
+    write_manifest(str(hq), build_manifest(str(hq)))
+    with make_loader([main, str(hq)]) as loader:
+        assert len(loader.plan(0)["documents"]) == len(main_documents) + 10  # every document once per epoch
+    with make_loader([main, str(hq)], mixture={"hq": 0.5, "*": 0.5}) as loader:
+        groups = {key: count for key, _, count, _ in loader.kept_groups()}
+        assert groups["hq"] == 10 and groups["*"] == len(main_documents)
+    other = tmp_path / "other"
+    os.makedirs(other)
+    with ShardWriter(str(other / "part-00000.scs"), vocab_size=VOCAB, tokenizer_sha256="cd" * 32) as writer:
+        writer.add(np.arange(5), score=1.0, language="python", source="file", content_hash=0)
+    write_manifest(str(other), build_manifest(str(other)))
+    with pytest.raises(ValueError, match="another tokenizer"):
+        make_loader([main, str(other)])
+    with pytest.raises(ValueError, match="not both"):
+        make_loader([main, str(other / "part-00000.scs")])

@@ -207,7 +207,8 @@ class ShardLoader:
     """Packed batches from a shard dataset. See the module docstring for every convention.
 
     `source`: a dataset directory or manifest.json (shards, expected tokenizer SHA-256 and tokenizer.json come
-    from the manifest), or a list of shard paths. `tokenizer`: a tokenizer.json, for the <eos> id (appended to
+    from the manifest), a list of dataset directories made with one tokenizer (their shards together), or a list of
+    shard paths. `tokenizer`: a tokenizer.json, for the <eos> id (appended to
     documents) and, with `fim_rate > 0`, the FIM special tokens and BPE merges; default: the manifest's.
     """
 
@@ -330,7 +331,20 @@ class ShardLoader:
         paths = [os.fspath(p) for p in source]
         if not paths:
             raise ValueError("no shards given")
-        return paths, None, None
+        datasets = [os.path.isdir(path) or path.endswith(".json") for path in paths]
+        if not any(datasets):
+            return paths, None, None
+        if not all(datasets):
+            raise ValueError(f"give dataset directories or shard files, not both: {paths}")
+        shards, sha, tokenizer_path = [], None, None
+        for path in paths:  # several datasets made with one tokenizer, e.g. curated files + the high-quality set
+            found, found_sha, found_tokenizer = ShardLoader._resolve_source(path)
+            if sha is not None and found_sha != sha:
+                raise ValueError(f"{path}: made with another tokenizer (SHA-256 {found_sha}) than {paths[0]} ({sha})")
+            shards += found
+            sha = found_sha
+            tokenizer_path = tokenizer_path or found_tokenizer
+        return shards, sha, tokenizer_path
 
     @staticmethod
     def _fim_tables(tokenizer_path, tokenizer_json, ids, fim_token_ids, eos_id):
