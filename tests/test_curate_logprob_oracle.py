@@ -9,6 +9,7 @@ import math
 import os
 import shutil
 
+import pyarrow as pa
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -28,7 +29,14 @@ from seedcoder.curate.logprob_oracle import (
 )
 from seedcoder.curate.oracle import make_oracle
 from seedcoder.curate.pipeline import check_options, run_step
-from seedcoder.curate.rating import RUBRIC_PROMPT, OracleError, RatingRequest, build_rating_prompt
+from seedcoder.curate.rating import (
+    RUBRIC_PROMPT,
+    WEB_RUBRIC_PROMPT,
+    OracleError,
+    RatingRequest,
+    build_rating_prompt,
+    build_web_prompt,
+)
 from seedcoder.generate import Engine
 from seedcoder.hf_convert import convert_to_hf
 from seedcoder.model import Transformer, model_config
@@ -175,6 +183,30 @@ def test_batches_and_a_prompt_cut_to_fit_the_context(model, tokenizer, in_memory
     assert result.error is None and 0 <= result.score <= 10
     bad = short.rate([RatingRequest(id="bad", text=None, language="python", path="x.py")])[0]
     assert bad.rating is None and "text is NoneType" in bad.error
+
+
+PAGE = "Adding two numbers\n\nThe function below returns the sum of its two arguments.\n\n" + CODE
+PAGE_URL = "https://example.org/docs/add.html"
+
+
+def test_web_requests_are_rated_with_the_web_prompt(in_memory, model, tokenizer):
+    """rubric="web": the web rubric prompt + `Rating: [[`, scored exactly like a file's; cut to fit the context."""
+    oracle, _ = in_memory
+    page = RatingRequest(id="w", text=PAGE, language="text", path=PAGE_URL, rubric="web")
+    prompt = oracle.prompt(page)
+    assert prompt == build_web_prompt(PAGE, PAGE_URL) + PROMPT_END
+    (result,) = oracle.rate([page])
+    assert result.error is None and len(result.distribution) == 11
+    assert logprobs_of(result) == pytest.approx(direct_candidate_logprobs(model, tokenizer, prompt), abs=1e-4)
+    (as_file,) = oracle.rate([RatingRequest(id="c", text=PAGE, language="python", path="add.py")])
+    assert logprobs_of(as_file) != pytest.approx(logprobs_of(result), abs=1e-4)  # another prompt, other numbers
+    short = LogprobOracle.from_model(model, tokenizer, name="short-web", max_seq_len=1400, progress=False)
+    long_page = RatingRequest(id="long", text=PAGE * 60, language="text", path=PAGE_URL, rubric="web")
+    cut = short.prompt(long_page)
+    assert cut.startswith(WEB_RUBRIC_PROMPT.split("{", 1)[0]) and "[truncated: the first" in cut
+    assert len(tokenizer.encode(cut).ids) <= 1400 and cut.endswith(PROMPT_END)
+    (long_result,) = short.rate([long_page])
+    assert long_result.error is None and 0 <= long_result.score <= 10
 
 
 def test_cache(model, tokenizer, in_memory, tmp_path):
@@ -327,6 +359,29 @@ def test_oracle_step_writes_the_score_distribution_and_entropy(checkpoint, tmp_p
     for row in (row for _, table in ds.iter_tables(rubric_out) for row in table.to_pylist()):
         assert row["rating_distribution"] is None and row["rating_entropy"] is None
         assert abs(row["rating_score"] - row["rating"]) <= 0.5  # the proxy's unrounded mean
+
+
+def test_oracle_step_rates_web_pages_with_the_logprob_rater(checkpoint, tmp_path):
+    source = str(tmp_path / "pages")
+    ds.prepare_output(source, {"step": "fixture", "name": "pages"})
+    rows = [{"id": f"w{n}", "repo": "example.org", "path": f"/docs/{n}.html", "language": "text", "text": PAGE * (n + 1),
+             "source": "web", "url": f"https://example.org/docs/{n}.html", "category": category}
+            for n, category in enumerate(["docs", "forum"])]
+    record = {"task": "part-00000", "stats": ds.write_part(source, 0, pa.Table.from_pylist(rows))}
+    ds.write_json(ds.marker_path(source, 0), record)
+    ds.finish_dataset(source, [record])
+    out = str(tmp_path / "rated")
+    success = run_step("oracle", out=out, inputs={"in": source}, executor=INLINE,
+                       options={"n": 2, "rubric": "web", "backend": "logprob",
+                                "backend_options": {"checkpoint": checkpoint, "progress": False}})
+    assert success["rubric"] == "web" and success["stratified_by"] == "category"
+    rated = {row["id"]: row for _, table in ds.iter_tables(out) for row in table.to_pylist()}
+    oracle = make_oracle("logprob", checkpoint=checkpoint, progress=False)
+    for row in rows:
+        request = RatingRequest(id=row["id"], text=row["text"], language="text", path=row["url"], rubric="web")
+        (expected,) = oracle.rate([request])
+        assert rated[row["id"]]["rating_score"] == pytest.approx(expected.score, abs=1e-5)
+        assert rated[row["id"]]["category"] == row["category"] and len(rated[row["id"]]["rating_distribution"]) == 11
 
 
 def test_an_empty_sample_is_an_error(tmp_path):

@@ -1,6 +1,7 @@
 """Oracle ratings (seedcoder.curate: rating, oracle, rubric, chat_oracles): answer parsing, the prompt, stratified
 sampling, the rubric proxy, and the OpenAI-compatible backend against a fake server on 127.0.0.1 (cache,
-concurrency, retries, timeouts)."""
+concurrency, retries, timeouts); the oracle step with rubric = "web" (web pages; the web proxy itself:
+tests/test_web_rubric.py)."""
 
 from __future__ import annotations
 
@@ -17,18 +18,27 @@ import time
 from collections import Counter
 
 import pytest
+from web_pages import FORUM, NAVIGATION, SHOP, TUTORIAL, make_web_dataset, web_row
 
+from seedcoder.config import ConfigError
+from seedcoder.curate import dataset as ds
 from seedcoder.curate.chat_oracles import ResponseCache
+from seedcoder.curate.executor import ExecutorConfig
 from seedcoder.curate.oracle import make_oracle, stratified_sample
+from seedcoder.curate.pipeline import check_options, run_step
 from seedcoder.curate.rating import (
     OracleError,
     RatingRequest,
     build_rating_prompt,
+    build_web_prompt,
     parse_rating,
     split_answer,
     summarize_ratings,
 )
 from seedcoder.curate.rubric import is_commented_code, measure_code, rubric_assessment
+from seedcoder.curate.web_rubric import web_rubric_assessment
+
+INLINE = ExecutorConfig(kind="local", workers=1, progress=False)
 
 # ------------------------------------------------------------------------------------------ parsing
 
@@ -551,3 +561,56 @@ def test_openai_backend_counts_unparseable_answers(fake_server, tmp_path):
     assert summarize_ratings(results) == {"total": 3, "rated": 0, "unparseable": 3, "failed": 0,
                                           "histogram": {str(k): 0 for k in range(11)}, "mean": None,
                                           "mean_score": None}
+
+
+def test_openai_backend_sends_the_web_rubric_for_web_requests(fake_server, tmp_path):
+    oracle = make_oracle("openai", base_url=fake_server.base_url, model="m", cache_dir=str(tmp_path))
+    url = "https://example.org/tutorial/files.html"
+    page = RatingRequest(id="w", text=TUTORIAL, language="text", path=url, rubric="web")
+    code = RatingRequest(id="c", text=TUTORIAL, language="python", path="files.py")
+    web_result, code_result = oracle.rate([page, code])
+    sent = [body["messages"][-1]["content"] for body in fake_server.bodies]
+    assert sent[0] == build_web_prompt(TUTORIAL, url) and sent[1] == build_rating_prompt(TUTORIAL, "python", "files.py")
+    assert web_result.rating == len(sent[0]) % 11 and code_result.rating == len(sent[1]) % 11  # parsed the same way
+    assert oracle.rate([page])[0] == web_result and fake_server.calls == 2  # cached under its own prompt
+
+
+# ------------------------------------------------------------------------------------------ the step, web rubric
+def test_oracle_step_rates_web_pages_with_the_web_rubric(tmp_path):
+    rows = [web_row(0, TUTORIAL, "docs"), web_row(1, SHOP, "shop", url="https://shop.example.com/keyboards/k8"),
+            web_row(2, FORUM, "forum"), web_row(3, NAVIGATION, "other")]
+    source = make_web_dataset(tmp_path / "pages", [rows[:2], rows[2:]])
+    out = str(tmp_path / "rated")
+    success = run_step("oracle", out=out, inputs={"in": source}, executor=INLINE, options={"n": 10, "rubric": "web"})
+    assert success["rubric"] == "web" and success["stratified_by"] == "category" and success["sampled"] == 4
+    rated = {row["id"]: row for _, table in ds.iter_tables(out) for row in table.to_pylist()}
+    assert sorted(rated) == [row["id"] for row in rows]
+    for row in rows:
+        columns = {name: row[name] for name in ("url", "category", "code_chars", "code_blocks", "words", "has_code_tags")}
+        expected = web_rubric_assessment(row["text"], url=row["url"], columns=columns)
+        got = rated[row["id"]]
+        assert got["rating"] == expected.rating and got["rating_score"] == pytest.approx(expected.score, abs=1e-4)
+        assert got["rating_explanation"].startswith("[rubric-proxy (web)") and row["url"] in got["rating_explanation"]
+        # every input column is kept: web_filter reads the category of each rated page
+        assert got["category"] == row["category"] and got["url"] == row["url"] and got["fetch_date"] == row["fetch_date"]
+    assert rated["page0000"]["rating"] >= 7 and rated["page0002"]["rating"] >= 6
+    assert rated["page0001"]["rating"] == 0 and rated["page0003"]["rating"] == 0
+
+    # the default rubric on the same rows: files, base columns only, and a page (language "text") is data to it
+    code_out = str(tmp_path / "as_code")
+    code_success = run_step("oracle", out=code_out, inputs={"in": source}, executor=INLINE, options={"n": 10})
+    assert code_success["rubric"] == "code" and code_success["stratified_by"] == "language"
+    code_rows = [row for _, table in ds.iter_tables(code_out) for row in table.to_pylist()]
+    assert len(code_rows) == 4 and "category" not in code_rows[0]
+    assert all(row["rating"] == 0 and "configuration or data (text)" in row["rating_explanation"] for row in code_rows)
+
+
+def test_web_sample_is_stratified_by_category(tmp_path):
+    rows = [web_row(n, TUTORIAL, "docs") for n in range(6)] + [web_row(6 + n, FORUM, "forum") for n in range(2)]
+    source = make_web_dataset(tmp_path / "pages", [rows])
+    out = str(tmp_path / "rated")
+    run_step("oracle", out=out, inputs={"in": source}, executor=INLINE, options={"n": 4, "rubric": "web", "seed": 3})
+    categories = Counter(row["category"] for _, table in ds.iter_tables(out) for row in table.to_pylist())
+    assert categories == {"docs": 2, "forum": 2}  # proportional would be 3 + 1; each category gets its minimum
+    with pytest.raises(ConfigError, match=r"rubric: must be one of code, web, got 'html'"):
+        check_options("oracle", {"rubric": "html"})

@@ -11,7 +11,8 @@
   * "vllm" (`VLLMOracle`): vLLM in this process (lazy import; a clear OracleError when it is not installed),
     batched generation, the same cache.
 
-Both send the rubric prompt of `curate/rating.py` and parse the answer with it; `make_oracle` in
+Both send the prompt of the request's rubric (`rating.build_prompt`: the code rubric, or the web rubric for a
+request with rubric="web") and parse the answer with `curate/rating.py`; `make_oracle` in
 `curate/oracle.py` builds them by backend name.
 """
 
@@ -34,7 +35,7 @@ from seedcoder.curate.rating import (
     OracleError,
     RatingRequest,
     RatingResult,
-    build_rating_prompt,
+    build_prompt,
     invalid_request,
     result_from_answer,
 )
@@ -94,7 +95,7 @@ class _ChatOracle(Oracle):
         self.calls = 0
 
     def _prompt(self, request: RatingRequest) -> str:
-        return build_rating_prompt(request.text, request.language, request.path, max_chars=self.max_prompt_chars)
+        return build_prompt(request, max_chars=self.max_prompt_chars)
 
     @abc.abstractmethod
     def _complete_many(self, prompts: list[str]) -> list[tuple[str | None, str | None]]:

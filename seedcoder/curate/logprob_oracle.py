@@ -7,7 +7,8 @@ probabilities it gives the ratings 0..10, with no answer to parse.
     result = oracle.rate([RatingRequest(id="a1", text=code, language="python", path="pkg/util.py")])[0]
     result.score, result.rating, result.distribution, result.entropy         # 6.84, 7, (p0, ..., p10), 1.52
 
-The prompt is the rubric prompt (`rating.build_rating_prompt`) followed by `Rating: [[`, the place where the
+The prompt is the request's rubric prompt (`rating.build_prompt`: the code rubric, or the web rubric for a
+request with rubric="web"; both end by asking for `Rating: [[X]]`) followed by `Rating: [[`, the place where the
 rater's answer gives its rating. Each candidate answer "k]]" (k = 0..10) is scored teacher-forced: its log-
 probability given the prompt is the sum of its tokens' log-probabilities (so "10" is a sequence when the
 tokenizer splits digits, as ours, Llama-3's and Qwen's do). The closing "]]" is part of every candidate: without
@@ -47,6 +48,7 @@ Torch is imported only by the checkpoint path (`seedcoder curate` and the endpoi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -62,7 +64,7 @@ from seedcoder.curate.rating import (
     OracleError,
     RatingRequest,
     RatingResult,
-    build_rating_prompt,
+    build_prompt,
     invalid_request,
 )
 from seedcoder.progress import progress
@@ -461,19 +463,26 @@ class LogprobOracle(Oracle):
         self.cache_hits = 0
 
     def prompt(self, request: RatingRequest) -> str:
-        """The rubric prompt ending in `Rating: [[`; for our model, the code cut until it fits the context."""
+        """The request's rubric prompt ending in `Rating: [[`; for our model, the code (or page text) cut until it
+        fits the context."""
         max_chars = self.max_prompt_chars
-        prompt = build_rating_prompt(request.text, request.language, request.path, max_chars=max_chars) + PROMPT_END
+        prompt = build_prompt(request, max_chars=max_chars) + PROMPT_END
         if isinstance(self.scorer, ModelScorer):
             limit = self.scorer.max_seq_len - self.scorer.candidate_room
+            overhead = None  # tokens of the prompt around the text (the rubric, the truncation note)
             for _ in range(8):
                 tokens = self.scorer.prompt_tokens(prompt)
                 shown = min(len(request.text), max_chars)
                 if tokens <= limit or shown <= 1:
                     break
-                max_chars = max(1, int(shown * limit / tokens * 0.95))
-                prompt = (build_rating_prompt(request.text, request.language, request.path, max_chars=max_chars)
-                          + PROMPT_END)
+                if overhead is None:
+                    empty = build_prompt(dataclasses.replace(request, text=""), max_chars=max_chars) + PROMPT_END
+                    overhead = self.scorer.prompt_tokens(empty) + self.scorer.prompt_tokens(
+                        f"\n... [truncated: the first {shown:,} of {len(request.text):,} characters are shown]")
+                # scale the text (not the whole prompt) to the room the rubric leaves
+                text_tokens, room = max(tokens - overhead, 1), max(limit - overhead, 1)
+                max_chars = max(1, min(shown - 1, int(shown * room / text_tokens * 0.95)))
+                prompt = build_prompt(request, max_chars=max_chars) + PROMPT_END
         return prompt
 
     def rate(self, requests: Sequence[RatingRequest]) -> list[RatingResult]:

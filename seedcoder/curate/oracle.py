@@ -22,6 +22,13 @@ the prompt and the parsing of `Rating: [[X]]` live there too):
     folder, an OpenAI-compatible completions endpoint returning log-probabilities) rates by the probabilities it
     gives "0".."10" after `Rating: [[`; the score is their expectation. Never unparseable.
 
+Rubrics (option `rubric`, `rating.RUBRICS`): "code" (the default: files, the sample stratified by language, the
+output holds the base columns + the rating columns) or "web" (web pages rated as code-related text with the web
+rubric: every backend renders `rating.WEB_RUBRIC_PROMPT`, the rubric backend measures the page with
+`curate/web_rubric.py`; the request's path is the row's `url`; the sample is stratified by `category` when the
+input has it; the output keeps every input column, so that `web_filter` can read the category of each rated page;
+give `n` >= the number of pages to rate them all).
+
 The step's output columns: `rating` (int 0..10), `rating_score` (float: the number the scorer should learn; the
 parsed rating, the rubric proxy's unrounded mean, the log-prob rater's expectation), `rating_distribution` (the
 log-prob rater's 11 probabilities, else null), `rating_entropy` (nats, log-prob rater only), `rating_explanation`,
@@ -39,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from seedcoder.config import option
 from seedcoder.curate import dataset as ds
@@ -46,9 +54,10 @@ from seedcoder.curate.chat_oracles import OpenAIOracle, VLLMOracle
 from seedcoder.curate.errors import CurateConfigError, CurateStateError
 from seedcoder.curate.executor import Task
 from seedcoder.curate.logprob_oracle import LogprobOracle
-from seedcoder.curate.rating import Oracle, OracleError, RatingRequest
+from seedcoder.curate.rating import RUBRICS, Oracle, OracleError, RatingRequest
 from seedcoder.curate.rubric import RubricOracle
 from seedcoder.curate.step import WORKER_CACHE, StepContext, StepKind, column, say
+from seedcoder.curate.web_rubric import WEB_COLUMNS
 
 
 # ------------------------------------------------------------------------------------------ sampling
@@ -114,17 +123,18 @@ def make_oracle(backend: str = "rubric", **options: Any) -> Oracle:
 
 # ------------------------------------------------------------------------------------------ the step
 def oracle_task(in_dir: str, rows: Sequence[tuple[int, int]], out_dir: str, index: int, backend: str,
-                backend_options: Mapping[str, Any]) -> dict[str, Any]:
-    """Rate the sampled rows `rows` ((shard, row) pairs of in_dir) and write them as part `index`."""
+                backend_options: Mapping[str, Any], rubric: str = "code") -> dict[str, Any]:
+    """Rate the sampled rows `rows` ((shard, row) pairs of in_dir) with `rubric` and write them as part `index`
+    (code: the base columns + ratings; web: every input column + ratings)."""
     by_part: dict[int, list[int]] = {}
     for part, row in rows:
         by_part.setdefault(part, []).append(row)
-    tables = [ds.read_part(in_dir, part, list(ds.BASE_COLUMNS)).take(pa.array(picked, pa.int64()))
+    columns = None if rubric == "web" else list(ds.BASE_COLUMNS)
+    tables = [ds.read_part(in_dir, part, columns).take(pa.array(picked, pa.int64()))
               for part, picked in by_part.items()]
-    table = pa.concat_tables(tables) if tables else ds.base_table([])
+    table = pa.concat_tables(tables, promote_options="default") if tables else ds.base_table([])
     oracle = step_oracle(backend, backend_options)
-    requests = [RatingRequest(id=i, text=t, language=lang, path=p) for i, t, lang, p in
-                zip(column(table, "id"), column(table, "text"), column(table, "language"), column(table, "path"))]
+    requests = rating_requests(table, rubric)
     results = {result.id: result for result in oracle.rate(requests)} if requests else {}
     ratings, scores, distributions, entropies, explanations, raws, reasons = [], [], [], [], [], [], []
     for request in requests:
@@ -162,6 +172,21 @@ def oracle_task(in_dir: str, rows: Sequence[tuple[int, int]], out_dir: str, inde
     return stats
 
 
+def rating_requests(table: pa.Table, rubric: str = "code") -> list[RatingRequest]:
+    """The requests of a table's rows. Web: the path is the row's `url` (else host + path) and the request
+    carries the row's web columns (`web_rubric.WEB_COLUMNS`) that the table has."""
+    ids, texts, languages, paths = (column(table, name) for name in ("id", "text", "language", "path"))
+    if rubric != "web":
+        return [RatingRequest(id=i, text=t, language=lang, path=p) for i, t, lang, p in zip(ids, texts, languages, paths)]
+    hosts, urls = column(table, "repo"), column(table, "url")
+    present = [name for name in WEB_COLUMNS if name in table.column_names]
+    extra = {name: column(table, name) for name in present}
+    return [RatingRequest(id=ids[row], text=texts[row], language=languages[row] or "text",
+                          path=urls[row] or f"{hosts[row] or ''}{paths[row] or ''}", rubric="web",
+                          columns={name: extra[name][row] for name in present})
+            for row in range(table.num_rows)]
+
+
 def step_oracle(backend: str, backend_options: Mapping[str, Any]) -> Oracle:
     """The oracle, built once per process; a bad backend or option is a CurateConfigError."""
     key = ("oracle", backend, json.dumps(backend_options, sort_keys=True, default=str))
@@ -180,13 +205,18 @@ def run_oracle(ctx: StepContext) -> dict[str, Any]:
         executor = dataclasses.replace(executor, kind="local", workers=1)
     ctx.executor = executor
     in_dir = ctx.inputs["in"]
+    rubric = ctx.options["rubric"]
     parts = ds.finished_parts(in_dir)
-    located, languages = [], []
+    # the strata: languages of files; categories of web pages (when the input has them)
+    stratum = "language"
+    if rubric == "web" and parts and "category" in pq.read_schema(ds.part_path(in_dir, parts[0])).names:
+        stratum = "category"
+    located, strata = [], []
     for part in parts:
-        values = ds.read_part(in_dir, part, ["language"]).column("language").to_pylist()
-        languages += [value or "unknown" for value in values]
+        values = ds.read_part(in_dir, part, [stratum]).column(stratum).to_pylist()
+        strata += [value or "unknown" for value in values]
         located += [(part, row) for row in range(len(values))]
-    if not languages:
+    if not strata:
         raise CurateStateError(f"{ctx.name}: nothing to rate: the input {in_dir} holds no rows (did its step keep "
                                "any file?)")
     if backend != "vllm":  # check the backend and its options before any work (the model rater loads its model)
@@ -194,31 +224,38 @@ def run_oracle(ctx: StepContext) -> dict[str, Any]:
     done = ctx.prepare()
     if done is not None:
         return done
-    chosen = sorted(int(i) for i in stratified_sample(languages, ctx.options["n"], seed=ctx.options["seed"]))
+    chosen = sorted(int(i) for i in stratified_sample(strata, ctx.options["n"], seed=ctx.options["seed"]))
     per_part = ctx.options["shard_rows"]
     groups = [[located[i] for i in chosen[start : start + per_part]] for start in range(0, len(chosen), per_part)]
-    say(f"{ctx.name}: rating {len(chosen):,} of {len(languages):,} files ({len(set(languages))} languages) with "
-        f"backend {ctx.options['backend']!r} in {len(groups)} part(s)")
+    what = "pages" if rubric == "web" else "files"
+    say(f"{ctx.name}: rating {len(chosen):,} of {len(strata):,} {what} ({len(set(strata))} {stratum} value(s)) "
+        f"with backend {ctx.options['backend']!r} and the {rubric} rubric in {len(groups)} part(s)")
     tasks = [Task(key=f"part-{index:05d}", function="seedcoder.curate.oracle:oracle_task",
                   args={"in_dir": in_dir, "rows": rows, "out_dir": ctx.out_dir, "index": index,
-                        "backend": ctx.options["backend"], "backend_options": ctx.options["backend_options"]},
+                        "backend": ctx.options["backend"], "backend_options": ctx.options["backend_options"],
+                        "rubric": rubric},
                   marker=ds.marker_path(ctx.out_dir, index)) for index, rows in enumerate(groups)]
     markers = ctx.run(tasks)
     names = sorted({marker.get("stats", {}).get("oracle", "") for marker in markers} - {""})
-    return ctx.finish(markers, {"sampled": len(chosen), "population": len(languages), "oracle": names})
+    return ctx.finish(markers, {"sampled": len(chosen), "population": len(strata), "oracle": names,
+                                "rubric": rubric, "stratified_by": stratum})
 
 
 @dataclass
 class OracleOptions:
-    n: int = option(1000, "files to rate")
+    n: int = option(1000, "files (or web pages) to rate")
     seed: int = option(0, "sampling seed")
     backend: str = option("rubric", "rubric (offline static proxy), openai (any OpenAI-compatible endpoint), vllm, "
                                     "or logprob (a model's probabilities of the ratings: checkpoint or base_url)")
     backend_options: dict[str, Any] = option({}, "options of the backend (model, base_url, checkpoint, concurrency, "
                                                  "cache_dir, ...)")
     shard_rows: int = option(256, "rated rows per output shard (the unit of resumption)")
+    rubric: str = option("code", "code (source files) or web (web pages as code-related text; the sample is "
+                                 "stratified by category)")
 
     def __post_init__(self) -> None:
+        if self.rubric not in RUBRICS:
+            raise ValueError(f"rubric: must be one of {', '.join(RUBRICS)}, got {self.rubric!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.n < 1:
@@ -228,7 +265,9 @@ class OracleOptions:
             raise ValueError(f"shard_rows: must be >= 1, got {self.shard_rows}")
 
 
-STEP = StepKind("oracle", "ratings (0-10) of a sample stratified by language", run_oracle, OracleOptions, line="ratings")
+STEP = StepKind("oracle", "ratings (0-10) of a sample stratified by language (web pages: by category)", run_oracle,
+                OracleOptions, line="ratings")
 
 
-__all__ = ["BACKENDS", "STEP", "OracleOptions", "make_oracle", "oracle_task", "run_oracle", "step_oracle", "stratified_sample"]
+__all__ = ["BACKENDS", "STEP", "OracleOptions", "make_oracle", "oracle_task", "rating_requests", "run_oracle",
+           "step_oracle", "stratified_sample"]

@@ -18,8 +18,13 @@ options, its run function and what it drops and why, by its own module (a `StepK
     scorer_train    our Llama + a regression head trained on the ratings                   (curate.score)
     score           every file scored by the scorer (`score`, 0..10)                       (curate.score)
     score_filter    the bottom `drop_fraction` (10%) by score, globally or per language    (curate.score_filter)
+    hq_recall       the high-quality set: per source, fastText recall from score+feature
+                    seeds over 2-3 rounds (its own line: tokenize it with in = "hq_recall") (curate.hq_recall)
     commits         commit samples from git repositories                                   (curate.commits)
     repo_documents  a repository's files concatenated in dependency order                  (curate.repo_documents)
+    web_ingest      WARC/WARC.gz files and HTML folders -> pages: main text, code verbatim (curate.web_ingest)
+    web_recall      code-related pages: code tags (rule) or a fastText classifier           (curate.web_recall)
+    web_filter      scored pages kept by per-category thresholds and sampling rates       (curate.web_filter)
     tokenize        tokenizer + .scs shards with score, language, source, manifest         (curate.tokenize_shards)
     report          counts, bytes, tokens kept/dropped per step and language, plots        (curate.report)
 
@@ -46,8 +51,10 @@ Config (TOML; keys not given take the defaults listed by `seedcoder curate STEP 
     workers = 1                    # `executor` / `workers` may be set per step
 
 Lines: steps that filter files continue the "files" line; oracle starts "ratings" (read by scorer_train),
-scorer_train makes a "model" (read by score), commits and repo_documents start their own lines, and tokenize
-reads the last dataset of the files, commits, repo and web lines. Strings may use {root} (this repository),
+scorer_train makes a "model" (read by score), commits and repo_documents start their own lines, web_ingest
+starts the "web" line (web_recall and web_filter follow it; a shared step such as exact_dedup on web pages
+names its input: in = "web_ingest"), hq_recall starts "hq", and tokenize reads the last dataset of the files,
+commits, repo and web lines. Strings may use {root} (this repository),
 {stdlib} (this interpreter's standard library) and {config_dir}; relative paths are relative to the
 current directory.
 """
@@ -73,6 +80,7 @@ from seedcoder.curate import (
     commits,
     decontaminate,
     exact_dedup,
+    hq_recall,
     ingest,
     near_dedup,
     oracle,
@@ -82,6 +90,9 @@ from seedcoder.curate import (
     score_filter,
     syntax_filter,
     tokenize_shards,
+    web_filter,
+    web_ingest,
+    web_recall,
 )
 from seedcoder.curate.errors import CurateConfigError, CurateInputError, CurateStateError
 from seedcoder.curate.executor import EXECUTORS, ExecutorConfig
@@ -92,8 +103,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 STEPS: dict[str, StepKind] = {step.name: step for step in (
     ingest.STEP, exact_dedup.STEP, near_dedup.STEP, syntax_filter.STEP, decontaminate.STEP, oracle.STEP,
-    score.SCORER_TRAIN, score.SCORE, score_filter.STEP, commits.STEP, repo_documents.STEP, tokenize_shards.STEP,
-    report.STEP)}
+    score.SCORER_TRAIN, score.SCORE, score_filter.STEP, hq_recall.STEP, commits.STEP, repo_documents.STEP,
+    web_ingest.STEP, web_recall.STEP, web_filter.STEP, tokenize_shards.STEP, report.STEP)}
+# Steps whose inputs are options (`inputs`, `repos`): the command line's repeatable --in sets them
+INPUT_OPTIONS = {"ingest": "inputs", "web_ingest": "inputs", "commits": "repos"}
 
 
 @dataclass
@@ -271,7 +284,7 @@ def plan_pipeline(data: Mapping[str, Any], executor: ExecutorConfig | None = Non
             return _resolve_input(name, reference, role, default_line, last, outputs)
 
         if "in" in spec.reads:
-            inputs["in"] = resolve(step.in_, "in", "files")
+            inputs["in"] = resolve(step.in_, "in", spec.in_line)
         if "ratings" in spec.reads:
             inputs["ratings"] = resolve(step.ratings, "ratings", "ratings")
         if "scorer" in spec.reads:
@@ -391,8 +404,8 @@ def build_curate_parser() -> argparse.ArgumentParser:
     for name, spec in STEPS.items():
         command = commands.add_parser(name, help=spec.help, description=spec.help)
         command.add_argument("--out", required=True, metavar="DIR", help="output directory")
-        if "in" in spec.reads or "datasets" in spec.reads or "steps" in spec.reads or name in ("ingest", "commits"):
-            many = name in ("ingest", "commits", "tokenize", "report")
+        if "in" in spec.reads or "datasets" in spec.reads or "steps" in spec.reads or name in INPUT_OPTIONS:
+            many = name in INPUT_OPTIONS or name in ("tokenize", "report")
             command.add_argument("--in", dest="inputs", action="append" if many else "store", metavar="PATH",
                                  required=name != "commits",
                                  help="input " + ("(repeatable)" if many else "dataset directory"))
@@ -402,7 +415,7 @@ def build_curate_parser() -> argparse.ArgumentParser:
                 command.add_argument(f"--{role}", required=True, metavar="DIR", help=what)
         hints = typing.get_type_hints(spec.options)
         for f in dataclasses.fields(spec.options):
-            if name in ("ingest", "commits") and f.name in ("inputs", "repos"):
+            if INPUT_OPTIONS.get(name) == f.name:
                 continue
             default = _default(f)
             shown = default if isinstance(default, str) else json.dumps(default)
@@ -430,10 +443,8 @@ def curate_main(argv: Sequence[str]) -> int:
         options = {key[len("option_"):]: value for key, value in vars(args).items() if key.startswith("option_")}
         inputs: dict[str, Any] = {}
         given = getattr(args, "inputs", None)
-        if args.command == "ingest":
-            options["inputs"] = given or []
-        elif args.command == "commits":
-            options["repos"] = given or []
+        if args.command in INPUT_OPTIONS:
+            options[INPUT_OPTIONS[args.command]] = given or []
         elif "datasets" in spec.reads:
             inputs["datasets"] = given
         elif "steps" in spec.reads:

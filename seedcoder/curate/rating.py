@@ -11,9 +11,20 @@ them out (RatingResult.error says why). A result's `score` is the rating as a nu
 the parsed integer, the rubric proxy's unrounded mean, or the log-prob rater's expectation over 0..10 (which
 also gives the distribution and its entropy; it never needs parsing).
 
+Two rubrics (`RatingRequest.rubric`, `RUBRICS`): "code" (the default: a source file, the rubric above) and "web"
+(a web page: is this useful code-related text; `WEB_RUBRIC_PROMPT`, `build_web_prompt`): does it teach or explain
+programming, hold correct runnable code that its prose explains, document an API or a tool; 0 for pages with no
+code-related content, spam, shops, navigation-only or auto-generated listing pages. Its answer ends the same way,
+`Rating: [[X]]`, and is parsed the same; `build_prompt(request)` writes the prompt of a request's rubric (every
+backend calls it). A web request's `path` is the page's URL; `columns` carries the row's web columns
+(code_chars, code_blocks, words, has_code_tags, category, ...) for backends that measure the page (the offline
+proxy: `curate/web_rubric.py`); the LLM prompts do not show them (nor the category: the rater judges the page).
+
     prompt = build_rating_prompt(code, "python", "pkg/util.py")
+    prompt = build_web_prompt(page_text, "https://docs.python.org/3/tutorial/controlflow.html")
     explanation, rating, problem = split_answer(answer)                 # "Readability: ...", 7, None
     results = oracle.rate([RatingRequest(id="a1", text=code, language="python", path="pkg/util.py")])
+    results = oracle.rate([RatingRequest(id="w1", text=page_text, language="text", path=url, rubric="web")])
 """
 
 from __future__ import annotations
@@ -21,8 +32,8 @@ from __future__ import annotations
 import abc
 import re
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,12 +43,25 @@ class OracleError(ValueError):
     """A bad oracle option or a missing backend; the message names it."""
 
 
+RUBRICS = ("code", "web")  # what is rated: a source file, or a web page as code-related text
+
+
 @dataclass(frozen=True)
 class RatingRequest:
+    """One item to rate. `rubric`: "code" (a file: `language`, `path` in the repository) or "web" (a page: `path`
+    is its URL, `language` "text"); `columns`: other columns of the row a backend may measure (the web proxy reads
+    code_chars, code_blocks, words, has_code_tags); not part of equality."""
+
     id: str
     text: str
     language: str
     path: str
+    rubric: str = "code"
+    columns: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.rubric not in RUBRICS:
+            raise OracleError(f"request {self.id!r}: rubric must be one of {', '.join(RUBRICS)}, got {self.rubric!r}")
 
 
 @dataclass(frozen=True)
@@ -108,17 +132,77 @@ Language: {language}
 
 def build_rating_prompt(text: str, language: str, path: str, *, max_chars: int = DEFAULT_PROMPT_CHARS) -> str:
     """The rubric prompt for one file; files longer than `max_chars` characters are cut, with a note saying so."""
-    if max_chars <= 0:
-        raise OracleError(f"build_rating_prompt: max_chars must be > 0, got {max_chars}")
-    code = text if len(text) <= max_chars else (
-        text[:max_chars] + f"\n... [truncated: the first {max_chars:,} of {len(text):,} characters are shown]"
-    )
-    longest_backtick_run = max((len(run) for run in re.findall(r"`+", code)), default=0)
-    fence = "`" * max(3, longest_backtick_run + 1)  # a fence the code itself cannot close
+    code = _cut(text, max_chars, "build_rating_prompt")
+    fence = _fence(code)
     language = language or "unknown"
     fence_language = "" if language == "unknown" else re.sub(r"[^A-Za-z0-9_+#-]", "", language)
     return RUBRIC_PROMPT.format(language=language, path=path or "<unnamed>", fence=fence,
                                 fence_language=fence_language, code=code)
+
+
+WEB_RUBRIC_PROMPT = """You are an expert software engineer curating web pages that may be used to train a code \
+language model. Rate how useful the web page below is as code-related text, on an integer scale from 0 to 10.
+
+Judge these four aspects:
+1. Teaching: the page teaches or explains programming (concepts, techniques, how and why code works, how to \
+solve a problem), in clear and accurate prose.
+2. Code with explanation: the page contains correct, complete, runnable code (examples, snippets, commands) \
+whose purpose and behaviour the surrounding text explains, rather than code without any explanation.
+3. Reference value: the page documents an API, a language feature, a library or a tool precisely (signatures, \
+parameters, return values, options, examples), so that a programmer could rely on it.
+4. Text quality: the content is coherent and well organised (headings, sections), with little boilerplate, \
+repetition, navigation or advertising around it.
+
+Judge the content, not the kind of site: a forum thread or a question-and-answer page that explains code well \
+deserves the same rating as documentation of the same quality, and a documentation or shop page without real \
+explanation does not deserve a high rating because of where it comes from.
+
+Give a rating of 0 if any of the following holds:
+- the page has no code-related content (nothing about programming, software development or computing);
+- the page is spam, advertising or keyword stuffing;
+- the page is a shop, product or price listing;
+- the page is only navigation (menus, lists of links, tables of contents, tag clouds) or an auto-generated \
+listing (search results, archives, directory indexes, lists of titles) with no content of its own.
+
+First write a brief explanation of your assessment covering the four aspects. Then, on the last line, give the \
+rating in exactly this format:
+Rating: [[X]]
+where X is an integer from 0 to 10.
+
+URL: {url}
+Page text:
+{fence}
+{text}
+{fence}
+"""
+
+
+def _cut(text: str, max_chars: int, caller: str) -> str:
+    if max_chars <= 0:
+        raise OracleError(f"{caller}: max_chars must be > 0, got {max_chars}")
+    if len(text) <= max_chars:
+        return text
+    return text[:max_chars] + f"\n... [truncated: the first {max_chars:,} of {len(text):,} characters are shown]"
+
+
+def _fence(text: str) -> str:
+    """A fence the text itself cannot close."""
+    longest_backtick_run = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest_backtick_run + 1)
+
+
+def build_web_prompt(text: str, url: str, *, max_chars: int = DEFAULT_PROMPT_CHARS) -> str:
+    """The web rubric prompt for one page (its extracted text; `url` where it came from); pages longer than
+    `max_chars` characters are cut, with a note saying so."""
+    page = _cut(text, max_chars, "build_web_prompt")
+    return WEB_RUBRIC_PROMPT.format(url=url or "<unknown>", fence=_fence(page), text=page)
+
+
+def build_prompt(request: RatingRequest, *, max_chars: int = DEFAULT_PROMPT_CHARS) -> str:
+    """The prompt of a request's rubric: `build_rating_prompt` (code) or `build_web_prompt` (web, `path` = URL)."""
+    if request.rubric == "web":
+        return build_web_prompt(request.text, request.path, max_chars=max_chars)
+    return build_rating_prompt(request.text, request.language, request.path, max_chars=max_chars)
 
 
 # "Rating: [[7]]", also "**Rating:** [[ 7 ]]"; the value inside the brackets is validated separately.
@@ -197,6 +281,6 @@ class Oracle(abc.ABC):
     def rate(self, requests: Sequence[RatingRequest]) -> list[RatingResult]: ...
 
 
-__all__ = ["DEFAULT_PROMPT_CHARS", "RATING_SCALE", "RUBRIC_PROMPT", "Oracle", "OracleError", "RatingRequest",
-           "RatingResult", "build_rating_prompt", "invalid_request", "parse_rating", "result_from_answer",
-           "split_answer", "summarize_ratings"]
+__all__ = ["DEFAULT_PROMPT_CHARS", "RATING_SCALE", "RUBRICS", "RUBRIC_PROMPT", "WEB_RUBRIC_PROMPT", "Oracle",
+           "OracleError", "RatingRequest", "RatingResult", "build_prompt", "build_rating_prompt", "build_web_prompt",
+           "invalid_request", "parse_rating", "result_from_answer", "split_answer", "summarize_ratings"]

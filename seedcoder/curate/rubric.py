@@ -7,6 +7,7 @@ rules (config/data languages and extensions, generated-file markers, minified te
 almost no logic), then writes an explanation and `Rating: [[X]]` that go through the same parser as an LLM's
 answer (`curate/rating.py`). Deterministic and offline: the default when no LLM is configured. The result's
 `score` is the unrounded mean of the four criteria (0 under a zero rule), the rating its rounding.
+A request with rubric="web" (a web page) goes to the web proxy instead, `curate/web_rubric.py`.
 
 Clarity's leftovers. A comment line whose text is a code statement (an assignment, a call, a statement ending
 with `;`, a control header, an import, a lone closing brace: `_COMMENTED_CODE`; prose, TODOs, URLs and tool
@@ -40,6 +41,7 @@ from seedcoder.curate.rating import (
     invalid_request,
     result_from_answer,
 )
+from seedcoder.curate.web_rubric import web_rubric_assessment
 
 # Languages and extensions that are configuration, data or prose rather than code: zero rule 1.
 DATA_LANGUAGES = frozenset({
@@ -469,7 +471,8 @@ def rubric_answer(text: str, language: str, path: str) -> str:
 
 
 class RubricOracle(Oracle):
-    """The offline static proxy of the rubric (see the module docstring); clearly not an LLM."""
+    """The offline static proxy of the rubric (see the module docstring); clearly not an LLM. A request with
+    rubric="web" is judged by the web proxy (`curate/web_rubric.py`: the page text and the row's web columns)."""
 
     name = "rubric-proxy"
 
@@ -480,7 +483,10 @@ class RubricOracle(Oracle):
             if problem is not None:
                 results.append(RatingResult(id=request.id, rating=None, explanation="", raw="", error=problem))
                 continue
-            assessment = rubric_assessment(request.text, request.language, request.path)
+            if request.rubric == "web":
+                assessment = web_rubric_assessment(request.text, url=request.path, columns=request.columns)
+            else:
+                assessment = rubric_assessment(request.text, request.language, request.path)
             answer = f"{assessment.explanation}\nRating: [[{assessment.rating}]]"
             results.append(result_from_answer(request.id, answer, score=round(assessment.score, 4)))
         return results

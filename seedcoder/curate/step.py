@@ -46,6 +46,7 @@ class StepKind:
     options: type
     reads: tuple[str, ...] = ("in",)  # input roles: in, ratings, scorer, datasets, steps
     line: str | None = None  # the line its output starts; None: the line of its input
+    in_line: str = "files"  # the line whose last step its `in` is when the config does not say
 
     def check_options(self, given: Mapping[str, Any], where: str = "", name: str | None = None) -> dict[str, Any]:
         """The options a run gets: the defaults updated with `given`, as a plain dict (task arguments and
