@@ -456,7 +456,7 @@ def test_tokenize_writes_shards_with_score_language_source_and_flags(tmp_path):
     assert files_step["totals"]["kept_rows"] == 3 and files_step["languages"]["rust"]["kept_rows"] == 1
     expected_tokens = len(tokenizer.encode("fn main() {}\n", add_special_tokens=False).ids)
     assert files_step["languages"]["rust"]["kept_tokens"] == expected_tokens
-    assert report["shards"]["totals"]["documents"] == 5 and report["scores"]["step"] == "repo"
+    assert report["shards"][0]["totals"]["documents"] == 5 and report["scores"]["step"] == "repo"
     assert sum(report["scores"]["all"]) == 1  # the last step with a score column: repo (one document, score 4)
     for name in ("steps.png", "drop_reasons.png", "scores.png"):
         assert (report_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -614,7 +614,9 @@ def test_demo_config_names_every_step_with_valid_options():
     config = load_pipeline_config(os.path.join(ROOT, "configs", "curate_demo.toml"))
     kinds = [step["step"] for step in config["steps"]]
     assert kinds == ["ingest", "exact_dedup", "near_dedup", "syntax", "decontaminate", "oracle", "scorer_train",
-                     "score", "score_filter", "commits", "repo_documents", "tokenize", "report"]
+                     "score", "score_filter", "commits", "repo_documents", "web_corpus", "web_ingest", "exact_dedup",
+                     "near_dedup", "decontaminate", "web_recall", "oracle", "web_filter", "tokenize", "hq_recall",
+                     "tokenize", "report"]
     for step in config["steps"]:
         check_options(step["step"], {k: v for k, v in step.items() if k not in pipeline.STEP_TABLE_KEYS})
 

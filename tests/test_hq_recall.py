@@ -305,6 +305,38 @@ def test_recall_modes_and_token_counts(pool, tmp_path):
     assert stats["holdout"]["recall"] >= 0.5 and stats["threshold"] == stats["holdout"]["threshold"]
 
 
+def test_score_column_and_quantiles(pool, tmp_path):
+    """A scorer with a compressed scale (7.0-7.9 instead of 0-10) in another column: score_quantiles reads the two
+    score options as quantiles and picks the same rows as the absolute thresholds those quantiles are."""
+    rows = [row for row in pool[0] if row["language"] == "python"][:150]
+    squeezed = [{key: value for key, value in row.items() if key != "score"} | {"rating_score": 7.0 + row["score"] / 11}
+                for row in rows]
+    schema = pa.schema([("rating_score", pa.float32())])
+    ds.prepare_output(str(tmp_path / "rated"), {"step": "fixture", "name": "rated"})
+    table = ds.base_table(squeezed, schema)
+    marker = {"task": "part-00000", "stats": ds.write_part(str(tmp_path / "rated"), 0, table)}
+    ds.write_json(ds.marker_path(str(tmp_path / "rated"), 0), marker)
+    ds.finish_dataset(str(tmp_path / "rated"), [marker])
+    base = {"sources": [{"name": "python"}], "rounds": 2, "score_column": "rating_score", "threshold": 0.3,
+            "classifier": {"epochs": 5, "bucket": 5_000, "dim": 8}}
+    with pytest.raises(CurateStateError, match="no `score` column"):
+        run(tmp_path / "missing", str(tmp_path / "rated"), {**base, "score_column": "score"})
+
+    quantiles = run(tmp_path / "q", str(tmp_path / "rated"), {**base, "score_quantiles": True, "seed_min_score": 7.5,
+                                                               "recall_min_score": 5.0})
+    scores = np.array(table.column("rating_score").to_pylist(), dtype=np.float64)
+    resolved = quantiles["hq_recall"]["options"]
+    assert resolved["seed_min_score"] == pytest.approx(np.quantile(scores, 0.75))
+    assert resolved["recall_min_score"] == pytest.approx(np.quantile(scores, 0.5))
+    assert 7.0 < resolved["recall_min_score"] < resolved["seed_min_score"] < 8.0
+    seeds = quantiles["hq_recall"]["rounds"][0]["seeds"]
+    assert 0 < seeds <= int(np.sum(scores >= resolved["seed_min_score"]))  # the features narrow the top quarter
+    absolute = run(tmp_path / "a", str(tmp_path / "rated"), {**base, "seed_min_score": resolved["seed_min_score"],
+                                                              "recall_min_score": resolved["recall_min_score"]})
+    assert sorted(row["id"] for row in rows_of(tmp_path / "q")) == sorted(row["id"] for row in rows_of(tmp_path / "a"))
+    assert quantiles["totals"]["kept_rows"] == absolute["totals"]["kept_rows"] > seeds
+
+
 # ------------------------------------------------------------------------------------------ bad input
 def test_bad_configs_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="sources: needs at least one source"):
@@ -362,8 +394,9 @@ def test_an_unscored_input_is_refused(tmp_path):
                                                     "text": "x = 1\n", "source": "file", "score": 1.0}], shards=1)
     table = ds.read_part(source, 0).drop_columns(["score"])
     ds.write_table(ds.part_path(source, 0), table)
-    with pytest.raises(TaskError, match="no `score` column; run the score step"):
+    with pytest.raises(CurateStateError, match=r"no `score` column \(score_column\); run the score step"):
         run(tmp_path / "out", source, {"sources": [{"name": "all"}]})
+    assert not os.path.exists(tmp_path / "out")  # refused before any work
     with pytest.raises(ConfigError, match=r"hq_recall.tokenizer: .*none.json does not exist"):
         run(tmp_path / "out3", source, {"sources": [{"name": "all"}], "tokenizer": str(tmp_path / "none.json")})
     assert not os.path.exists(tmp_path / "out3")  # refused before any work

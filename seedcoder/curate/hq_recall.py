@@ -21,7 +21,8 @@ may be in the pool too), for each `[[steps.sources]]` table:
                 the next round; a recalled row scored lower becomes a hard negative of the next rounds
     set         the initial seeds (hq_round 0) plus what every round kept (hq_round r)
 
-The scorer here is the `score` column that the score step already wrote for every row: the "scoring" of a
+The scorer here is the `score` column that the score step already wrote for every row (`score_column =
+"rating_score"`: an oracle step's ratings of every row instead): the "scoring" of a
 recalled row is a look-up, so the precision against the scorer (kept / recalled) and its recall (kept / the
 candidates with score >= recall_min_score) are both measured. A held-out split of each round's training rows
 (`holdout_fraction`) gives the classifier's own precision and recall.
@@ -50,11 +51,15 @@ prior and P >= 0.5 is a strict cut (on the test pool of tests/test_hq_recall.py,
 with few epochs; 0.3 recalls ~1/5 of the candidates). `recall_by = "target_recall"` picks each round's threshold
 on the held-out split instead (noisy when it holds only a few seeds); `top_fraction` fixes the volume.
 
-Cost: the map measures features (`rubric.measure_code`, ~1 MB/s) only for rows with score >= seed_min_score, the
-only rows they decide about; every round task holds the per-row features of the whole input (~45 bytes a row) and
-reads the input's text three times (training rows, held-out rows, candidates shard by shard); a classifier file
-is about (vocabulary + `classifier.bucket`) x `classifier.dim` x 4 bytes (26 MB at the defaults) per source and
-round.
+A scorer whose scores crowd into a narrow band (a small model's do) takes `score_quantiles = true`: the two
+score options are then quantiles x10 of the input's scores (seed_min_score = 8.0: the top 20%), resolved after the
+map and recorded in metrics.json.
+
+Cost: the map measures features (`rubric.measure_code`, ~1 MB/s) only for rows with score >= seed_min_score (all
+rows with score_quantiles), the only rows they decide about; every round task holds the per-row features of the
+whole input (~45 bytes a row) and reads the input's text three times (training rows, held-out rows, candidates
+shard by shard); a classifier file is about (vocabulary + `classifier.bucket`) x `classifier.dim` x 4 bytes (26 MB
+at the defaults) per source and round.
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from seedcoder.config import build_section, option
 from seedcoder.curate import dataset as ds
@@ -212,9 +218,13 @@ class SourceMatcher:
 @dataclass
 class HQRecallOptions:
     sources: list[HQSource] = option([], "the [[steps.sources]] tables (name + filters), at least one")
+    score_column: str = option("score", "the quality score of a row: score (the score step) or rating_score (an "
+                                        "oracle step that rated every row)")
     rounds: int = option(3, "recall rounds per source (the paper: 2-3)")
     seed_min_score: float = option(7.0, "seeds: at least this score (0..10)")
     recall_min_score: float = option(6.0, "a recalled row is kept when its score is at least this (the scorer agrees)")
+    score_quantiles: bool = option(False, "read seed_min_score and recall_min_score as quantiles of the input's "
+                                          "scores (8.0: the 80th percentile), for a scorer whose scale is compressed")
     seed_comment_ratio: list[float] = option([0.02, 0.6], "seeds (code): comment lines / (comment + code lines) "
                                                           "in [min, max]")
     seed_imports: list[int] = option([0, 200], "seeds (code): import / include / use lines in [min, max]")
@@ -236,6 +246,8 @@ class HQRecallOptions:
     seed: int = option(0, "seed of the negative sampling and the held-out split")
 
     def __post_init__(self) -> None:
+        if not self.score_column:
+            raise ValueError("score_column: must name a column (score or rating_score)")
         if not self.sources:
             raise ValueError("sources: needs at least one source ([[steps.sources]] with a name, or "
                              "sources = [{name = \"python\", languages = [\"python\"]}])")
@@ -273,6 +285,16 @@ def classifier_options(table: Mapping[str, Any]) -> ClassifierOptions:
     return build_section(ClassifierOptions, dict(table), prefix="classifier.")
 
 
+def score_thresholds(options: Mapping[str, Any], scores: np.ndarray) -> dict[str, Any]:
+    """score_quantiles: the options with seed_min_score and recall_min_score replaced by those quantiles (x/10)
+    of the finite scores."""
+    finite = scores[np.isfinite(scores)]
+    if not len(finite):
+        raise CurateStateError("hq_recall: score_quantiles needs scores, and no row has one")
+    return {**options, **{key: float(np.quantile(finite, options[key] / 10.0))
+                          for key in ("seed_min_score", "recall_min_score")}}
+
+
 # ------------------------------------------------------------------------------------------ paths
 def source_dir(work_dir: str, name: str) -> str:
     return os.path.join(work_dir, "sources", name)
@@ -290,18 +312,20 @@ def classifier_path(work_dir: str, name: str, round_number: int) -> str:
 def hq_recall_map(in_dir: str, index: int, out_path: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """Shard `index` -> its rows' score, simple features and source membership (a bit per source) at out_path."""
     table = ds.read_part(in_dir, index)
-    if "score" not in table.column_names:
-        raise CurateStateError(f"hq_recall: {ds.part_path(in_dir, index)} has no `score` column; run the score "
-                               "step before it")
+    column = options["score_column"]
+    if column not in table.column_names:
+        raise CurateStateError(f"hq_recall: {ds.part_path(in_dir, index)} has no `{column}` column (score_column); "
+                               "run the score step (or an oracle rating every row) before it")
     matchers = [SourceMatcher(source) for source in options["sources"]]
     texts = [value or "" for value in table.column("text").to_pylist()]
     paths = [value or "" for value in table.column("path").to_pylist()]
     languages = [value or "" for value in table.column("language").to_pylist()]
     row_sources = [value or "" for value in table.column("source").to_pylist()]
-    score = table.column("score").cast(pa.float64()).fill_null(float("nan"))
+    score = table.column(column).cast(pa.float64()).fill_null(float("nan"))
     # measure_code (~1 MB/s) only where the features decide something: seeds and the first hard negatives both
     # need score >= seed_min_score; the other rows get their size only
-    measured = np.asarray(score.to_numpy(zero_copy_only=False)) >= options["seed_min_score"]
+    lowest = 0.0 if options["score_quantiles"] else options["seed_min_score"]  # quantiles: known after the map
+    measured = np.asarray(score.to_numpy(zero_copy_only=False)) >= lowest
     features = [text_features(text, language, row_source) if measure else
                 TextFeatures(len(text.encode("utf-8", "surrogatepass")), 0, 0, 0, 0, is_prose(language, row_source))
                 for text, language, row_source, measure in zip(texts, languages, row_sources, measured.tolist())]
@@ -661,7 +685,8 @@ def hq_finalize(work_dir: str, map_paths: Sequence[str], options: Mapping[str, A
                    "hq_sources lists every source whose set holds it",
         "dropped": "every input row not in the set, with its reason (not_in_pool, not_recalled, "
                    "low_score_after_recall): kept + dropped = read",
-        "options": {key: options[key] for key in ("rounds", "seed_min_score", "recall_min_score", "recall_by",
+        "options": {key: options[key] for key in ("rounds", "score_column", "score_quantiles", "seed_min_score",
+                                                  "recall_min_score", "recall_by",
                                                   "threshold", "top_fraction", "target_recall",
                                                   "negatives_per_positive", "hard_negatives", "seed_comment_ratio",
                                                   "seed_imports", "seed_bytes", "holdout_fraction", "classifier")},
@@ -746,6 +771,10 @@ def run_hq_recall(ctx: StepContext) -> dict[str, Any]:
     if options["tokenizer"] is not None and not os.path.exists(options["tokenizer"]):
         # checked here, not with the options: it may be a file an earlier step of the pipeline writes
         raise CurateConfigError(f"{ctx.name}.tokenizer: {options['tokenizer']} does not exist")
+    for index in parts[:1]:  # a clear error now, not from inside a task
+        if options["score_column"] not in pq.read_schema(ds.part_path(in_dir, index)).names:
+            raise CurateStateError(f"{ctx.name}: {ds.part_path(in_dir, index)} has no `{options['score_column']}` "
+                                   "column (score_column); run the score step (or an oracle rating every row) before it")
     done = ctx.prepare()
     if done is not None:
         return done
@@ -756,6 +785,11 @@ def run_hq_recall(ctx: StepContext) -> dict[str, Any]:
                   args={"in_dir": in_dir, "index": index, "out_path": path, "options": options},
                   marker=ds.work_path(ctx.out_dir, f"map-{index:05d}.done"))
              for index, path in zip(parts, map_paths)], "map")
+    if options["score_quantiles"]:
+        options = score_thresholds(options, load_features(map_paths).score)
+        say(f"{ctx.name}: score quantiles {ctx.options['seed_min_score'] / 10:.2f} / "
+            f"{ctx.options['recall_min_score'] / 10:.2f} -> seed_min_score {options['seed_min_score']:.4f}, "
+            f"recall_min_score {options['recall_min_score']:.4f}")
     names = [source["name"] for source in options["sources"]]
     rounds: dict[tuple[int, int], dict[str, Any]] = {}
     for round_number in range(1, options["rounds"] + 1):
@@ -796,6 +830,6 @@ STEP = StepKind("hq_recall", "the high-quality set: per source, fastText recall 
 
 
 __all__ = ["HQRecallOptions", "HQSource", "PROSE_LANGUAGES", "STEP", "SourceMatcher", "TextFeatures",
-           "classifier_options", "classifier_path", "comment_ratio", "count_imports", "hard_negative_mask",
+           "classifier_options", "classifier_path", "score_thresholds", "comment_ratio", "count_imports", "hard_negative_mask",
            "hq_finalize", "hq_recall_map", "hq_round_task", "is_prose", "plot_metrics",
            "rounds_markdown", "run_hq_recall", "seed_mask", "text_features"]

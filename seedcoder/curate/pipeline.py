@@ -22,6 +22,7 @@ options, its run function and what it drops and why, by its own module (a `StepK
                     seeds over 2-3 rounds (its own line: tokenize it with in = "hq_recall") (curate.hq_recall)
     commits         commit samples from git repositories                                   (curate.commits)
     repo_documents  a repository's files concatenated in dependency order                  (curate.repo_documents)
+    web_corpus      WARC.gz + labels from the HTML documentation Debian packages install   (curate.web_corpus)
     web_ingest      WARC/WARC.gz files and HTML folders -> pages: main text, code verbatim (curate.web_ingest)
     web_recall      code-related pages: code tags (rule) or a fastText classifier           (curate.web_recall)
     web_filter      scored pages kept by per-category thresholds and sampling rates       (curate.web_filter)
@@ -55,7 +56,8 @@ scorer_train makes a "model" (read by score), commits and repo_documents start t
 starts the "web" line (web_recall and web_filter follow it; a shared step such as exact_dedup on web pages
 names its input: in = "web_ingest"), hq_recall starts "hq", and tokenize reads the last dataset of the files,
 commits, repo and web lines. Strings may use {root} (this repository),
-{stdlib} (this interpreter's standard library) and {config_dir}; relative paths are relative to the
+{stdlib} (this interpreter's standard library), {config_dir} and {out} (the pipeline's `out`, overrides
+applied: inputs = ["{out}/web_corpus"] reads an earlier step's files); relative paths are relative to the
 current directory.
 """
 
@@ -90,6 +92,7 @@ from seedcoder.curate import (
     score_filter,
     syntax_filter,
     tokenize_shards,
+    web_corpus,
     web_filter,
     web_ingest,
     web_recall,
@@ -104,7 +107,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 STEPS: dict[str, StepKind] = {step.name: step for step in (
     ingest.STEP, exact_dedup.STEP, near_dedup.STEP, syntax_filter.STEP, decontaminate.STEP, oracle.STEP,
     score.SCORER_TRAIN, score.SCORE, score_filter.STEP, hq_recall.STEP, commits.STEP, repo_documents.STEP,
-    web_ingest.STEP, web_recall.STEP, web_filter.STEP, tokenize_shards.STEP, report.STEP)}
+    web_corpus.STEP, web_ingest.STEP, web_recall.STEP, web_filter.STEP, tokenize_shards.STEP, report.STEP)}
 # Steps whose inputs are options (`inputs`, `repos`): the command line's repeatable --in sets them
 INPUT_OPTIONS = {"ingest": "inputs", "web_ingest": "inputs", "commits": "repos"}
 
@@ -219,6 +222,9 @@ def load_pipeline_config(config: str | os.PathLike | Mapping[str, Any],
         _apply_overrides(data, overrides)
         where = ""
     merged = {"stdlib": sysconfig.get_paths()["stdlib"], "root": ROOT, "config_dir": config_dir, **(variables or {})}
+    out = data.get("out", PipelineConfig.out)
+    if isinstance(out, str) and "out" not in merged:  # {out}: the pipeline's output folder, overrides applied
+        merged["out"] = os.path.abspath(_substitute(out, merged))
     data = _substitute(data, merged)
     _check_config(data, where)
     return data

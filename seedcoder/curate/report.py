@@ -7,8 +7,10 @@ Reads the output directories of the steps (in pipeline order) and writes to out_
     report.json     per step: totals and, per language, files / bytes / tokens kept and dropped, dropped ones
                     per reason category ("binary", "exact_duplicate", "syntax_error", ...); the score histogram
                     (20 bins over 0..10, overall and per language) of the last step that has a `score`
-                    column; the oracle's rating counts; the scorer's held-out MAE (overall, per bucket); the
-                    shards' documents and tokens per language and source
+                    column; the oracle's rating counts; the scorer's held-out MAE (overall, per bucket); each
+                    tokenize step's documents and tokens per language and source; web_recall's held-out recall
+                    and precision, web_filter's effect per page category, hq_recall's table per source and round
+                    (their plots are linked from their own folders)
     report.md       the same as tables, with the plots
     steps.png       files kept and dropped per step; drop_reasons.png: dropped files per step and reason;
     scores.png      the score histogram and the oracle's rating histogram (matplotlib, Agg backend)
@@ -203,13 +205,13 @@ def build_report(step_dirs: Sequence[str], out_dir: str, *, tokenizer: str | Non
             counter.bar.close()
     report["files"] = ["report.json", "report.md", *_plots(report, out_dir)]
     atomic_write_text(os.path.join(out_dir, "report.json"), json.dumps(report, indent=1) + "\n")
-    atomic_write_text(os.path.join(out_dir, "report.md"), render_markdown(report))
+    atomic_write_text(os.path.join(out_dir, "report.md"), render_markdown(report, out_dir))
     return report
 
 
 def _report(step_dirs: Sequence[str], counter: TokenCounter | None, tokenizer: str | None) -> dict[str, Any]:
     report: dict[str, Any] = {"steps": [], "scores": None, "score_filter": None, "ratings": None, "scorer": None,
-                              "shards": None,
+                              "shards": [], "web_recall": None, "web_filter": None, "hq_recall": None,
                               "tokenizer": tokenizer if counter is not None and counter.tokenizer is not None else None}
     for step_dir in step_dirs:
         record = ds.step_record(step_dir) or {}
@@ -235,6 +237,10 @@ def _report(step_dirs: Sequence[str], counter: TokenCounter | None, tokenizer: s
                                           "dropped": reduce.get("dropped")}
             if record.get("step") == "oracle":
                 report["ratings"] = {"step": name, **_ratings(step_dir)}
+            # the web and high-quality steps' own summaries (their plots stay in their folders)
+            for kind, key in (("web_recall", "recall"), ("web_filter", "web_filter"), ("hq_recall", "hq_recall")):
+                if record.get("step") == kind and isinstance(success.get(key), Mapping):
+                    report[kind] = {"step": name, "dir": os.path.abspath(step_dir), **success[key]}
         elif success.get("kind") == "model":
             entry.update(kind="model", metrics=success.get("metrics"))
             report["scorer"] = {"step": name, **(success.get("metrics") or {})}
@@ -244,11 +250,11 @@ def _report(step_dirs: Sequence[str], counter: TokenCounter | None, tokenizer: s
             if os.path.exists(manifest_path):
                 with open(manifest_path, encoding="utf-8") as file:
                     manifest = json.load(file)
-                report["shards"] = {"step": name, "totals": manifest["totals"],
+                report["shards"].append({"step": name, "totals": manifest["totals"],
                                     "languages": {k: {"documents": v["documents"], "tokens": v["tokens"]}
                                                   for k, v in manifest["languages"].items()},
                                     "sources": {k: {"documents": v["documents"], "tokens": v["tokens"]}
-                                                for k, v in manifest["sources"].items()}}
+                                                for k, v in manifest["sources"].items()}})
         else:
             entry.update(kind=success.get("kind", "other"))
         report["steps"].append(entry)
@@ -264,7 +270,55 @@ def _mib(value: int) -> str:
     return f"{value} B"
 
 
-def render_markdown(report: Mapping[str, Any]) -> str:
+def _plot_link(section: Mapping[str, Any], file: str | None, out_dir: str | None, title: str) -> list[str]:
+    if not file:
+        return []
+    path = os.path.join(section["dir"], file)
+    return [f"![{title}]({os.path.relpath(path, out_dir) if out_dir else path})", ""]
+
+
+def _web_and_hq_sections(report: Mapping[str, Any], out_dir: str | None) -> list[str]:
+    """Web recall (held-out recall / precision), the web filter per page category, the high-quality set's rounds."""
+    lines: list[str] = []
+    recall = report.get("web_recall")
+    if recall:
+        paths = recall.get("pages_by_path") or {}
+        lines += ["## Web recall", "", f"Step {recall['step']}: threshold {recall['threshold']:.4f} "
+                  f"({recall.get('threshold_how', '')}); pages by path: "
+                  + ", ".join(f"{key} {value:,}" for key, value in paths.items()) + ".", ""]
+        if recall.get("heldout_pages"):
+            lines += [f"On the {recall['heldout_pages']:,} held-out labelled pages (never trained on): classifier "
+                      f"recall {recall['heldout_recall']:.3f}, precision {recall['heldout_precision']:.3f}; the step "
+                      f"(rule path + classifier) recall {recall['heldout_step_recall']:.3f}, precision "
+                      f"{recall['heldout_step_precision']:.3f}.", ""]
+        lines += _plot_link(recall, "precision_recall.png" if "precision_recall.png" in recall.get("files", [])
+                            else None, out_dir, "precision and recall against the threshold")
+    web = report.get("web_filter")
+    if web:
+        compare = web.get("compare_global") or {}
+        global_rows = compare.get("categories", {})
+        lines += ["## Web filter by page category", "", f"Step {web['step']} on `{web.get('score_column')}`: "
+                  f"{web.get('after_sampling', 0):,} of {web.get('rows', 0):,} pages kept; one global threshold "
+                  f"{compare.get('threshold', float('nan')):g} would keep "
+                  f"{compare.get('total', {}).get('global_kept', 0):,}.", "",
+                  "| category | pages | mean score | threshold | above it | sampling | kept | global threshold keeps |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for category, values in web.get("categories", {}).items():
+            lines.append(f"| {category} | {values['rows']:,} | {values['mean_score']:.2f} | {values['threshold']:g} | "
+                         f"{values['after_threshold']:,} | {values['sampling']:g} | {values['after_sampling']:,} | "
+                         f"{global_rows.get(category, {}).get('global_kept', 0):,} |")
+        lines.append("")
+        lines += _plot_link(web, web.get("plot"), out_dir, "web filter")
+    hq = report.get("hq_recall")
+    if hq and hq.get("rounds") is not None:
+        from seedcoder.curate.hq_recall import PLOT_FILE, rounds_markdown
+
+        lines += ["## High-quality set (iterative recall)", "", f"Step {hq['step']}:", "", rounds_markdown(hq)]
+        lines += _plot_link(hq, PLOT_FILE, out_dir, "high-quality recall per round")
+    return lines
+
+
+def render_markdown(report: Mapping[str, Any], out_dir: str | None = None) -> str:
     has_tokens = report.get("tokenizer") is not None
     lines = ["# Curation report", ""]
     header = "| step | files kept | files dropped | bytes kept | bytes dropped |" + (" tokens kept | tokens dropped |"
@@ -333,11 +387,11 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         for index, count in enumerate(scores["all"]):
             lines.append(f"| {index * width:.1f}-{(index + 1) * width:.1f} | {count} |")
         lines += ["", "![scores](scores.png)", ""]
-    shards = report.get("shards")
-    if shards:
+    lines += _web_and_hq_sections(report, out_dir)
+    for shards in report.get("shards") or []:  # each tokenize step
         totals = shards["totals"]
-        lines += ["## Shards", "", f"{totals['documents']:,} documents, {totals['tokens']:,} tokens in "
-                  f"{totals['shards']} shard(s).", "", "| source / language | documents | tokens |", "|---|---|---|"]
+        lines += [f"## Shards: {shards['step']}", "", f"{totals['documents']:,} documents, {totals['tokens']:,} tokens "
+                  f"in {totals['shards']} shard(s).", "", "| source / language | documents | tokens |", "|---|---|---|"]
         for group in ("sources", "languages"):
             for name, values in shards[group].items():
                 lines.append(f"| {name} | {values['documents']:,} | {values['tokens']:,} |")

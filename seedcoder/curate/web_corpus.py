@@ -45,6 +45,9 @@ from typing import Any
 
 from fastwarc.warc import WarcRecord, WarcRecordType
 
+from seedcoder.config import option
+from seedcoder.curate.errors import CurateInputError
+from seedcoder.curate.step import StepContext, StepKind, say
 from seedcoder.curate.web_ingest import meta_charset
 from seedcoder.errors import UserError, exit_on_user_error
 from seedcoder.fileio import atomic_write, atomic_write_text
@@ -390,6 +393,82 @@ def build_fixture(out: str, say: Callable[[str], None] = print) -> dict[str, Any
     return summary
 
 
+# ------------------------------------------------------------------------------------------ the pipeline step
+FIXTURE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "tests", "data", "web")
+
+
+@dataclass
+class WebCorpusOptions:
+    packages: list[str] = option(list(PACKAGES), "Debian packages whose HTML pages are written (the ones not "
+                                                 "installed are skipped, and said)")
+    max_pages: int = option(200, "pages per package (a seeded sample)")
+    seed: int = option(0, "sampling seed")
+    max_page_bytes: int = option(1 << 20, "larger pages are left out")
+    heldout_fraction: float = option(0.2, "share of the pages labelled heldout (never trained on)")
+    fallback: bool = option(True, "none of the packages installed: copy the committed fixture (tests/data/web, real "
+                                  "pages of 9 packages and bad records) instead of failing")
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.packages if name not in PACKAGES]
+        if unknown:
+            raise ValueError(f"packages: unknown package {unknown[0]!r}; known: {', '.join(PACKAGES)}")
+        if not self.packages:
+            raise ValueError("packages: needs at least one package")
+        if self.max_pages < 1 or self.max_page_bytes < 1:
+            raise ValueError(f"max_pages / max_page_bytes: must be >= 1, got {self.max_pages} / {self.max_page_bytes}")
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ValueError(f"heldout_fraction: must be in [0, 1), got {self.heldout_fraction}")
+
+
+def installed_packages(packages: Sequence[str]) -> dict[str, int]:
+    """{package: its HTML pages} for the packages installed here."""
+    found = {}
+    for name in packages:
+        root = PACKAGES[name].root
+        count = len(package_pages(PACKAGES[name])) if os.path.isdir(root) else 0
+        if count:
+            found[name] = count
+    return found
+
+
+def run_web_corpus(ctx: StepContext) -> dict[str, Any]:
+    """The step `web_corpus`: the WARC.gz files + labels.jsonl of the installed packages (or the fixture)."""
+    options = ctx.options
+    installed = installed_packages(options["packages"])
+    done = ctx.prepare(installed=installed)  # installing a package later makes a new corpus
+    if done is not None:
+        return done
+    if installed:
+        summary = build_corpus(ctx.out_dir, list(installed), options["max_pages"], options["seed"],
+                               options["max_page_bytes"], options["heldout_fraction"], say=lambda text: say(
+                                   f"{ctx.name}: {text}"))
+        summary["fixture"] = False
+    elif options["fallback"] and os.path.isfile(os.path.join(FIXTURE_DIR, LABELS_FILE)):
+        say(f"{ctx.name}: NONE of {', '.join(options['packages'])} is installed; using the committed fixture "
+            f"{FIXTURE_DIR} instead (install the packages with apt for the real corpus, e.g. `apt install "
+            f"python3-doc cppreference-doc-en-html gimp-help-en libreoffice-help-en-us`)")
+        for name in sorted(os.listdir(FIXTURE_DIR)):
+            if name.endswith((".warc.gz", ".warc", LABELS_FILE)):
+                with open(os.path.join(FIXTURE_DIR, name), "rb") as file:
+                    data = file.read()
+                atomic_write(os.path.join(ctx.out_dir, name), lambda out, data=data: out.write(data))
+        with open(os.path.join(ctx.out_dir, LABELS_FILE), encoding="utf-8") as file:
+            labels = [json.loads(line) for line in file if line.strip()]
+        sizes = {name: os.path.getsize(os.path.join(ctx.out_dir, name)) for name in os.listdir(ctx.out_dir)
+                 if name.endswith((".warc.gz", ".warc"))}
+        summary = {**summarize(labels, sizes, list(options["packages"])), "fixture": True}
+    else:
+        raise CurateInputError(f"{ctx.name}: none of the packages {', '.join(options['packages'])} is installed "
+                               "(install them with apt, e.g. `apt install python3-doc gimp-help-en`)"
+                               + ("" if options["fallback"] else "; fallback = false"))
+    return ctx.finish_other({"kind": "web_corpus", **summary})
+
+
+STEP = StepKind("web_corpus", "WARC.gz files + labels.jsonl from the HTML documentation Debian packages install",
+                run_web_corpus, WebCorpusOptions, reads=(), line="warc")
+
+
 # ------------------------------------------------------------------------------------------ command line
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seedcoder.curate.web_corpus",
@@ -424,5 +503,6 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["FIXTURE_PAGES", "LABELS_FILE", "PACKAGES", "DocPackage", "build_corpus", "build_fixture",
-           "choose_pages", "label_of", "main", "package_pages", "page_record", "split_of", "warcinfo_record"]
+__all__ = ["FIXTURE_DIR", "FIXTURE_PAGES", "LABELS_FILE", "PACKAGES", "STEP", "DocPackage", "WebCorpusOptions",
+           "build_corpus", "build_fixture", "choose_pages", "installed_packages", "label_of", "main", "package_pages",
+           "page_record", "run_web_corpus", "split_of", "warcinfo_record"]

@@ -345,7 +345,7 @@ class WebFilterOptions:
 
 
 STEP = StepKind("web_filter", "web pages kept by per-category score thresholds and sampling rates", run_web_filter,
-                WebFilterOptions, in_line="web")
+                WebFilterOptions, line="web", in_line="web")  # its input may be an oracle's ratings
 
 
 __all__ = ["CATEGORY_COLUMN", "DEFAULT_SAMPLING", "DEFAULT_THRESHOLDS", "PLOT_FILE", "STEP", "WebFilterOptions",

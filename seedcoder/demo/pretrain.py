@@ -14,8 +14,10 @@
 5. curate:  the model-centric pipeline (configs/curate_demo.toml, `seedcoder.curate`) on the standard library and
             this repository with its git history: ingest, exact and near dedup, syntax filter, decontamination,
             oracle ratings (the offline rubric proxy unless an endpoint is configured), a scorer trained from the
-            model of step 3, scoring, the bottom 10% dropped, commit samples, repository documents, tokenized
-            shards (the demo's tokenizer) and a report (curate/report/report.md + plots);
+            model of step 3, scoring, the bottom 10% dropped, commit samples, repository documents; code-related
+            web pages (Debian's HTML documentation as WARC files: extraction, dedup, fastText recall, web-rubric
+            ratings, per-category filter); tokenized shards (the demo's tokenizer), the high-quality set recalled
+            from the scored files (curate/tokenize_hq) and a report (curate/report/report.md + plots);
 6. pretrain on the curated shards: a short run from scratch on what the pipeline kept; its loss must fall too.
 7-10. post-training (seedcoder.demo.posttrain) of the model of step 3: SFT on chats made from the standard
             library and the toy problems' solutions (`torchrun -m seedcoder.train sft`, its loss must fall) ->
