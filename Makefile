@@ -9,7 +9,7 @@ TORCH_VERSION := 2.13.0
 TRITON_VERSION := 3.6.0
 RESULTS ?= results
 
-.PHONY: gpu-wheels install lock test test-slow lint ctest compile-gate cuda-gate gpu-check gpu-bench bench demo clean
+.PHONY: gpu-wheels install lock test test-slow lint ctest compile-gate cuda-gate gpu-check gpu-bench bench demo web-docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -92,8 +92,22 @@ bench: install
 # torchrun on 2 CPU ranks (GPU when present), interrupted and resumed -> loss curve + a sampled completion ->
 # the curation pipeline (stdlib + this repository's history) -> curated shards -> a second pretraining run ->
 # SFT -> DPO -> RL -> HumanEval on the result.
-demo: install
+demo: install web-docs
 	$(BIN)/python -m seedcoder.demo
+
+# The demo's web pages: HTML documentation that Debian packages install (seedcoder/curate/web_corpus.py). Installed
+# with apt when missing and this user may (root or sudo without a password); otherwise the web steps read the
+# committed fixture tests/data/web and say so.
+WEB_DOCS := python3-doc cppreference-doc-en-html gimp-help-en libreoffice-help-en-us debian-reference-en gnucash-docs \
+	nodejs-doc sqlite3-doc postgresql-doc-15
+web-docs:
+	@missing=$$(for p in $(WEB_DOCS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then echo "web-docs: no apt-get; the web steps use the fixture"; exit 0; fi; \
+	sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
+	install="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing"; \
+	$$install >/dev/null 2>&1 || { $$sudo apt-get update -q >/dev/null 2>&1 && $$install >/dev/null; } \
+	  || echo "web-docs: could not install $$missing; the web steps use what is installed (else the fixture)"
 
 clean:
 	rm -rf build *.egg-info $(RESULTS) .pytest_cache .ruff_cache
