@@ -32,6 +32,8 @@ ALLOWED_LOCAL: dict[str, set[str]] = {
     "seedcoder.curate.score": {"seedcoder.curate.scorer", "seedcoder.curate.scorer_train"},
     # ... and so does the log-prob oracle against an endpoint; only its checkpoint path loads a model
     "seedcoder.curate.logprob_oracle": {"seedcoder.checkpoint", "seedcoder.model"},
+    # ... and the SFT synthesis against an endpoint; only the generator's engine backend loads a model
+    "seedcoder.curate.chat_generator": {"seedcoder.generate", "seedcoder.sampling"},
     # compiled extensions that a checkout may not have built: their users fall back without them
     "seedcoder.data.loader": {"seedcoder._C"},
     "seedcoder.kernels._cuda_ext": {"seedcoder._cuda"},

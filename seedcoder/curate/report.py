@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 from seedcoder.config import option
 from seedcoder.curate import dataset as ds
+from seedcoder.curate import hq_recall
 from seedcoder.curate.step import StepContext, StepKind
 from seedcoder.fileio import atomic_write, atomic_write_text
 from seedcoder.progress import progress as progress_bar
@@ -311,10 +312,8 @@ def _web_and_hq_sections(report: Mapping[str, Any], out_dir: str | None) -> list
         lines += _plot_link(web, web.get("plot"), out_dir, "web filter")
     hq = report.get("hq_recall")
     if hq and hq.get("rounds") is not None:
-        from seedcoder.curate.hq_recall import PLOT_FILE, rounds_markdown
-
-        lines += ["## High-quality set (iterative recall)", "", f"Step {hq['step']}:", "", rounds_markdown(hq)]
-        lines += _plot_link(hq, PLOT_FILE, out_dir, "high-quality recall per round")
+        lines += ["## High-quality set (iterative recall)", "", f"Step {hq['step']}:", "", hq_recall.rounds_markdown(hq)]
+        lines += _plot_link(hq, hq_recall.PLOT_FILE, out_dir, "high-quality recall per round")
     return lines
 
 
