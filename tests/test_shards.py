@@ -225,7 +225,7 @@ GOOD = {"tokens": [1, 2, 3], "score": 5.0, "language": "python", "source": "file
         ({"language": "klingon"}, ValueError, "unknown language 'klingon'"),
         ({"language": 9999}, ValueError, "unknown language id 9999"),
         ({"source": "forum"}, ValueError, "unknown source"),
-        ({"source": 5}, ValueError, "unknown source id 5"),
+        ({"source": 6}, ValueError, "unknown source id 6"),
         ({"flags": 4}, ValueError, "unknown flag bits"),
         ({"flags": int(DocFlag.HAS_LOSS_MASK)}, ValueError, "no loss_mask was given"),
         ({"content_hash": -1}, ValueError, "content_hash"),
@@ -574,7 +574,7 @@ def test_manifest_round_trip_and_checks(tmp_path, tokenizer_file):
         "special_tokens": {"<eos>": 0, "<fim_prefix>": 1},
     }
     assert loaded["language_ids"]["python"] == Language.PYTHON and len(loaded["language_ids"]) == len(Language)
-    assert loaded["source_ids"] == {"file": 0, "repo": 1, "commit": 2, "web": 3, "sft": 4}
+    assert loaded["source_ids"] == {"file": 0, "repo": 1, "commit": 2, "web": 3, "sft": 4, "hq": 5}
     assert set(loaded["languages"]) == {"python", "c"} and set(loaded["sources"]) == {"file", "repo", "web", "sft"}
     assert sum(sum(g["score_histogram"]["counts"]) for g in loaded["languages"].values()) == 21
     assert sum(g["documents"] for g in loaded["sources"].values()) == 21
