@@ -253,7 +253,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
              return std::make_shared<Dataset>(paths, options, threads);
            }),
            py::arg("paths"), py::arg("expected_tokenizer_sha256") = py::none(), py::arg("verify_checksums") = true,
-           py::arg("language_count") = 66, py::arg("source_count") = 5, py::arg("threads") = 1)
+           py::arg("language_count") = 66, py::arg("source_count") = 6, py::arg("threads") = 1)
       .def_property_readonly("shard_count", &Dataset::shard_count)
       .def_property_readonly("document_count", &Dataset::document_count)
       .def_property_readonly("token_count", &Dataset::token_count)

@@ -76,7 +76,7 @@ struct OpenOptions {
   bool verify_checksums = true;  // section CRCs + token ids < vocab + mask bytes in {0, 1}: one pass over the file
   // Sizes of the append-only enumerations this build knows (the Python side passes len(Language), len(Source)).
   uint32_t language_count = 66;
-  uint32_t source_count = 5;
+  uint32_t source_count = 6;  // file, repo, commit, web, sft, hq (seedcoder.data.shards.Source)
 };
 
 class Shard {
