@@ -1,5 +1,6 @@
 """Decontamination (seedcoder.curate.decontaminate): HumanEval copies are caught with their task id, ordinary
-standard-library files are not, user benchmark files (jsonl, jsonl.gz, json, text) work and broken ones are named."""
+standard-library files are not, user benchmark files (jsonl, jsonl.gz, json, text) work and broken ones are named;
+the step checks the columns it is told (SFT rows: the instruction and the response)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,15 @@ import pickle
 import random
 import sysconfig
 
+import pyarrow as pa
 import pytest
 
+from seedcoder.config import ConfigError
+from seedcoder.curate import dataset as ds
 from seedcoder.curate.decontaminate import Decontaminator, benchmark_file_items
 from seedcoder.curate.errors import CurateConfigError
+from seedcoder.curate.executor import ExecutorConfig
+from seedcoder.curate.pipeline import check_options, run_step
 
 STDLIB = sysconfig.get_paths()["stdlib"]
 
@@ -185,3 +191,37 @@ def test_pickled_decontaminator_gives_the_same_answers(decontaminator, humaneval
     problem = humaneval["HumanEval/42"]
     text = problem["prompt"] + problem["canonical_solution"]
     assert clone.match(text) == decontaminator.match(text) == "HumanEval/42"
+
+
+def test_the_step_checks_the_columns_it_is_told(tmp_path):
+    """SFT rows: `columns = ["text", "response"]` checks the instruction and the response; the reason names the
+    column that matched; the default checks `text` only; a column the input lacks is named before any work."""
+    solution = "def secret_benchmark_function(alpha, beta, gamma):\n    return alpha * beta + gamma - alpha / beta\n"
+    benchmark = tmp_path / "bench.jsonl"
+    benchmark.write_text(json.dumps({"task_id": "Mine/0", "prompt": solution}) + "\n")
+    rows = [{"id": "clean", "text": "Add two numbers.", "response": "def add(a, b):\n    return a + b\n"},
+            {"id": "in_response", "text": "Write the function.", "response": f"Here:\n```python\n{solution}```\n"},
+            {"id": "in_text", "text": f"Fix this:\n{solution}", "response": "It is fine."}]
+    rows = [{"repo": "r", "path": "p", "language": "python", "source": "sft", **row} for row in rows]
+    source = str(tmp_path / "sft")
+    ds.prepare_output(source, {"step": "fixture", "name": "sft"})
+    record = {"task": "part-00000", "stats": ds.write_part(source, 0, pa.Table.from_pylist(rows))}
+    ds.write_json(ds.marker_path(source, 0), record)
+    ds.finish_dataset(source, [record])
+    inline = ExecutorConfig(kind="local", workers=1, progress=False)
+
+    def reasons(out, options):
+        run_step("decontaminate", out=str(tmp_path / out), inputs={"in": source}, executor=inline,
+                 options={"humaneval": False, "files": [str(benchmark)], **options})
+        return {row["id"]: row["drop_reason"] for _, table in ds.iter_tables(str(tmp_path / out), dropped=True)
+                for row in table.to_pylist()}
+
+    assert reasons("both", {"columns": ["text", "response"]}) == {
+        "in_response": "contaminated: 10-gram overlap with benchmark item Mine/0 in response",
+        "in_text": "contaminated: 10-gram overlap with benchmark item Mine/0 in text"}
+    assert reasons("default", {}) == {"in_text": "contaminated: 10-gram overlap with benchmark item Mine/0 in text"}
+    with pytest.raises(CurateConfigError, match=r"decontaminate.columns: the input .* has no column\(s\) 'answer'"):
+        reasons("missing", {"columns": ["text", "answer"]})
+    for bad in ([], ["text", "text"], [""]):
+        with pytest.raises(ConfigError, match=r"\[decontaminate\]: columns: a non-empty list"):
+            check_options("decontaminate", {"columns": bad})

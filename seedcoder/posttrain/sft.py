@@ -2,6 +2,7 @@
 
     seedcoder data sft build chats.jsonl more.parquet --tokenizer runs/demo/data/tokenizer.json \\
         --out data/sft                                           # resumable; bad rows are reported, not fatal
+    seedcoder data sft build runs/c/sft_chats --tokenizer ... --out data/sft   # a curation sft_chats step's output
     seedcoder data sft steps data/sft --epochs 3 --seq-len 8192 --batch-size 128   # -> train.steps
     python -m seedcoder.train sft --config configs/sft_tiny_demo.toml --data.path=data/sft \\
         --checkpoint.init_from=runs/demo/checkpoints              # or torchrun ... -m seedcoder.train sft ...
@@ -11,7 +12,10 @@
 
 Input rows (JSONL: one JSON object per line; Parquet: one row per record) look like
 `{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...], "weight": 2.0, "difficulty": "hard"}`
-("weight" and "difficulty" optional). Each conversation is rendered with Seed-Coder's chat template
+("weight" and "difficulty" optional; "messages" may also be a JSON string of that list). An input may also be a
+curation dataset directory, read as its kept shards (`part-*.parquet`, in order): the output of the `sft_chats`
+curation step (`seedcoder.curate.sft_chats`), whose rows hold `messages` as a JSON string and a `weight` from the
+item's difficulty. Each conversation is rendered with Seed-Coder's chat template
 (`seedcoder.chat_template.tokenize_chat`: every turn `<bos> ROLE "\\n" CONTENT <eos>`, the default system prompt
 when the conversation has none) into one document of source `sft` with a per-token loss mask that is 1 exactly on
 the content and closing <eos> of assistant turns. The loader turns mask-0 targets into label -100, so the loss
@@ -71,9 +75,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from seedcoder.chat_template import DEFAULT_SYSTEM_PROMPT, ChatTemplateError, special_token_id, tokenize_chat
 from seedcoder.config import ConfigError
+from seedcoder.curate import dataset as ds
+from seedcoder.curate.errors import CurateStateError
 from seedcoder.data.loader import ShardLoader
 from seedcoder.data.manifest import MANIFEST_NAME, build_manifest, load_manifest, write_manifest
 from seedcoder.data.shard_reader import ShardReader
@@ -164,6 +171,11 @@ def parse_row(raw: Any) -> Mapping[str, Any]:
         raise SFTRowError("not_an_object", f"expected a JSON object with 'messages', got {type(raw).__name__}")
     if raw.get("messages") is None:
         raise SFTRowError("no_messages", "no 'messages' field")
+    if isinstance(raw["messages"], str):  # a JSON string, as Parquet rows of the sft_chats step hold them
+        try:
+            raw = {**raw, "messages": json.loads(raw["messages"])}
+        except json.JSONDecodeError as error:
+            raise SFTRowError("bad_message", f"'messages' is a string but not JSON: {error}") from None
     return raw
 
 
@@ -191,8 +203,6 @@ def iter_input_rows(path: str) -> Iterator[tuple[int, Any]]:
     """(line number, raw row) of one input: JSONL lines as bytes (blank lines skipped), Parquet records as dicts."""
     lower = path.lower()
     if lower.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
         number = 0
         for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
             for record in batch.to_pylist():
@@ -206,17 +216,42 @@ def iter_input_rows(path: str) -> Iterator[tuple[int, Any]]:
 
 
 def _check_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
+    """The input files: each .jsonl/.json/.parquet file as given, each curation dataset directory as its kept
+    shards (part-*.parquet, in order)."""
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     paths = [os.fspath(path) for path in inputs]
     if not paths:
         raise SFTDataError("inputs: no input files given")
+    files = []
     for path in paths:
+        if os.path.isdir(path):
+            files += _dataset_files(path)
+            continue
         if not os.path.isfile(path):
             raise SFTDataError(f"inputs: {path} is not a file")
         if not path.lower().endswith((".jsonl", ".json", ".parquet")):
-            raise SFTDataError(f"inputs: {path}: expected a .jsonl (or .json lines) or .parquet file")
-    return paths
+            raise SFTDataError(f"inputs: {path}: expected a .jsonl (or .json lines) or .parquet file, or a curation "
+                               "dataset directory")
+        files.append(path)
+    return files
+
+
+def _dataset_files(path: str) -> list[str]:
+    """The kept shards of a finished curation dataset with a `messages` column (the sft_chats step's output)."""
+    if ds.success_record(path) is None:
+        raise SFTDataError(f"inputs: {path} is a directory but not a finished curation dataset (no "
+                           f"{ds.SUCCESS_FILE}): give .jsonl / .parquet files, or the directory of a finished "
+                           "sft_chats step")
+    try:
+        parts = ds.finished_parts(path)
+    except CurateStateError as error:
+        raise SFTDataError(f"inputs: {error}") from None
+    files = [ds.part_path(path, index) for index in parts]
+    for file in files[:1]:
+        if "messages" not in pq.read_schema(file).names:
+            raise SFTDataError(f"inputs: {path}: its rows have no 'messages' column (the sft_chats step writes them)")
+    return files
 
 
 def _load_chat_tokenizer(path: str):
@@ -500,7 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seedcoder data sft", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="chat JSONL/Parquet -> SFT shards (resumable)")
-    build.add_argument("inputs", nargs="+", help="JSONL or Parquet files of {'messages': [...]} rows")
+    build.add_argument("inputs", nargs="+", help="JSONL or Parquet files of {'messages': [...]} rows, or curation "
+                                                 "dataset directories (the sft_chats step's)")
     build.add_argument("--out", required=True, help="the dataset directory to write")
     build.add_argument("--tokenizer", required=True, help="tokenizer.json (the pretraining dataset's)")
     build.add_argument("--rows-per-shard", type=int, default=100_000)
