@@ -1,4 +1,4 @@
-"""configs/sft_synth_demo.toml end to end against the scripted generator (real HTTP): seeds whose snippets carry a
+"""configs/curate_sft_demo.toml end to end against the scripted generator (real HTTP): seeds whose snippets carry a
 behaviour marker go through synthesis, dedup, decontamination, sandbox self-correction and the filters into chats
 that `sft build` reads; the report counts every step, the self-correction rounds and the difficulties."""
 
@@ -12,7 +12,7 @@ from seedcoder.posttrain.sft import build_sft_dataset
 from seedcoder.tokenizer import train_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(ROOT, "configs", "sft_synth_demo.toml")
+CONFIG = os.path.join(ROOT, "configs", "curate_sft_demo.toml")
 BEHAVIOURS = ("good", "broken_then_fixed", "never_fixed", "off_format", "easy", "bad_judge", "syntax", "prose")
 
 

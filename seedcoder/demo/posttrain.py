@@ -7,7 +7,7 @@
 
 Everything is made offline and deterministically, and lands under --out (runs/demo):
 
-7. sft_synth/: instruction synthesis (configs/sft_synth_demo.toml: seeds, styled instructions, sandbox
+7. sft_synth/: instruction synthesis (configs/curate_sft_demo.toml: seeds, styled instructions, sandbox
           self-correction, judge and difficulty filters, chats) against `seedcoder serve` with the pretrained model;
           a tiny base model cannot follow the answer formats, so most items are dropped (off_format), which the
           report (sft_synth/report/report.md) shows; these chats are not trained on.
@@ -70,7 +70,7 @@ from seedcoder.tokenizer import TOKENIZER_FILE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SFT_CONFIG = os.path.join(ROOT, "configs", "sft_tiny_demo.toml")
-SFT_SYNTH_CONFIG = os.path.join(ROOT, "configs", "sft_synth_demo.toml")
+SFT_SYNTH_CONFIG = os.path.join(ROOT, "configs", "curate_sft_demo.toml")
 SFT_STEPS = 60
 SFT_LR = 2e-3  # a short run on a tiny model: far above the paper's 2e-5 (configs/sft_tiny_demo.toml)
 SFT_STDLIB_FUNCTIONS = 40
@@ -440,7 +440,7 @@ def _free_port() -> int:
 
 
 def run_sft_synthesis(out: str, timeout_s: float = 180.0) -> dict:
-    """Instruction synthesis (configs/sft_synth_demo.toml, issue [14]) against `seedcoder serve` with the pretrained
+    """Instruction synthesis (configs/curate_sft_demo.toml, issue [14]) against `seedcoder serve` with the pretrained
     demo model -> sft_synth/ (its report: sft_synth/report/report.md). A tiny base model cannot follow the answer
     formats, so expect most items dropped as off_format: the point is the pipeline and its report. Its chats are
     not trained on."""
