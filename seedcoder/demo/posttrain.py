@@ -449,7 +449,7 @@ def run_sft_synthesis(out: str, timeout_s: float = 180.0) -> dict:
     port = _free_port()
     command = [sys.executable, "-m", "seedcoder.cli", "serve", "--checkpoint", os.path.join(out, "checkpoints"),
                "--port", str(port), "--threads", "1", "--max-tokens", "256"]
-    _say("$ " + " ".join(command[2:]))
+    _say("$ seedcoder " + " ".join(command[3:]))
     with open(os.path.join(synth_out, "serve.log"), "ab") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
