@@ -569,9 +569,10 @@ def test_openai_backend_sends_the_web_rubric_for_web_requests(fake_server, tmp_p
     page = RatingRequest(id="w", text=TUTORIAL, language="text", path=url, rubric="web")
     code = RatingRequest(id="c", text=TUTORIAL, language="python", path="files.py")
     web_result, code_result = oracle.rate([page, code])
-    sent = [body["messages"][-1]["content"] for body in fake_server.bodies]
-    assert sent[0] == build_web_prompt(TUTORIAL, url) and sent[1] == build_rating_prompt(TUTORIAL, "python", "files.py")
-    assert web_result.rating == len(sent[0]) % 11 and code_result.rating == len(sent[1]) % 11  # parsed the same way
+    sent = {body["messages"][-1]["content"] for body in fake_server.bodies}  # concurrent: in any order
+    web_prompt, code_prompt = build_web_prompt(TUTORIAL, url), build_rating_prompt(TUTORIAL, "python", "files.py")
+    assert sent == {web_prompt, code_prompt} and web_prompt != code_prompt
+    assert web_result.rating == len(web_prompt) % 11 and code_result.rating == len(code_prompt) % 11  # parsed alike
     assert oracle.rate([page])[0] == web_result and fake_server.calls == 2  # cached under its own prompt
 
 
