@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 
 
 def fsync_directory(directory: str) -> None:
@@ -30,6 +31,28 @@ def atomic_write(path: str, write_body) -> None:
             write_body(file)
             file.flush()
             os.fsync(file.fileno())
+        os.replace(temp_path, path)
+    except BaseException:
+        try:
+            os.unlink(temp_path)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_directory(directory)
+
+
+def atomic_write_by_name(path: str, write_to: Callable[[str], None]) -> None:
+    """`atomic_write` for a writer that takes a file name (a library's save_model(path)): write_to(temp name) in the
+    same directory, then fsync + os.replace; the temp file is removed on failure."""
+    directory = os.path.dirname(os.path.abspath(path))
+    temp_path = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    try:
+        write_to(temp_path)
+        fd = os.open(temp_path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(temp_path, path)
     except BaseException:
         try:

@@ -49,7 +49,6 @@ import mmap
 import os
 import platform
 import re
-import secrets
 import struct
 import tempfile
 import threading
@@ -62,7 +61,7 @@ import numpy as np
 
 from seedcoder.config import option
 from seedcoder.errors import UserError
-from seedcoder.fileio import fsync_directory
+from seedcoder.fileio import atomic_write_by_name
 
 POSITIVE_LABEL = "__label__1"
 NEGATIVE_LABEL = "__label__0"
@@ -249,24 +248,8 @@ class TextClassifier:
     def save(self, path: str) -> None:
         """fastText's binary model at `path`, atomically (temp file in the same folder, fsync, os.replace)."""
         path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        temp_path = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-        try:
-            self.model.save_model(temp_path)
-            fd = os.open(temp_path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp_path, path)
-        except BaseException:
-            try:
-                os.unlink(temp_path)
-            except FileNotFoundError:
-                pass
-            raise
-        fsync_directory(directory)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        atomic_write_by_name(path, self.model.save_model)
         self.path = path
 
     @classmethod
