@@ -21,29 +21,21 @@ def fsync_directory(directory: str) -> None:
 
 
 def atomic_write(path: str, write_body) -> None:
-    """Write via a temporary file in the same directory + fsync + os.replace, so readers see the old file or the new."""
-    directory = os.path.dirname(os.path.abspath(path))
-    temp_path = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    # os.open rather than tempfile.mkstemp: mode 0o666 under the umask, like any new file (mkstemp makes it 0o600).
-    fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
+    """Write via a temporary file in the same directory + fsync + os.replace, so readers see the old file or the new:
+    write_body(binary file)."""
+
+    def write_to(temp_path: str) -> None:
+        # os.open rather than tempfile.mkstemp: mode 0o666 under the umask, like any new file (mkstemp makes 0o600)
+        fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as file:
             write_body(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        try:
-            os.unlink(temp_path)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_directory(directory)
+
+    atomic_write_by_name(path, write_to)
 
 
 def atomic_write_by_name(path: str, write_to: Callable[[str], None]) -> None:
-    """`atomic_write` for a writer that takes a file name (a library's save_model(path)): write_to(temp name) in the
-    same directory, then fsync + os.replace; the temp file is removed on failure."""
+    """The atomic write for a writer that takes a file name (a library's save_model(path)): write_to(a temp name in
+    the same directory), then fsync + os.replace; the temp file is removed on failure."""
     directory = os.path.dirname(os.path.abspath(path))
     temp_path = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
     try:
