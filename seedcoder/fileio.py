@@ -55,5 +55,15 @@ def atomic_write_by_name(path: str, write_to: Callable[[str], None]) -> None:
     fsync_directory(directory)
 
 
+def save_png(figure, path: str, **savefig_options) -> None:
+    """A matplotlib figure written atomically as PNG (dpi 110 unless given; its folder made), then closed."""
+    import matplotlib.pyplot as plt  # the callers draw with it already; kept out of this module's import
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    options = {"dpi": 110, **savefig_options}
+    atomic_write(path, lambda file: figure.savefig(file, format="png", **options))
+    plt.close(figure)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(os.fspath(path), lambda file: file.write(text.encode("utf-8")))

@@ -84,7 +84,7 @@ from seedcoder.curate.executor import Task
 from seedcoder.curate.fasttext_classifier import ClassifierOptions, TextClassifier, precision_recall, threshold_for_recall
 from seedcoder.curate.rubric import measure_code
 from seedcoder.curate.step import StepContext, StepKind, say, split_decisions
-from seedcoder.fileio import atomic_write
+from seedcoder.fileio import save_png
 from seedcoder.progress import progress
 from seedcoder.tokenizer import load_tokenizer
 
@@ -759,8 +759,7 @@ def plot_metrics(metrics: Mapping[str, Any], path: str) -> None:
     axes[1].set_xlabel("round")
     axes[1].set_title("precision against the scorer, classifier's held-out recall")
     axes[1].legend(fontsize="small")
-    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(figure)
+    save_png(figure, path, bbox_inches="tight")
 
 
 # ------------------------------------------------------------------------------------------ the step

@@ -42,7 +42,7 @@ from seedcoder.config import option
 from seedcoder.curate import dataset as ds
 from seedcoder.curate import hq_recall
 from seedcoder.curate.step import StepContext, StepKind
-from seedcoder.fileio import atomic_write, atomic_write_text
+from seedcoder.fileio import atomic_write_text, save_png
 from seedcoder.progress import progress as progress_bar
 from seedcoder.tokenizer import load_tokenizer
 
@@ -501,10 +501,6 @@ def render_markdown(report: Mapping[str, Any], out_dir: str | None = None) -> st
 
 
 # ------------------------------------------------------------------------------------------ plots
-def _save(figure, path: str) -> None:
-    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=110, bbox_inches="tight"))
-
-
 def _plots(report: Mapping[str, Any], out_dir: str) -> list[str]:
     import matplotlib
 
@@ -525,8 +521,7 @@ def _plots(report: Mapping[str, Any], out_dir: str) -> list[str]:
         axis.set_ylabel("files")
         axis.set_title("files kept and dropped per step")
         axis.legend()
-        _save(figure, os.path.join(out_dir, "steps.png"))
-        plt.close(figure)
+        save_png(figure, os.path.join(out_dir, "steps.png"), bbox_inches="tight")
         written.append("steps.png")
 
         categories = sorted({reason for step in datasets for reason in step["drop_reasons"]})
@@ -542,8 +537,7 @@ def _plots(report: Mapping[str, Any], out_dir: str) -> list[str]:
         axis.set_title("dropped files per step and reason")
         if categories:
             axis.legend(fontsize="small", ncol=2)
-        _save(figure, os.path.join(out_dir, "drop_reasons.png"))
-        plt.close(figure)
+        save_png(figure, os.path.join(out_dir, "drop_reasons.png"), bbox_inches="tight")
         written.append("drop_reasons.png")
 
     scores, ratings = report.get("scores"), report.get("ratings")
@@ -560,8 +554,7 @@ def _plots(report: Mapping[str, Any], out_dir: str) -> list[str]:
             axes[1].set_title(f"oracle ratings ({', '.join(ratings['oracle']) or ratings['step']})")
             axes[1].set_xlabel("rating")
             axes[1].set_xticks(np.arange(11))
-        _save(figure, os.path.join(out_dir, "scores.png"))
-        plt.close(figure)
+        save_png(figure, os.path.join(out_dir, "scores.png"), bbox_inches="tight")
         written.append("scores.png")
 
     difficulty = (report.get("sft") or {}).get("difficulty")
@@ -572,8 +565,7 @@ def _plots(report: Mapping[str, Any], out_dir: str) -> list[str]:
         axis.set_xlabel("difficulty (the tag's, 0..10)")
         axis.set_ylabel("items")
         axis.set_title(f"SFT items per difficulty ({difficulty['step']})")
-        _save(figure, os.path.join(out_dir, SFT_DIFFICULTY_PLOT))
-        plt.close(figure)
+        save_png(figure, os.path.join(out_dir, SFT_DIFFICULTY_PLOT), bbox_inches="tight")
         written.append(SFT_DIFFICULTY_PLOT)
     return written
 

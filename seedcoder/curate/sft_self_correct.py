@@ -77,7 +77,7 @@ from seedcoder.curate.chat_generator import (
 )
 from seedcoder.curate.errors import CurateStateError
 from seedcoder.curate.step import StepContext, StepKind, column, say
-from seedcoder.fileio import atomic_write
+from seedcoder.fileio import save_png
 from seedcoder.sandbox import (
     LANGUAGES,
     Limits,
@@ -403,9 +403,7 @@ def write_plot(histogram: Mapping[str, int], path: str) -> None:
     axes.set_title(f"sandbox self-correction: {kept} passed, {histogram.get(NEVER, 0)} never passed")
     axes.set_ylim(0, max(counts + [1]) * 1.15)
     figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=110))
-    plt.close(figure)
+    save_png(figure, path)
 
 
 def run_sft_self_correct(ctx: StepContext) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from seedcoder.curate import dataset as ds
 from seedcoder.curate.errors import CurateStateError
 from seedcoder.curate.step import StepContext, StepKind, column, say
 from seedcoder.curate.web_ingest import CATEGORIES
-from seedcoder.fileio import atomic_write
+from seedcoder.fileio import save_png
 
 DEFAULT_THRESHOLDS = {"docs": 6.0, "qa": 4.0, "forum": 3.5, "shop": 8.0, "default": 5.0}
 DEFAULT_SAMPLING = {"docs": 0.5, "forum": 1.0, "default": 1.0}
@@ -279,9 +279,7 @@ def write_plot(summary: Mapping[str, Any], path: str) -> None:
     right.set_title("kept per category")
     right.legend(fontsize="small")
     figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=110))
-    plt.close(figure)
+    save_png(figure, path)
 
 
 # ------------------------------------------------------------------------------------------ the step

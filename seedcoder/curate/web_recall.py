@@ -66,7 +66,7 @@ from seedcoder.curate.fasttext_classifier import (
     threshold_for_recall,
 )
 from seedcoder.curate.step import WORKER_CACHE, StepContext, StepKind, column, say
-from seedcoder.fileio import atomic_write
+from seedcoder.fileio import save_png
 
 CLASSIFIER_FILE = "classifier.bin"
 METRICS_FILE = "metrics.json"
@@ -407,8 +407,7 @@ def _plot(record: Mapping[str, Any], path: str) -> None:
     axis.set_ylabel("precision")
     axis.set_title("web recall: fastText classifier, precision vs recall")
     axis.legend(fontsize="small", loc="lower left")
-    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(figure)
+    save_png(figure, path, bbox_inches="tight")
 
 
 def _sha256(path: str) -> str:

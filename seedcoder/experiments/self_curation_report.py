@@ -21,7 +21,7 @@ from seedcoder.curate import dataset as ds
 from seedcoder.curate.report import SCORE_BINS, SCORE_RANGE
 from seedcoder.curate.scorer_train import METRICS_FILE, PREDICTIONS_FILE
 from seedcoder.demo.runs import loss_fall
-from seedcoder.fileio import atomic_write, atomic_write_text
+from seedcoder.fileio import atomic_write_text, save_png
 from seedcoder.metrics import read_jsonl
 from seedcoder.tokenizer import load_tokenizer
 
@@ -239,8 +239,7 @@ def draw_round(k: int, plots_dir: str, report: Mapping[str, Any], scores: Mappin
 
     def save(figure, name: str) -> None:
         path = os.path.join(plots_dir, f"round-{k}-{name}.png")
-        atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=100, bbox_inches="tight"))
-        plt.close(figure)
+        save_png(figure, path, dpi=100, bbox_inches="tight")
         written[name] = os.path.join(os.path.basename(plots_dir), os.path.basename(path))
 
     names = list(scores)[:9]  # "all" and the 8 languages with most files
