@@ -63,25 +63,24 @@ def loader_extension():
     return [ext], {"build_ext": BuildExtension}
 
 
-def minhash_extension():
-    """seedcoder._minhash: MinHash signatures + LSH clustering for near dedup (csrc/minhash/*.cpp), a plain CPython
-    extension (no torch, no numpy headers) built on every machine.
+def plain_extensions():
+    """Plain CPython extensions (no torch, no numpy headers) built on every machine, so curation workers import them
+    fast: seedcoder._minhash (MinHash signatures + LSH clustering for near dedup, csrc/minhash/) and
+    seedcoder._webtext (the code counts of web pages, csrc/webtext/).
 
-    -O3, no -march, no OpenMP: the AVX2 kernel is chosen at run time, so one build runs on any x86-64.
+    -O3, no -march, no OpenMP: the AVX2 kernel of _minhash is chosen at run time, so one build runs on any x86-64.
     """
     from setuptools import Extension
 
-    sources = sorted(glob.glob(os.path.join("csrc", "minhash", "*.cpp")))
-    if not sources:
-        return [], {}
-    ext = Extension(
-        name="seedcoder._minhash",
-        sources=sources,
-        include_dirs=[os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "minhash")],
-        extra_compile_args=["-O3", "-std=c++17", "-fvisibility=hidden"],
-        language="c++",
-    )
-    return [ext], {}
+    here = os.path.dirname(os.path.abspath(__file__))
+    modules = []
+    for name in ("minhash", "webtext"):
+        sources = sorted(glob.glob(os.path.join("csrc", name, "*.cpp")))
+        if sources:
+            modules.append(Extension(name=f"seedcoder._{name}", sources=sources,
+                                     include_dirs=[os.path.join(here, "csrc", name)],
+                                     extra_compile_args=["-O3", "-std=c++17", "-fvisibility=hidden"], language="c++"))
+    return modules, {}
 
 
 class build_py_with_kernels(build_py):
@@ -98,9 +97,9 @@ class build_py_with_kernels(build_py):
 
 cuda_modules, cuda_cmdclass = cuda_extensions()
 loader_modules, loader_cmdclass = loader_extension()
-minhash_modules, minhash_cmdclass = minhash_extension()
-ext_modules = cuda_modules + loader_modules + minhash_modules
-cmdclass = {**cuda_cmdclass, **loader_cmdclass, **minhash_cmdclass, "build_py": build_py_with_kernels}
+plain_modules, plain_cmdclass = plain_extensions()
+ext_modules = cuda_modules + loader_modules + plain_modules
+cmdclass = {**cuda_cmdclass, **loader_cmdclass, **plain_cmdclass, "build_py": build_py_with_kernels}
 
 setup(
     name="seedcoder",

@@ -42,7 +42,7 @@ ALLOWED_LOCAL: dict[str, set[str]] = {
 }
 
 # compiled extensions, built by setup.py from csrc/ (present or not in a checkout): leaves of the graph
-EXTENSIONS = {"seedcoder._C", "seedcoder._cuda", "seedcoder._minhash"}
+EXTENSIONS = {"seedcoder._C", "seedcoder._cuda", "seedcoder._minhash", "seedcoder._webtext"}
 
 
 def module_files() -> dict[str, str]:
