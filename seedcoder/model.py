@@ -392,9 +392,10 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor | None, mask: AttentionMask,
                 kv_cache: KVCache | None = None) -> torch.Tensor:
         batch, seqlen, _ = x.shape
-        q = self.wq(x).view(batch, seqlen, self.n_heads, self.head_dim)
-        k = self.wk(x).view(batch, seqlen, self.n_kv_heads, self.head_dim)
-        v = self.wv(x).view(batch, seqlen, self.n_kv_heads, self.head_dim)
+        # -1 heads: all of them, or this rank's share when tensor parallelism shards the projections
+        q = self.wq(x).view(batch, seqlen, -1, self.head_dim)
+        k = self.wk(x).view(batch, seqlen, -1, self.head_dim)
+        v = self.wv(x).view(batch, seqlen, -1, self.head_dim)
         q, k = apply_rotary(q, k, position_ids, theta=self.rope_theta, backend=_backend(q, self.kernels))
         out = attend(q, k, v, mask) if kv_cache is None else kv_cache.attend(self.layer_id, q, k, v, mask)
         return self.wo(out.reshape(batch, seqlen, -1))

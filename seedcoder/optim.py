@@ -41,14 +41,27 @@ def build_optimizer(model: torch.nn.Module, section: OptimizerSection, device: t
 
 
 def clip_grad_norm_(parameters: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
-    """The global gradient norm over all ranks (DTensor shards), and clipping to max_norm (0: no clipping)."""
+    """The global gradient norm over all ranks (DTensor shards), and clipping to max_norm (0: no clipping).
+    Gradients on different meshes (tensor-parallel weights on (dp, tp), replicated ones on dp alone) are normed per
+    mesh, each norm made whole over its mesh, then combined."""
     parameters = list(parameters)
-    grads = [p.grad for p in parameters if p.grad is not None]
-    total = torch.nn.utils.get_total_norm(grads, 2.0, error_if_nonfinite=False)
-    if isinstance(total, DTensor):  # partial norms of the shards: full_tensor() all-reduces them
-        total = total.full_tensor()
+    by_mesh: dict[Any, list[torch.nn.Parameter]] = {}
+    for p in parameters:
+        if p.grad is not None:
+            by_mesh.setdefault(p.grad.device_mesh if isinstance(p.grad, DTensor) else None, []).append(p)
+    norms = []
+    for group in by_mesh.values():
+        norm = torch.nn.utils.get_total_norm([p.grad for p in group], 2.0, error_if_nonfinite=False)
+        norms.append(norm.full_tensor() if isinstance(norm, DTensor) else norm)  # full_tensor: all-reduces partials
+    if not norms:
+        total = torch.zeros(())
+    elif len(norms) == 1:
+        total = norms[0]
+    else:
+        total = torch.linalg.vector_norm(torch.stack(norms))
     if max_norm > 0:
-        torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total)
+        for group in by_mesh.values():
+            torch.nn.utils.clip_grads_with_norm_(group, max_norm, total)
     return total
 
 

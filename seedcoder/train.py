@@ -8,8 +8,10 @@ the scorer trains in `seedcoder.curate.scorer_train`.
 The same code runs on CPU (gloo) and GPU (nccl), on one machine or many (torchrun's rendezvous; see README).
 A pretraining run, top to bottom (`pretrain`):
 
-  1. processes: one per device; a 1-D device mesh over all ranks. Under torchrun every rank dies with the agent
-     that started it (`die_with_launcher`), so killing torchrun, even with SIGKILL, leaves no rank behind.
+  1. processes: one per device; the device mesh of [parallel] (dp_replicate x dp_shard x tp, see
+     `seedcoder.parallelize`: data-parallel ranks read different rows, the tp ranks of a group the same rows).
+     Under torchrun every rank dies with the agent that started it (`die_with_launcher`), so killing torchrun,
+     even with SIGKILL, leaves no rank behind.
   2. model: built on the meta device (no memory), sharded with FSDP2 per block (`seedcoder.parallelize`),
      materialized on the device and initialized (`init_weights(seed)`: the same weights for any number of ranks),
      or its weights loaded from `checkpoint.init_from` (continued pretraining from a pretraining checkpoint; a
@@ -50,7 +52,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.device_mesh import DeviceMesh
 
 from seedcoder import checkpoint as ckpt
 from seedcoder.config import ConfigError
@@ -63,10 +65,10 @@ from seedcoder.lr_schedule import LRSchedule
 from seedcoder.metrics import MetricsLogger, plot_loss_curve
 from seedcoder.model import ModelConfig, Transformer, check_cu_seqlens, model_config
 from seedcoder.optim import OptimizerStep, build_optimizer
-from seedcoder.parallelize import describe, parallelize
+from seedcoder.parallelize import build_mesh, data_parallel_coordinates, describe, mesh_shape, parallelize
 from seedcoder.posttrain.sft import sft
 from seedcoder.processes import die_with_parent
-from seedcoder.train_config import StageSection, TrainConfig, load_config
+from seedcoder.train_config import ParallelSection, StageSection, TrainConfig, load_config
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 EXIT_BAD_STEPS = 1
@@ -81,6 +83,9 @@ class Distributed:
     world_size: int
     device: torch.device
     mesh: DeviceMesh
+    dp_rank: int = 0  # which rows this rank reads, among dp_size readers (the tp ranks of a group read the same)
+    dp_size: int = 1
+    tp_rank: int = 0
 
     @property
     def is_main(self) -> bool:
@@ -102,8 +107,9 @@ def die_with_launcher() -> None:
         die_with_parent(_LAUNCHER_PID, "seedcoder.train: the torchrun agent")
 
 
-def init_distributed(device_kind: str) -> Distributed:
-    """One process group over every rank (torchrun's environment; a 1-rank group when run without torchrun)."""
+def init_distributed(device_kind: str, parallel: ParallelSection | None = None) -> Distributed:
+    """One process group over every rank (torchrun's environment; a 1-rank group when run without torchrun) and the
+    device mesh of `parallel` (all data parallel when None)."""
     die_with_launcher()
     if "RANK" not in os.environ:  # plain `python -m seedcoder.train`: a group of one, same code path
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
@@ -120,8 +126,14 @@ def init_distributed(device_kind: str) -> Distributed:
     else:
         device = torch.device("cpu")
         dist.init_process_group("gloo")
-    mesh = init_device_mesh(device.type, (world_size,), mesh_dim_names=("dp",))
-    return Distributed(rank, local_rank, world_size, device, mesh)
+    parallel = parallel or ParallelSection()
+    try:
+        shape = mesh_shape(world_size, dp_replicate=parallel.dp_replicate, dp_shard=parallel.dp_shard, tp=parallel.tp)
+    except ValueError as error:
+        dist.destroy_process_group()
+        raise ConfigError(f"config section [parallel] (dp_replicate, dp_shard, tp): {error}") from None
+    mesh = build_mesh(device.type, world_size, dp_replicate=shape[0], dp_shard=shape[1], tp=shape[2])
+    return Distributed(rank, local_rank, world_size, device, mesh, *data_parallel_coordinates(mesh))
 
 
 _STOP_REQUESTED = False
@@ -132,6 +144,11 @@ def _request_stop(signum, frame) -> None:
     kills them 30 s later; SIGKILL stops at once and the run resumes from the last complete checkpoint.)"""
     global _STOP_REQUESTED
     _STOP_REQUESTED = True
+
+
+def _describe_mesh(mesh: DeviceMesh) -> str:
+    names = mesh.mesh_dim_names or ("dp",)
+    return " x ".join(f"{name} {size}" for name, size in zip(names, mesh.shape))
 
 
 # ------------------------------------------------------------------------------------------ building blocks
@@ -191,14 +208,17 @@ def build_model(cfg: TrainConfig, model_cfg: ModelConfig, dist_env: Distributed)
             raise ConfigError(f"config key 'model.kernels': {error}") from None
     with torch.device("meta"):  # built without memory, sharded, then materialized: no rank ever holds the whole model
         model = Transformer(model_cfg, kernels=cfg.model.kernels)
-    parallelize(
-        model,
-        dist_env.mesh,
-        param_dtype=DTYPES[param_dtype],
-        reduce_dtype=DTYPES[cfg.parallel.reduce_dtype],
-        activation_checkpoint=cfg.parallel.activation_checkpoint,
-        compile=cfg.parallel.compile,
-    )
+    try:
+        parallelize(
+            model,
+            dist_env.mesh,
+            param_dtype=DTYPES[param_dtype],
+            reduce_dtype=DTYPES[cfg.parallel.reduce_dtype],
+            activation_checkpoint=cfg.parallel.activation_checkpoint,
+            compile=cfg.parallel.compile,
+        )
+    except ValueError as error:  # e.g. a tp size that does not divide the heads
+        raise ConfigError(f"config key 'parallel.tp': {error}") from None
     model.to_empty(device=dist_env.device)
     model.init_weights(cfg.run.seed)  # every parameter drawn whole and sliced: identical for any world size
     return model
@@ -221,8 +241,8 @@ def build_loader(cfg: TrainConfig, stage: StageSection, stage_index: int, dist_e
             score_temperature=cfg.data.score_temperature,
             fim_rate=stage.fim_rate,
             fim_token_level=cfg.data.fim_token_level,
-            rank=dist_env.rank,
-            world_size=dist_env.world_size,
+            rank=dist_env.dp_rank,
+            world_size=dist_env.dp_size,
             threads=cfg.data.threads,
             prefetch=cfg.data.prefetch,
         )
@@ -265,7 +285,7 @@ def resolve_init_from(cfg: TrainConfig) -> None:
 
 def pretrain(cfg: TrainConfig) -> int:
     resolve_init_from(cfg)  # before any process group: a bad path is one line, not a failure on every rank
-    dist_env = init_distributed(cfg.train.device)
+    dist_env = init_distributed(cfg.train.device, cfg.parallel)
     try:
         return _pretrain(cfg, dist_env)
     finally:
@@ -285,10 +305,10 @@ def _pretrain(cfg: TrainConfig, dist_env: Distributed) -> int:
     bounds = _stage_bounds(stages)
     total_steps = cfg.train.steps
     for index, stage in enumerate(stages):
-        if stage.batch_size % (stage.micro_batch_size * dist_env.world_size):
+        if stage.batch_size % (stage.micro_batch_size * dist_env.dp_size):
             key = f"stages[{index}].batch_size" if cfg.stages else "train.batch_size"
             raise ConfigError(f"config key {key!r}: {stage.batch_size} rows is not a multiple of micro_batch_size "
-                              f"{stage.micro_batch_size} x {dist_env.world_size} ranks")
+                              f"{stage.micro_batch_size} x {dist_env.dp_size} data-parallel ranks")
     if main:
         os.makedirs(out_dir, exist_ok=True)
         for name in ckpt.remove_incomplete(ckpt_dir):
@@ -325,7 +345,8 @@ def _pretrain(cfg: TrainConfig, dist_env: Distributed) -> int:
 
     say(f"model {cfg.model.preset}: {model.num_params():,} parameters ({model.num_params(exclude_embedding=True):,} "
         f"without the embedding), {model_cfg.n_layers} blocks [{describe(model)}]")
-    say(f"{dist_env.world_size} rank(s) on {dist_env.device.type}, compute in {resolved_param_dtype(cfg, dist_env.device)}, "
+    say(f"{dist_env.world_size} rank(s) on {dist_env.device.type}, mesh {_describe_mesh(dist_env.mesh)}, "
+        f"compute in {resolved_param_dtype(cfg, dist_env.device)}, "
         f"activation checkpointing {cfg.parallel.activation_checkpoint}, compile {cfg.parallel.compile}; out {out_dir}")
 
     logger = MetricsLogger(
@@ -381,12 +402,14 @@ def _pretrain(cfg: TrainConfig, dist_env: Distributed) -> int:
                 except ValueError as error:  # other shards or data options than the checkpointed run
                     raise ConfigError(f"--resume: the [data] section no longer matches the checkpoint: {error}") from None
             loader_state = None
-            accumulation = stage.batch_size // (stage.micro_batch_size * dist_env.world_size)
+            accumulation = stage.batch_size // (stage.micro_batch_size * dist_env.dp_size)
+            tp_size = dist_env.world_size // dist_env.dp_size
             tokens_per_step = stage.batch_size * stage.seq_len
             logger.flops_per_token = model.flops_per_token(stage.seq_len)
             logger.print(f"stage {stage.name}: steps {bounds[stage_index][0]}-{bounds[stage_index][1]}, seq_len "
                          f"{stage.seq_len}, {stage.batch_size} rows/step ({tokens_per_step:,} tokens) = "
-                         f"{stage.micro_batch_size} row(s) x {dist_env.world_size} rank(s) x {accumulation} micro-batch(es)")
+                         f"{stage.micro_batch_size} row(s) x {dist_env.dp_size} rank(s) x {accumulation} micro-batch(es)"
+                         + (f" (each row on {tp_size} tp ranks)" if tp_size > 1 else ""))
 
             while step < bounds[stage_index][1]:
                 step_start = time.perf_counter()
@@ -397,8 +420,10 @@ def _pretrain(cfg: TrainConfig, dist_env: Distributed) -> int:
                     batch = next(loader)
                     data_time += time.perf_counter() - fetch_start
                     micro_batches.append(_to_device(batch, dist_env.device))
-                # the global count of loss tokens, once per step and before any backward (no host sync)
-                local_tokens = sum((mb["labels"] != IGNORE_INDEX).sum() for mb in micro_batches)
+                # the global count of loss tokens, once per step and before any backward (no host sync); the tp
+                # ranks of a group hold the same rows and loss: only the first of them counts (sums below are over all)
+                counts = dist_env.tp_rank == 0
+                local_tokens = sum((mb["labels"] != IGNORE_INDEX).sum() for mb in micro_batches) * counts
                 global_tokens = local_tokens.to(torch.float64).reshape(1)
                 dist.all_reduce(global_tokens)
                 divisor = global_tokens[0].clamp(min=1.0).to(torch.float32)
@@ -410,7 +435,7 @@ def _pretrain(cfg: TrainConfig, dist_env: Distributed) -> int:
                     (micro_loss / divisor).backward()
                     loss_sum += micro_loss.detach().float()
                 grad_norm = update.clip()
-                reduced = torch.stack([loss_sum, torch.tensor(float(_STOP_REQUESTED), device=dist_env.device)])
+                reduced = torch.stack([loss_sum * counts, torch.tensor(float(_STOP_REQUESTED), device=dist_env.device)])
                 dist.all_reduce(reduced)  # loss of the global batch, and whether any rank was asked to stop
                 loss_value, stop_votes, grad_norm_value, loss_tokens = torch.stack(
                     [reduced[0] / divisor, reduced[1], grad_norm.float(), global_tokens[0].float()]).tolist()

@@ -95,6 +95,10 @@ class ParallelSection:
     compile: bool = False  # torch.compile each block
     param_dtype: str = "auto"  # compute dtype of parameters: "auto" (bfloat16 on CUDA, float32 on CPU), "bfloat16", "float32"
     reduce_dtype: str = "float32"  # gradient reduce-scatter dtype
+    # The device mesh: ranks = dp_replicate x dp_shard x tp (seedcoder.parallelize.build_mesh)
+    dp_replicate: int = 1  # HSDP: replicas of the sharded model (usually across nodes); gradients all-reduced over them
+    dp_shard: int = -1  # FSDP2 sharding degree; -1: the ranks the other dimensions leave
+    tp: int = 1  # tensor parallel (column/row-wise attention and MLP); within a node
 
 
 @dataclass
@@ -245,6 +249,10 @@ def validate(cfg: TrainConfig) -> None:
     for key, weight in cfg.data.mixture.items():
         if not math.isfinite(weight) or weight < 0:
             fail(f"data.mixture.{key}", f"weights must be finite and >= 0, got {weight}")
+    positive("parallel.dp_replicate", cfg.parallel.dp_replicate)
+    positive("parallel.tp", cfg.parallel.tp)
+    if cfg.parallel.dp_shard != -1 and cfg.parallel.dp_shard < 1:
+        fail("parallel.dp_shard", f"must be >= 1, or -1 for the ranks the other dimensions leave, got {cfg.parallel.dp_shard}")
     positive("train.steps", cfg.train.steps)
     positive("train.batch_size", cfg.train.batch_size)
     positive("train.micro_batch_size", cfg.train.micro_batch_size)

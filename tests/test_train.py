@@ -30,6 +30,7 @@ from seedcoder.data.shard_writer import ShardWriter
 from seedcoder.data.shards import Section
 from seedcoder.lr_schedule import LRSchedule
 from seedcoder.metrics import MetricsLogger, read_jsonl
+from seedcoder.parallelize import mesh_shape
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 6
@@ -78,6 +79,10 @@ def losses(out_dir):
     return [record["step"] for record in records], [record["loss"] for record in records]
 
 
+def grad_norms(out_dir):
+    return [record["grad_norm"] for record in read_jsonl(os.path.join(out_dir, "metrics.jsonl"))]
+
+
 @pytest.fixture(scope="module")
 def reference_run(dataset, tmp_path_factory):
     """An uninterrupted single-process run: its output directory."""
@@ -111,6 +116,56 @@ def test_two_ranks_match_one_process_then_resume_on_one_rank(dataset, reference,
     assert steps == reference[0]  # the log holds every step once
     np.testing.assert_allclose(resumed, two_ranks, rtol=1e-5)
     np.testing.assert_allclose(resumed, reference[1], rtol=1e-5)
+
+
+def test_tensor_parallel_and_hsdp_meshes_match_one_process_and_resume_across_meshes(dataset, reference_run, reference,
+                                                                                     tmp_path):
+    """dp 2 x tp 2 (4 ranks) trains as one process does (losses and gradient norms); its step-4 checkpoint resumes on
+    HSDP (dp_replicate 2 x dp_shard 2), whose step-4 checkpoint resumes on tp 2 alone: DCP reshards between meshes."""
+    out_dir = tmp_path / "tp"
+    result = train(out_dir, dataset, "--parallel.tp=2", ranks=4)
+    assert "mesh dp_replicate 1 x dp_shard 2 x tp 2" in result.stdout
+    assert "1 row(s) x 2 rank(s) x 2 micro-batch(es) (each row on 2 tp ranks)" in result.stdout
+    steps, tp_losses = losses(out_dir)
+    assert steps == reference[0]
+    np.testing.assert_allclose(tp_losses, reference[1], rtol=1e-5)
+    np.testing.assert_allclose(grad_norms(out_dir), grad_norms(reference_run), rtol=1e-4)
+
+    shutil.rmtree(os.path.join(out_dir, "checkpoints", "step-00000006"))
+    result = train(out_dir, dataset, "--parallel.dp_replicate=2", "--resume", ranks=4)
+    assert "mesh dp_replicate 2 x dp_shard 2 x tp 1" in result.stdout and "step 4, written by 4 rank(s)" in result.stdout
+    np.testing.assert_allclose(losses(out_dir)[1], reference[1], rtol=1e-5)
+
+    shutil.rmtree(os.path.join(out_dir, "checkpoints", "step-00000006"))
+    result = train(out_dir, dataset, "--parallel.tp=2", "--resume", ranks=2)
+    assert "mesh dp_replicate 1 x dp_shard 1 x tp 2" in result.stdout
+    np.testing.assert_allclose(losses(out_dir)[1], reference[1], rtol=1e-5)
+    np.testing.assert_allclose(grad_norms(out_dir), grad_norms(reference_run), rtol=1e-4)
+
+
+def test_mesh_shapes():
+    assert mesh_shape(8) == (1, 8, 1)
+    assert mesh_shape(8, dp_replicate=2, tp=2) == (2, 2, 2)
+    assert mesh_shape(4, dp_shard=2, tp=2) == (1, 2, 2)
+    with pytest.raises(ValueError, match="dp_replicate 1 x dp_shard 3 x tp 2 = 6 ranks, but there are 8"):
+        mesh_shape(8, dp_shard=3, tp=2)
+    with pytest.raises(ValueError, match="8 ranks are not a multiple of dp_replicate 3 x tp 1"):
+        mesh_shape(8, dp_replicate=3)
+    with pytest.raises(ValueError, match="tp must be >= 1"):
+        mesh_shape(8, tp=0)
+
+
+def test_a_mesh_that_does_not_fit_is_one_line(dataset, tmp_path):
+    """A mesh that does not multiply to the ranks, or a tp size that does not divide the heads: one line from rank 0
+    naming the key (torchrun's own failure report follows), exit 2."""
+    for extra, expected in ((["--parallel.tp=3"], "seedcoder.train: config section [parallel] (dp_replicate, "
+                                                  "dp_shard, tp): 2 ranks are not a multiple of dp_replicate 1 x tp 3"),
+                            (["--parallel.tp=2", "--model.overrides.n_kv_heads=1"],
+                             "seedcoder.train: config key 'parallel.tp': tp 2 does not divide the model's n_kv_heads (1)")):
+        result = train(tmp_path / "bad", dataset, *extra, ranks=2, check=False)
+        lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("seedcoder.train: ")]
+        assert lines == [expected], result.stdout + result.stderr
+        assert "[rank" not in result.stderr and "exitcode  : 2" in result.stderr
 
 
 def test_kill_during_save_then_resume_is_bitwise(dataset, reference, tmp_path):
