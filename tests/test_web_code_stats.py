@@ -1,7 +1,7 @@
 """web_ingest.code_stats (C++, csrc/webtext/) against its Python specification code_stats_reference: the same
 (has_code_tags, code_blocks, code_chars) on the pages of the committed WARC fixture, on HTML built to break a
 scanner (unclosed and nested tags, upper case, character references of every kind, NULs, widths of str) and on
-random HTML drawn from those pieces; word_count against len(str.split())."""
+random HTML drawn from those pieces; word_count against len(str.split()), counts against str.count."""
 
 from __future__ import annotations
 
@@ -122,8 +122,21 @@ def test_word_count_is_len_split():
         assert word_count(text) == len(text.split()), repr(text)
 
 
+def test_counts_are_str_count():
+    counts = _webtext_module().counts
+    rng = random.Random(7)
+    needles = ("a", "aa", "aba", "<h1", "<pre", "ld+json", "itemtype", "toc", "x", "é")[:-1]
+    for _ in range(500):
+        text = "".join(rng.choice(["a", "b", "aa", "<h1", "<pre", "ld+json", "itemtype", " ", "é", "Ā", "\U0001F600"])
+                       for _ in range(rng.randint(0, 30)))
+        assert counts(text, needles) == tuple(text.count(needle) for needle in needles), text
+    assert counts("abc", ("",)) == (4,) and counts("", ("a",)) == (0,)
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(TypeError, match="code_stats"):
         code_stats(b"<pre>x</pre>", "x")
     with pytest.raises(TypeError, match="word_count"):
         _webtext_module().word_count(None)
+    with pytest.raises(TypeError, match=r"needles\[1\] must be an ASCII str"):
+        _webtext_module().counts("text", ("a", "é"))

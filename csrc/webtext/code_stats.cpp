@@ -504,6 +504,78 @@ PyObject* py_word_count(PyObject*, PyObject* args) {
   }
 }
 
+// How common a character is in HTML (higher: more common), to anchor a search on a needle's rarest character.
+int commonness(uint32_t c) {
+  static const std::string_view kByFrequency = " e<>=\"/tainosrlcdhmpu.-_:;f#gy'wb0v12k()x3jq+z!?[]{}|~^`@$%&*";
+  if (c >= 'A' && c <= 'Z') c += 32;
+  size_t at = c < 128 ? kByFrequency.find(static_cast<char>(c)) : std::string_view::npos;
+  return at == std::string_view::npos ? 0 : static_cast<int>(kByFrequency.size() - at);
+}
+
+// str.count(needle) (non-overlapping, left to right) for an ASCII needle: the text's occurrences of the needle's
+// rarest character are found with memchr (1-byte strs) and the needle checked around each.
+template <typename C>
+Py_ssize_t count_occurrences(const Chars<C>& s, std::string_view needle) {
+  if (needle.empty()) return static_cast<Py_ssize_t>(s.size) + 1;
+  size_t anchor = 0;
+  for (size_t k = 1; k < needle.size(); ++k)
+    if (commonness(static_cast<unsigned char>(needle[k])) < commonness(static_cast<unsigned char>(needle[anchor])))
+      anchor = k;
+  Py_ssize_t found = 0;
+  size_t start = 0;  // the next occurrence may begin here (non-overlapping)
+  size_t at = find_char(s, anchor, static_cast<unsigned char>(needle[anchor]));
+  while (at != std::string::npos) {
+    size_t begin = at - anchor;
+    if (begin >= start && begin + needle.size() <= s.size) {
+      size_t k = 0;
+      while (k < needle.size() && s[begin + k] == static_cast<unsigned char>(needle[k])) ++k;
+      if (k == needle.size()) {
+        ++found;
+        start = begin + needle.size();
+      }
+    }
+    at = find_char(s, std::max(at + 1, start + anchor), static_cast<unsigned char>(needle[anchor]));
+  }
+  return found;
+}
+
+// counts(text, needles) -> tuple of text.count(needle) for each ASCII needle.
+PyObject* py_counts(PyObject*, PyObject* args) {
+  PyObject *text, *needles;
+  if (!PyArg_ParseTuple(args, "UO!:counts", &text, &PyTuple_Type, &needles)) return nullptr;
+#if PY_VERSION_HEX < 0x030C0000
+  if (PyUnicode_READY(text) != 0) return nullptr;
+#endif
+  size_t size = static_cast<size_t>(PyUnicode_GET_LENGTH(text));
+  Py_ssize_t n = PyTuple_GET_SIZE(needles);
+  PyObject* result = PyTuple_New(n);
+  if (result == nullptr) return nullptr;
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* item = PyTuple_GET_ITEM(needles, i);
+    Py_ssize_t length;
+    const char* ascii = PyUnicode_Check(item) && PyUnicode_IS_ASCII(item) ? PyUnicode_AsUTF8AndSize(item, &length) : nullptr;
+    if (ascii == nullptr) {
+      Py_DECREF(result);
+      PyErr_Format(PyExc_TypeError, "counts: needles[%zd] must be an ASCII str", i);
+      return nullptr;
+    }
+    std::string_view needle(ascii, static_cast<size_t>(length));
+    Py_ssize_t found;
+    switch (PyUnicode_KIND(text)) {
+      case PyUnicode_1BYTE_KIND:
+        found = count_occurrences(Chars<Py_UCS1>{PyUnicode_1BYTE_DATA(text), size}, needle);
+        break;
+      case PyUnicode_2BYTE_KIND:
+        found = count_occurrences(Chars<Py_UCS2>{PyUnicode_2BYTE_DATA(text), size}, needle);
+        break;
+      default:
+        found = count_occurrences(Chars<Py_UCS4>{PyUnicode_4BYTE_DATA(text), size}, needle);
+    }
+    PyTuple_SET_ITEM(result, i, PyLong_FromSsize_t(found));
+  }
+  return result;
+}
+
 PyObject* py_set_tables(PyObject*, PyObject* args) {
   PyObject *named, *invalid_refs, *invalid_points;
   if (!PyArg_ParseTuple(args, "O!O!O:set_tables", &PyDict_Type, &named, &PyDict_Type, &invalid_refs, &invalid_points))
@@ -542,6 +614,7 @@ PyMethodDef kMethods[] = {
     {"code_stats", py_code_stats, METH_VARARGS,
      "code_stats(html, text) -> (has_code_tags, code_blocks, code_chars); see web_ingest.code_stats_reference."},
     {"word_count", py_word_count, METH_VARARGS, "word_count(text) -> int: len(text.split()) without the list."},
+    {"counts", py_counts, METH_VARARGS, "counts(text, needles) -> tuple: text.count(n) for each ASCII needle."},
     {"set_tables", py_set_tables, METH_VARARGS,
      "set_tables(html5, invalid_charrefs, invalid_codepoints): html.unescape's tables, once before code_stats."},
     {nullptr, nullptr, 0, nullptr},

@@ -434,19 +434,24 @@ _FORUM_MARKUP = ("phpbb", "postbody", "forumbg", "topic-body", "message-body")
 _CART_MARKUP = ("add-to-cart", "addtocart", "buy-now")
 
 
+_MARKERS = ("generator", "og:type", "price", "navheader", "navfooter", "<h1", "<h2", "<h3", "<h4", "<pre", "<code",
+            "<nav", "<aside", "navigation", "sidebar", "toc", "<time", *_FORUM_MARKUP, *_CART_MARKUP)
+
+
 def _structure_category(tree: HTMLTree, source: str) -> str | None:
     """The category the page's markup suggests when neither declarations nor the URL decide. `source`: the
     page's HTML: a marker missing from it (markup is case-sensitive here) skips the tree search for it."""
+    count = dict(zip(_MARKERS, _webtext_module().counts(source, _MARKERS)))  # one C++ pass per marker
     document = tree.document
-    generator = _meta(tree, "name", "generator") if "generator" in source else ""
+    generator = _meta(tree, "name", "generator") if count["generator"] else ""
     for category, names in _GENERATORS[:1]:
         if any(name in generator for name in names):
             return category
-    if any(marker in source for marker in _FORUM_MARKUP) and document.query_selector(
+    if any(count[marker] for marker in _FORUM_MARKUP) and document.query_selector(
             "#phpbb, .postbody, .forumbg, .topic-body, .message-body") is not None:
         return "forum"
-    og_type = _meta(tree, "property", "og:type") if "og:type" in source else ""
-    if og_type == "product" or ("price" in source and any(marker in source for marker in _CART_MARKUP)
+    og_type = _meta(tree, "property", "og:type") if count["og:type"] else ""
+    if og_type == "product" or (count["price"] and any(count[marker] for marker in _CART_MARKUP)
                                 and document.query_selector('[itemprop="price"], [class*="price" i]') is not None
                                 and document.query_selector('[class*="add-to-cart" i], [class*="addtocart" i], '
                                                             '[id*="add-to-cart" i], [class*="buy-now" i], '
@@ -458,17 +463,17 @@ def _structure_category(tree: HTMLTree, source: str) -> str | None:
     body = tree.body
     if body is None:
         return None
-    if ("navheader" in source or "navfooter" in source) and body.query_selector(".navheader, .navfooter") is not None:
+    if (count["navheader"] or count["navfooter"]) and body.query_selector(".navheader, .navfooter") is not None:
         return "docs"  # DocBook's chunked HTML: manuals
-    headings = sum(source.count(f"<h{level}") for level in "1234")
-    if headings >= 2 and (source.count("<pre") >= 1 or source.count("<code") >= 5) and any(
-            marker in source for marker in ("<nav", "<aside", "navigation", "sidebar", "toc")) and any(
+    headings = sum(count[f"<h{level}"] for level in "1234")
+    if headings >= 2 and (count["<pre"] >= 1 or count["<code"] >= 5) and any(
+            count[marker] for marker in ("<nav", "<aside", "navigation", "sidebar", "toc")) and any(
             len(element.query_selector_all("a")) >= 5 for element in body.query_selector_all(_TOC).values()):
         return "docs"  # headings, code and a table of contents beside them
     for category, names in _GENERATORS[2:]:
         if any(name in generator for name in names):
             return category
-    if og_type == "article" and "<time" in source and body.query_selector("article time[datetime]") is not None:
+    if og_type == "article" and count["<time"] and body.query_selector("article time[datetime]") is not None:
         return "blog"
     return None
 
@@ -480,7 +485,8 @@ def page_category(url: str | None, tree: HTMLTree | None, html: str | None = Non
     /reference/, /api/, /manual/, /blog/, dated /2024/05/, /product/, /cart, /news/), else its structure (a forum
     engine's markup, price + add-to-cart markup, a docs generator, a sidebar table of contents with headings and
     code), else "other"."""
-    declares = html is None or "itemtype" in html or "ld+json" in html  # (html: a hint that skips the search)
+    # html: a hint that skips the tree's search when the page has neither microdata nor JSON-LD
+    declares = html is None or any(_webtext_module().counts(html, ("itemtype", "ld+json")))
     if tree is not None and tree.document is not None and declares:
         for declared in _declared_types(tree):
             if declared in _SCHEMA_TYPES:
