@@ -218,6 +218,23 @@ def run_experiment(args: argparse.Namespace) -> int:
     return main(args.arguments)
 
 
+def add_plan_commands(groups: argparse._SubParsersAction) -> None:
+    # The planner parses its own arguments (seedcoder.plan.build_parser) and loads torch only when it runs. Its
+    # arguments are all options: prefix_chars="+" makes them plain strings here, passed on whole (--help included).
+    plan = groups.add_parser(
+        "plan", add_help=False, prefix_chars="+",
+        help="per-rank memory, FLOPs and communication of a training step on a mesh (`seedcoder plan --help`)",
+    )
+    plan.add_argument("arguments", nargs="*")
+    plan.set_defaults(handler=run_plan)
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from seedcoder.plan import main
+
+    return main(args.arguments)
+
+
 def add_eval_commands(groups: argparse._SubParsersAction) -> None:
     from seedcoder.evaluation.cli import add_eval_commands as add  # light: the heavy parts import when a command runs
 
@@ -233,7 +250,7 @@ def add_serve_commands(groups: argparse._SubParsersAction) -> None:
 COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [add_shards_commands, add_convert_commands,
                                                                       add_data_commands, add_curate_commands,
                                                                       add_train_commands, add_experiment_commands,
-                                                                      add_eval_commands,
+                                                                      add_plan_commands, add_eval_commands,
                                                                       add_serve_commands]
 
 

@@ -15,10 +15,15 @@ the root unit (embedding, final norm, head) comes last.
 * The mesh (`build_mesh`): dims ("dp_replicate", "dp_shard", "tp"), tp innermost (consecutive ranks: one node's
   fast links carry its per-layer all-reduces). Data-parallel ranks = dp_replicate x dp_shard read different rows;
   the tp ranks of a group read the same rows (`data_parallel_coordinates`).
-* Tensor parallel (Megatron): in every block wq, wk, wv and w1, w3 are column-wise shards (each rank holds
-  n_heads/tp query heads, n_kv_heads/tp K/V heads, ffn_dim/tp hidden units), wo and w2 row-wise shards whose
-  outputs are all-reduced: two all-reduces per block forward, two backward. Norms, the embedding and the head
-  are replicated over tp (computed identically on its ranks), sharded by FSDP over the data-parallel dims.
+* Tensor parallel (Megatron, with sequence parallelism): in every block wq, wk, wv and w1, w3 are column-wise
+  shards (each rank holds n_heads/tp query heads, n_kv_heads/tp K/V heads, ffn_dim/tp hidden units), wo and w2
+  row-wise shards. Between them the activations are sequence-parallel: from the first block's input on, a tp rank
+  holds S/tp of the tokens (the residual stream, the norms, the head and its loss work on that slice); attention
+  and the MLP all-gather the sequence on entry and reduce-scatter it on exit (the backward swaps the two), the same
+  traffic as plain Megatron's all-reduces with 1/tp of the norm and residual activations. The loss of the slices
+  is summed over tp in the head, so every tp rank returns the whole batch's loss. Norms, the embedding and the
+  head are replicated over tp; each rank's gradient of them covers its tokens only, so the trainer sums them over
+  tp after backward (`reduce_replicated_gradients`). FSDP shards them over the data-parallel dims.
 * HSDP: with dp_replicate > 1 `fully_shard` gets the 2-D (dp_replicate, dp_shard) mesh: parameters sharded over
   dp_shard, gradients reduce-scattered there and all-reduced across replicas.
 
@@ -39,21 +44,30 @@ from collections import Counter
 from functools import partial
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+from torch.distributed.tensor import DTensor, Replicate, Shard
+from torch.distributed.tensor.parallel import ColwiseParallel, PrepareModuleInput, RowwiseParallel, parallelize_module
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+from seedcoder.kernels import flash_attention as _flash_attention  # noqa: F401  (registers torch.ops.seedcoder.flash_attn_fwd)
 
 AC_MODES = ("none", "selective", "full")
 MESH_DIMS = ("dp_replicate", "dp_shard", "tp")
-# Within every block: column-wise (output features sharded) feeds row-wise (input features sharded, output
-# all-reduced), so each block's attention and MLP need one all-reduce each.
+IGNORE_INDEX = -100  # labels the loss skips (seedcoder.model)
+# Within every block: the sequence slices are all-gathered into attention / the MLP, column-wise shards (output
+# features) feed row-wise shards (input features), whose partial outputs are reduce-scattered back to slices.
 TP_PLAN = {
+    "attention": PrepareModuleInput(input_layouts=(Shard(1), None, None, None),
+                                    desired_input_layouts=(Replicate(), None, None, None)),
     "attention.wq": ColwiseParallel(), "attention.wk": ColwiseParallel(), "attention.wv": ColwiseParallel(),
-    "attention.wo": RowwiseParallel(),
-    "feed_forward.w1": ColwiseParallel(), "feed_forward.w3": ColwiseParallel(), "feed_forward.w2": RowwiseParallel(),
+    "attention.wo": RowwiseParallel(output_layouts=Shard(1)),
+    "feed_forward": PrepareModuleInput(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),)),
+    "feed_forward.w1": ColwiseParallel(), "feed_forward.w3": ColwiseParallel(),
+    "feed_forward.w2": RowwiseParallel(output_layouts=Shard(1)),
 }
 
 
@@ -88,16 +102,98 @@ def data_parallel_coordinates(mesh: DeviceMesh) -> tuple[int, int, int]:
     return replicate * mesh["dp_shard"].size() + shard, mesh["dp_replicate"].size() * mesh["dp_shard"].size(), tp
 
 
+class _SumOverGroup(torch.autograd.Function):
+    """All-reduce (sum) whose backward is the identity: every rank of the group computes the same sum and
+    backpropagates the same gradient into it, which each rank's own summand receives once."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, group) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x, group=group)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+class _GatherSequence(torch.autograd.Function):
+    """(B, S/n) slices -> (B, S) on every rank of the group; backward: each rank's slice of the (equal) gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, group) -> torch.Tensor:
+        ctx.rank, ctx.size = dist.get_rank(group), dist.get_world_size(group)
+        parts = [torch.empty_like(x) for _ in range(ctx.size)]
+        dist.all_gather(parts, x.contiguous(), group=group)
+        return torch.cat(parts, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad.chunk(ctx.size, dim=1)[ctx.rank], None
+
+
+def _sequence_slice(tp_mesh: DeviceMesh):
+    """The first block's forward pre-hook: this rank's slice of the sequence (dim 1)."""
+    size, rank = tp_mesh.size(), tp_mesh.get_local_rank()
+
+    def hook(module, args):
+        h = args[0]
+        if h.shape[1] % size:
+            raise ValueError(f"tensor parallelism: the sequence length {h.shape[1]} is not a multiple of tp {size}")
+        return (h.chunk(size, dim=1)[rank], *args[1:])
+    return hook
+
+
+def _sequence_parallel_head(head: nn.Module, tp_mesh: DeviceMesh) -> None:
+    """The head on this rank's slice of the hidden states: the labels sliced the same way, the loss summed (or the
+    per-token losses gathered) over tp. Logits are not gathered: generation runs on an unsharded model."""
+    forward, group = head.forward, tp_mesh.get_group()
+    size, rank = tp_mesh.size(), tp_mesh.get_local_rank()
+
+    def sequence_parallel_forward(hidden, labels=None, reduction="sum"):
+        if labels is None:
+            raise ValueError("a tensor-parallel model returns losses only (labels=None asks for logits): generate with "
+                             "an unsharded model")
+        local = labels.chunk(size, dim=1)[rank]
+        if reduction == "none":
+            return _GatherSequence.apply(forward(hidden, local, "none"), group)
+        total = _SumOverGroup.apply(forward(hidden, local, "sum"), group)
+        return total if reduction == "sum" else total / (labels != IGNORE_INDEX).sum().clamp(min=1)
+
+    head.forward = sequence_parallel_forward
+
+
 def apply_tp(model: nn.Module, tp_mesh: DeviceMesh) -> None:
-    """Shard every block's attention and MLP over `tp_mesh` (TP_PLAN); the model's heads must divide evenly."""
+    """Tensor and sequence parallelism over `tp_mesh` (TP_PLAN, module docstring); the model's heads must divide."""
     size = tp_mesh.size()
     cfg = getattr(model, "cfg", None)
     if cfg is not None:
         for name in ("n_heads", "n_kv_heads", "ffn_dim"):
             if getattr(cfg, name) % size:
                 raise ValueError(f"tp {size} does not divide the model's {name} ({getattr(cfg, name)})")
-    for _, block in _blocks(model):
+    blocks = _blocks(model)
+    for _, block in blocks:
         parallelize_module(block, tp_mesh, TP_PLAN)
+    if blocks:
+        blocks[0][1].register_forward_pre_hook(_sequence_slice(tp_mesh))
+        _sequence_parallel_head(model.output, tp_mesh)
+    model.tp_mesh = tp_mesh  # for reduce_replicated_gradients
+
+
+def reduce_replicated_gradients(model: nn.Module) -> None:
+    """Sum over tp the gradients of the parameters tensor parallelism replicates (norms, embedding, head: each tp
+    rank's covers its sequence slice only); after backward, before clipping. A no-op without tensor parallelism."""
+    tp_mesh = getattr(model, "tp_mesh", None)
+    if tp_mesh is None:
+        return
+    group = tp_mesh.get_group()
+    for param in model.parameters():
+        grad = param.grad
+        if grad is None:
+            continue
+        names = grad.device_mesh.mesh_dim_names or () if isinstance(grad, DTensor) else ()
+        if "tp" not in names:
+            dist.all_reduce(grad.to_local() if isinstance(grad, DTensor) else grad, group=group)
 
 
 def _fsdp_mesh(mesh: DeviceMesh) -> DeviceMesh:
@@ -115,6 +211,7 @@ _SAVE_OPS = {
     torch.ops.aten._scaled_dot_product_flash_attention.default,
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default,
     torch.ops.aten._scaled_dot_product_cudnn_attention.default,
+    torch.ops.seedcoder.flash_attn_fwd.default,  # our flash attention (GPU): its output and lse, not a recompute
 }
 
 
@@ -200,4 +297,4 @@ def describe(model: nn.Module) -> str:
 
 
 __all__ = ["AC_MODES", "MESH_DIMS", "TP_PLAN", "apply_activation_checkpointing", "apply_compile", "apply_fsdp", "apply_tp",
-           "build_mesh", "data_parallel_coordinates", "describe", "mesh_shape", "parallelize"]
+           "build_mesh", "data_parallel_coordinates", "describe", "mesh_shape", "parallelize", "reduce_replicated_gradients"]

@@ -65,7 +65,14 @@ from seedcoder.lr_schedule import LRSchedule
 from seedcoder.metrics import MetricsLogger, plot_loss_curve
 from seedcoder.model import ModelConfig, Transformer, check_cu_seqlens, model_config
 from seedcoder.optim import OptimizerStep, build_optimizer
-from seedcoder.parallelize import build_mesh, data_parallel_coordinates, describe, mesh_shape, parallelize
+from seedcoder.parallelize import (
+    build_mesh,
+    data_parallel_coordinates,
+    describe,
+    mesh_shape,
+    parallelize,
+    reduce_replicated_gradients,
+)
 from seedcoder.posttrain.sft import sft
 from seedcoder.processes import die_with_parent
 from seedcoder.train_config import ParallelSection, StageSection, TrainConfig, load_config
@@ -305,6 +312,11 @@ def _pretrain(cfg: TrainConfig, dist_env: Distributed) -> int:
     bounds = _stage_bounds(stages)
     total_steps = cfg.train.steps
     for index, stage in enumerate(stages):
+        tp_size = dist_env.world_size // dist_env.dp_size
+        if stage.seq_len % tp_size:
+            key = f"stages[{index}].seq_len" if cfg.stages else "data.seq_len"
+            raise ConfigError(f"config key {key!r}: {stage.seq_len} tokens cannot be split into parallel.tp {tp_size} "
+                              "sequence slices")
         if stage.batch_size % (stage.micro_batch_size * dist_env.dp_size):
             key = f"stages[{index}].batch_size" if cfg.stages else "train.batch_size"
             raise ConfigError(f"config key {key!r}: {stage.batch_size} rows is not a multiple of micro_batch_size "
@@ -434,6 +446,7 @@ def _pretrain(cfg: TrainConfig, dist_env: Distributed) -> int:
                                        max_seqlen=mb["max_seqlen"], labels=mb["labels"], loss_reduction="sum")
                     (micro_loss / divisor).backward()
                     loss_sum += micro_loss.detach().float()
+                reduce_replicated_gradients(model)  # tensor parallelism: norms / embedding / head summed over tp
                 grad_norm = update.clip()
                 reduced = torch.stack([loss_sum * counts, torch.tensor(float(_STOP_REQUESTED), device=dist_env.device)])
                 dist.all_reduce(reduced)  # loss of the global batch, and whether any rank was asked to stop

@@ -24,7 +24,7 @@ ALLOWED_LOCAL: dict[str, set[str]] = {
                       "seedcoder.data.shards", "seedcoder.evaluation.cli", "seedcoder.hf_convert",
                       "seedcoder.posttrain.dpo", "seedcoder.posttrain.grpo", "seedcoder.posttrain.sft", "seedcoder.serve",
                       "seedcoder.experiments.filter_ablation", "seedcoder.experiments.self_curation",
-                      "seedcoder.train"},
+                      "seedcoder.plan", "seedcoder.train"},
     "seedcoder.serve": {"seedcoder.generate", "seedcoder.hf_convert", "seedcoder.sampling"},
     # `seedcoder eval` against an HTTP endpoint or with references needs no torch
     "seedcoder.evaluation.generators": {"seedcoder.generate", "seedcoder.sampling"},
