@@ -55,11 +55,12 @@ BOX_PACKAGES = ("torch", "triton", "numpy", "pytest", "pip", "setuptools")  # wh
 # The GPU tests: the kernels' and the model's files; in the quick set their `gpu`-marked tests plus, by node id,
 # bf16 numerics of every kernel against float64 (flash attention: the 8B shape, causal, GQA 4:1, D 128, and a
 # non-causal D 64 case; dtype0 is bfloat16 on CUDA, which the dry run checks).
-TEST_FILES = ["tests/test_flash_attention.py", "tests/test_fused_linear_cross_entropy.py", "tests/test_cross_entropy.py",
-              "tests/test_rms_norm.py", "tests/test_rotary.py", "tests/test_model.py"]
+TEST_FILES = ["tests/test_flash_attention.py", "tests/test_flash_attention_hopper.py", "tests/test_fused_linear_cross_entropy.py",
+              "tests/test_cross_entropy.py", "tests/test_rms_norm.py", "tests/test_rotary.py", "tests/test_model.py"]
 BF16_NUMERICS = [
     "tests/test_flash_attention.py::test_packed_documents_match_reference[True-32-8-128-dtype0]",
     "tests/test_flash_attention.py::test_packed_documents_match_reference[False-4-1-64-dtype0]",
+    "tests/test_flash_attention_hopper.py::test_packed_documents_match_reference[True-32-8-128-dtype0-autotuned]",
     "tests/test_fused_linear_cross_entropy.py::test_matches_reference[all-mean-bfloat16]",
     "tests/test_fused_linear_cross_entropy.py::test_large_vocab[3-155136-2-sum-smoothing-bfloat16]",
     "tests/test_cross_entropy.py::test_matches_reference_vocab_155136[mean-plain-bfloat16]",

@@ -26,6 +26,8 @@ on their fp32 upcast.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import os
 import sys
 from collections.abc import Iterator
@@ -66,6 +68,9 @@ FLCE_ROWS, FLCE_HIDDEN = 16384, 4096
 ATTN_HEADS, ATTN_KV_HEADS, ATTN_HEAD_DIM, ATTN_TOKENS = 32, 8, 128, 16384
 ATTN_SEQLENS, ATTN_SEQLENS_QUICK = (1024, 2048, 4096, 8192, 16384), (2048, 8192)
 ATTN_DOC_RANGE, ATTN_VARLEN_ROWS = (512, 8192), 2  # varlen: documents of 0.5K-8K tokens packed into 16K rows
+# The sm_90 path's grid (full set): at the two longest dense lengths (8K, 16K), D64 causal and not, D128 not causal
+# (D128 causal is the rows above); the same GQA 4:1 heads.
+ATTN_GRID_HEAD_DIMS = (64, 128)
 
 # The issue's goals (H100, bf16). Checked on every 'ours' row of the op/mode; PASS/MISS comes from the rows.
 TARGETS = [
@@ -87,6 +92,11 @@ TARGETS = [
            0.95, peer="dense-matched", shape="varlen"),
     Target("attention deterministic bwd ≤ 1.25× default", "attention", "bwd", "time_ratio_vs", "<=", 1.25,
            peer="seedcoder", impl="seedcoder-deterministic"),
+    # On sm_90 'seedcoder' is the Hopper path (TMA, persistent, warp-specialised); seedcoder-sm80 the kernel it replaced.
+    Target("attention fwd (sm_90 path) ≥ 1.0× our sm_80 kernel", "attention", "fwd", "speedup_vs", ">=", 1.0,
+           peer="seedcoder-sm80"),
+    Target("attention bwd (sm_90 dK/dV) ≥ 1.0× our sm_80 kernel", "attention", "bwd", "speedup_vs", ">=", 1.0,
+           peer="seedcoder-sm80"),
     # The issue's premise, measured rather than assumed: the unfused baseline needs > 10 GB.
     Target("(context) eager matmul+CE extra memory > 10 GB", "fused_linear_cross_entropy", "fwd+bwd", "extra_mem_gb", ">",
            10.0, impl="torch eager"),
@@ -105,11 +115,15 @@ NOTES = [
     "torch eager = the op's torch reference in seedcoder.kernels (fp32 math); torch.compile = that reference "
     "compiled (default mode); SKIP(reason) = the peer is not installed or failed (reason shown), never a number.",
     "attention TFLOP/s = FLOPs / median time, FLOPs = 4·Σ_docs S²·Hq·D (causal: halved), bwd = 2.5× that, fwd+bwd = "
-    "3.5×. All cases causal, bf16, Hq 32 / Hkv 8 (GQA 4:1), D 128. 'varlen' packs documents of 0.5K-8K tokens into "
-    "16K rows (a row's last document is cut to fit); 'dense-matched' is the dense batch with the same tokens and "
-    "FLOPs (S = Σ L² / Σ L). SDPA backends get the packed documents as a boolean block-diagonal causal mask "
-    "(the flash backend takes no mask: SKIP); FlexAttention a compiled document-causal BlockMask. fwd+bwd times "
-    "out.sum().backward().",
+    "3.5×. bf16, Hq 32 / Hkv 8 (GQA 4:1), causal and D 128 unless the shape says otherwise. 'varlen' packs "
+    "documents of 0.5K-8K tokens into 16K rows (a row's last document is cut to fit); 'dense-matched' is the dense "
+    "batch with the same tokens and FLOPs (S = Σ L² / Σ L). SDPA backends get the packed documents as a boolean "
+    "block-diagonal causal mask (the flash backend takes no mask: SKIP); FlexAttention a compiled document-causal "
+    "BlockMask. fwd+bwd times out.sum().backward().",
+    "attention rows named '... D64', '... non-causal' are the sm_90 path's grid (full set): D64 causal and not, D128 "
+    "not causal, at 8K and 16K. 'seedcoder' is what flash_attention dispatches to (on sm_90: the TMA / persistent / "
+    "warp-specialised forward, the TMA dK/dV kernel); 'seedcoder-sm80' forces the sm_80 kernels "
+    "(SEEDCODER_FLASH_HOPPER=0, in its forward and its backward), in the same run.",
 ]
 
 
@@ -316,6 +330,60 @@ def fused_linear_cross_entropy_impls(rows: int, hidden: int, vocab: int, dtype: 
 
 
 # ------------------------------------------------------------------------------------------ attention
+HOPPER_SWITCH_ENV = "SEEDCODER_FLASH_HOPPER"  # seedcoder.kernels.flash_attention_hopper.SWITCH_ENV ("0": sm_80 path)
+
+
+class EnvSwitch:
+    """os.environ[name] = value between enter() and exit() (the old value restored), reusable: a switch the callee
+    reads per call, such as SEEDCODER_FLASH_HOPPER."""
+
+    def __init__(self, name: str, value: str):
+        self.name, self.value, self.old = name, value, None
+
+    def enter(self) -> None:
+        self.old = os.environ.get(self.name)
+        os.environ[self.name] = self.value
+
+    def exit(self) -> None:
+        if self.old is None:
+            os.environ.pop(self.name, None)
+        else:
+            os.environ[self.name] = self.old
+
+    @contextlib.contextmanager
+    def scope(self):
+        self.enter()
+        try:
+            yield
+        finally:
+            self.exit()
+
+
+class _ActionInBackward(torch.autograd.Function):
+    """Identity on tensors whose backward runs action() first: placed after an op it acts before the op's backward,
+    placed before it, after (the bwd mode times torch.autograd.backward alone, outside any `with`)."""
+
+    @staticmethod
+    def forward(ctx, action, *tensors):
+        ctx.action = action
+        return tuple(t.view_as(t) for t in tensors)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        ctx.action()
+        return (None, *grads)
+
+
+def switched(f, switch: EnvSwitch):
+    """f with the switch on in its forward and in its backward."""
+    def g(*tensors):
+        tensors = _ActionInBackward.apply(switch.exit, *tensors)
+        with switch.scope():
+            out = f(*tensors)
+        return _ActionInBackward.apply(switch.enter, out)[0]
+    return g
+
+
 def attention_flops(doc_lengths: list[int], heads: int, head_dim: int, causal: bool = True) -> int:
     """Forward FLOPs: QK^T and PV, 2·S²·D each per head; causal halves them."""
     flops = 4 * sum(n * n for n in doc_lengths) * heads * head_dim
@@ -340,32 +408,40 @@ def varlen_rows(rows: int, row_len: int, doc_range: tuple[int, int], seed: int =
 
 
 def attention_cases(dtype: torch.dtype, quick: bool) -> Iterator[Case]:
-    """Dense rows at each length; the full set adds packed documents (varlen), the dense batch of equal FLOPs, and
-    the fwd+bwd mode."""
-    h, hkv, d, e = ATTN_HEADS, ATTN_KV_HEADS, ATTN_HEAD_DIM, dtype.itemsize
-    layouts = []
+    """Dense rows at each length (D128, causal); the full set adds packed documents (varlen), the dense batch of
+    equal FLOPs, the fwd+bwd mode, and the sm_90 path's grid (D64 causal and not, D128 not causal, fwd and bwd at the
+    two longest lengths)."""
+    h, hkv, e = ATTN_HEADS, ATTN_KV_HEADS, dtype.itemsize
+    layouts = []  # (shape label, rows, head dim, causal, modes)
+    modes = [m for m in ATTN_MODE_FLOPS if not quick or m != "fwd+bwd"]
     for s in ATTN_SEQLENS_QUICK if quick else ATTN_SEQLENS:
-        layouts.append((f"dense S{s}", [[s]] * max(1, ATTN_TOKENS // s)))
+        layouts.append((f"dense S{s}", [[s]] * max(1, ATTN_TOKENS // s), ATTN_HEAD_DIM, True, modes))
     if not quick:
-        row_len = max(r[0] for _, rows in layouts for r in rows)
+        row_len = max(r[0] for _, rows, *_ in layouts for r in rows)
         packed = varlen_rows(ATTN_VARLEN_ROWS, row_len, ATTN_DOC_RANGE)
         lengths = [n for row in packed for n in row]
         s_eq = max(64, round(sum(n * n for n in lengths) / sum(lengths) / 64) * 64)
-        layouts += [("varlen", packed), ("dense-matched", [[s_eq]] * max(1, round(sum(lengths) / s_eq)))]
-    modes = {m: f for m, f in ATTN_MODE_FLOPS.items() if not quick or m != "fwd+bwd"}
-    for shape, rows in layouts:
+        layouts += [("varlen", packed, ATTN_HEAD_DIM, True, modes),
+                    ("dense-matched", [[s_eq]] * max(1, round(sum(lengths) / s_eq)), ATTN_HEAD_DIM, True, modes)]
+        for s, d, causal in itertools.product(sorted(set(ATTN_SEQLENS))[-2:], ATTN_GRID_HEAD_DIMS, (True, False)):
+            if (d, causal) != (ATTN_HEAD_DIM, True):  # that one is the dense row above
+                label = f"dense S{s} D{d}" + ("" if causal else " non-causal")
+                layouts.append((label, [[s]] * max(1, ATTN_TOKENS // s), d, causal, ["fwd", "bwd"]))
+    for shape, rows, d, causal, case_modes in layouts:
         docs = [n for row in rows for n in row]
         tokens = sum(docs)
         traffic = (Traffic().read("q", "T·Hq·D", tokens * h * d, e).read("k,v", "2·T·Hkv·D", 2 * tokens * hkv * d, e)
                    .write("out", "T·Hq·D", tokens * h * d, e))
-        fwd_flops = attention_flops(docs, h, d)
-        for mode, factor in modes.items():
-            yield Case("attention", mode, shape, _name(dtype), traffic, list(attention_impls(mode, rows, dtype)),
-                       flops=int(fwd_flops * factor))
+        fwd_flops = attention_flops(docs, h, d, causal)
+        for mode in case_modes:
+            yield Case("attention", mode, shape, _name(dtype), traffic,
+                       list(attention_impls(mode, rows, dtype, head_dim=d, causal=causal)),
+                       flops=int(fwd_flops * ATTN_MODE_FLOPS[mode]))
 
 
-def attention_impls(mode: str, rows: list[list[int]], dtype: torch.dtype) -> Iterator[Impl]:
-    h, hkv, d = ATTN_HEADS, ATTN_KV_HEADS, ATTN_HEAD_DIM
+def attention_impls(mode: str, rows: list[list[int]], dtype: torch.dtype, *, head_dim: int | None = None,
+                    causal: bool = True) -> Iterator[Impl]:
+    h, hkv, d = ATTN_HEADS, ATTN_KV_HEADS, head_dim or ATTN_HEAD_DIM
     n_rows, row_len = len(rows), sum(rows[0])
     one_doc_per_row = all(len(r) == 1 for r in rows)
     bounds = [0]
@@ -380,25 +456,29 @@ def attention_impls(mode: str, rows: list[list[int]], dtype: torch.dtype) -> Ite
     def scalar(fn):
         return (lambda *a: fn(*a).sum()) if mode == "fwd+bwd" else fn
 
-    def ours(deterministic):
+    def ours(deterministic, hopper_switch=None):
+        """hopper_switch "0": the sm_80 forward even on sm_90 (SEEDCODER_FLASH_HOPPER, set around each call)."""
         def make():
             attn = optional_import("seedcoder.kernels.flash_attention", "flash_attention")
             cu = torch.tensor(bounds, dtype=torch.int32, device=DEVICE)
             max_len = max(n for row in rows for n in row)
 
-            def f(q, k, v):
+            def call(q, k, v):
                 if one_doc_per_row:
-                    return attn(q, k, v, deterministic=deterministic)
-                return attn(q.view(-1, h, d), k.view(-1, hkv, d), v.view(-1, hkv, d), cu_seqlens=cu,
+                    return attn(q, k, v, causal=causal, deterministic=deterministic)
+                return attn(q.view(-1, h, d), k.view(-1, hkv, d), v.view(-1, hkv, d), causal=causal, cu_seqlens=cu,
                             max_seqlen=max_len, deterministic=deterministic)
+
+            f = call if hopper_switch is None else switched(call, EnvSwitch(HOPPER_SWITCH_ENV, hopper_switch))
             return prepare(mode, scalar(f), inputs())
         return make
 
     def document_mask():
         doc = torch.repeat_interleave(torch.arange(len(bounds) - 1, device=DEVICE),
                                       torch.tensor([n for row in rows for n in row], device=DEVICE)).view(n_rows, row_len)
-        causal = torch.ones(row_len, row_len, dtype=torch.bool, device=DEVICE).tril()
-        return ((doc[:, :, None] == doc[:, None, :]) & causal).unsqueeze(1)
+        keep = torch.ones(row_len, row_len, dtype=torch.bool, device=DEVICE)
+        keep = keep.tril() if causal else keep
+        return ((doc[:, :, None] == doc[:, None, :]) & keep).unsqueeze(1)
 
     def sdpa(backend_name):
         def make():
@@ -413,7 +493,7 @@ def attention_impls(mode: str, rows: list[list[int]], dtype: torch.dtype) -> Ite
                 with sdpa_kernel(backend):
                     out = torch.nn.functional.scaled_dot_product_attention(
                         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
-                        is_causal=mask is None, enable_gqa=True)
+                        is_causal=mask is None and causal, enable_gqa=True)
                 return out.transpose(1, 2)
             return prepare(mode, scalar(f), inputs())
         return make
@@ -425,7 +505,8 @@ def attention_impls(mode: str, rows: list[list[int]], dtype: torch.dtype) -> Ite
                                       torch.tensor([n for row in rows for n in row], device=DEVICE)).view(n_rows, row_len)
 
         def document_causal(b, _h, q_idx, kv_idx):
-            return (q_idx >= kv_idx) & (doc[b, q_idx] == doc[b, kv_idx])
+            same_doc = doc[b, q_idx] == doc[b, kv_idx]
+            return (q_idx >= kv_idx) & same_doc if causal else same_doc
 
         block_mask = create_block_mask(document_causal, n_rows, None, row_len, row_len, device=DEVICE)
         fn = compiled(flex_attention) if str(DEVICE).startswith("cuda") else flex_attention
@@ -442,12 +523,13 @@ def attention_impls(mode: str, rows: list[list[int]], dtype: torch.dtype) -> Ite
 
         def f(q, k, v):
             return varlen(q.view(-1, h, d), k.view(-1, hkv, d), v.view(-1, hkv, d), cu, cu, max_len, max_len,
-                          causal=True)
+                          causal=causal)
         return prepare(mode, scalar(f), inputs())
 
     yield Impl("seedcoder", ours(False), ours=True)
     if mode != "fwd":
         yield Impl("seedcoder-deterministic", ours(True), ours=True)
+    yield Impl("seedcoder-sm80", ours(False, hopper_switch="0"))
     yield Impl("sdpa-cudnn", sdpa("CUDNN_ATTENTION"))
     yield Impl("sdpa-flash", sdpa("FLASH_ATTENTION"))
     yield Impl("sdpa-efficient", sdpa("EFFICIENT_ATTENTION"))

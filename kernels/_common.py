@@ -116,6 +116,9 @@ class CompileSpec:
     ints: dict[str, int] = field(default_factory=dict)
     # On the training step's hot path at the shape of `ints`: the gate fails when its PTX has no 16-byte loads.
     hot: bool = False
+    # Instructions the build must contain (counted by the gate: "wgmma", "tma", "setmaxnreg", "cp_async_16"):
+    # the gate fails a configuration that was built to have them and lost one (a Hopper feature that fell back).
+    expect: tuple[str, ...] = ()
 
 
 COMPILE_SPECS: list[CompileSpec] = []

@@ -1,7 +1,7 @@
 """Compile gate: build every Triton kernel configuration for real GPU targets without a GPU.
 
     python -m seedcoder.kernels.compile_gate [--arch 90 80] [--filter NAME ...] [--json out.json] [--quick] [--jobs N]
-                                             [--unspecialized]
+                                             [--unspecialized] [--expect wgmma tma setmaxnreg]
 
 For each registered CompileSpec and target it compiles the program a real launch runs: the arguments of a
 representative launch (CompileSpec.ints, pointers 16-byte aligned) go through Triton's own launch-time
@@ -10,11 +10,14 @@ and each int divisible by 16 with `tt.divisibility=16` and turns ints equal to 1
 `triton.compile(ASTSource(..., attrs=...), target=GPUTarget(...))` with the launch's options. It reads
 registers, shared memory and spilled (local) bytes of the cubin with the cuobjdump that ships inside Triton,
 and counts in the PTX the global loads (16/8-byte vector `ld.global.v4`/`.v2`, and scalar, with the 1-2 byte
-ones among them), 16-byte `cp.async` copies, TMA copies (`cp.async.bulk.tensor`) and `wgmma` instructions.
+ones among them), 16-byte `cp.async` copies, TMA copies (`cp.async.bulk.tensor`), `wgmma` instructions and
+`setmaxnreg` (the register split of warp specialisation: producer warps give registers to the consumers).
 
-Exits non-zero when a kernel fails to compile, spills, or is hot (CompileSpec.hot) and has lost its vector
-loads (see `problems`). --unspecialized compiles without the launch's specialisation, as this gate did before
-(what a misaligned launch gets): hot kernels then lose their vector loads and fail.
+Exits non-zero when a kernel fails to compile, spills, is hot (CompileSpec.hot) and has lost its vector
+loads, or lacks an instruction its spec expects (CompileSpec.expect: the Hopper kernels' wgmma, TMA and, where
+the loop is warp-specialised, setmaxnreg) (see `problems`). --unspecialized compiles without the launch's
+specialisation, as this gate did before (what a misaligned launch gets): hot kernels then lose their vector loads
+and fail. --expect adds expectations to every selected spec (checks a claim, e.g. that a build is warp-specialised).
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ _SUBWORD = re.compile(r"\.[bsu](?:8|16)$")  # a 1- or 2-byte scalar: element-by-
 _CP_ASYNC_16 = re.compile(r"\bcp\.async\.c[ag]\.shared\.global[\w.:]*\s*\[[^\]]*\],\s*\[[^\]]*\],\s*(?:0x10|16)\b")
 _TMA = re.compile(r"\bcp\.async\.bulk\.tensor")
 _WGMMA = re.compile(r"\bwgmma\.mma_async")
+_SETMAXNREG = re.compile(r"\bsetmaxnreg\.")
+EXPECTABLE = ("wgmma", "tma", "setmaxnreg", "cp_async_16")  # the counts a CompileSpec.expect may name
 
 
 def resource_usage(cubin: bytes) -> dict[str, int]:
@@ -68,13 +73,14 @@ def resource_usage(cubin: bytes) -> dict[str, int]:
 
 def memory_instructions(ptx: str) -> dict[str, int]:
     """Static counts in the PTX: vector and scalar global loads (and the 1-2 byte scalars among them), 16-byte
-    cp.async copies, TMA copies, wgmma instructions."""
+    cp.async copies, TMA copies, wgmma and setmaxnreg instructions."""
     loads = _GLOBAL_LOAD.findall(ptx)
     vector = sum(1 for op in loads if _VECTOR.search(op))
     return {"vector_loads": vector, "scalar_loads": len(loads) - vector,
             "subword_loads": sum(1 for op in loads if _SUBWORD.search(op) and not _VECTOR.search(op)),
             "cp_async_16": len(_CP_ASYNC_16.findall(ptx)),
-            "tma": len(_TMA.findall(ptx)), "wgmma": len(_WGMMA.findall(ptx))}
+            "tma": len(_TMA.findall(ptx)), "wgmma": len(_WGMMA.findall(ptx)),
+            "setmaxnreg": len(_SETMAXNREG.findall(ptx))}
 
 
 def launch_arguments(spec: CompileSpec) -> dict[str, Any]:
@@ -121,6 +127,9 @@ def specialize(spec: CompileSpec, arch: int) -> tuple[ASTSource, dict]:
 
 
 def compile_spec(spec: CompileSpec, arch: int, *, specialized: bool = True) -> dict:
+    unknown = [name for name in spec.expect if name not in EXPECTABLE]
+    if unknown:
+        raise ValueError(f"{spec.name}: expect names {unknown}, not among the counted instructions {EXPECTABLE}")
     t0 = time.perf_counter()
     if specialized:
         src, options = specialize(spec, arch)
@@ -136,6 +145,7 @@ def compile_spec(spec: CompileSpec, arch: int, *, specialized: bool = True) -> d
         "constexprs": {k_: v for k_, v in spec.constexprs.items()},
         "specialized": specialized,
         "hot": spec.hot,
+        "expect": list(spec.expect),
         **resource_usage(k.asm["cubin"]),
         "shared": k.metadata.shared,
         **memory_instructions(k.asm["ptx"]),
@@ -147,8 +157,11 @@ def problems(row: dict) -> list[str]:
     """Why a compiled row fails the gate: it spills, or it is hot (a bf16 kernel of the training step) and has lost
     its vector loads: it has no vector access (ld.global.v2/v4, 16-byte cp.async, TMA), or it reads one of its
     16-bit tensors element by element (1-2 byte scalar loads; its scalar 4-8 byte loads are per-row values such
-    as lse, rstd or positions)."""
+    as lse, rstd or positions), or it lacks an instruction its spec expects (none of them in the PTX)."""
     out = []
+    missing = [name for name in row.get("expect", ()) if row[name] == 0]
+    if missing:
+        out.append(f"lost {', '.join(missing)} (expected: {', '.join(row['expect'])})")
     if row["local"] > 0:
         out.append(f"spills {row['local']} B to local memory")
     vector = row["vector_loads"] + row["cp_async_16"] + row["tma"]
@@ -172,7 +185,8 @@ def _compile_job(job: tuple[int, int, bool]) -> tuple[dict | None, str | None]:
 
 
 TABLE_HEADER = ("| kernel | arch | warps | stages | constexprs | regs | shared B | spill B | ld.global vector/scalar "
-                "(1-2 B) | cp.async 16 B | TMA | wgmma | s |\n|---|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+                "(1-2 B) | cp.async 16 B | TMA | wgmma | setmaxnreg | s |\n"
+                "|---|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 
 
 def table_row(r: dict) -> str:
@@ -180,7 +194,7 @@ def table_row(r: dict) -> str:
     name = r["kernel"] + (" (hot)" if r["hot"] else "")
     return (f"| {name} | {r['arch']} | {r['num_warps']} | {r['num_stages']} | {cx} | {r['registers']} | {r['shared']} "
             f"| {r['local']} | {r['vector_loads']}/{r['scalar_loads']} ({r['subword_loads']}) | {r['cp_async_16']} "
-            f"| {r['tma']} | {r['wgmma']} | {r['seconds']} |")
+            f"| {r['tma']} | {r['wgmma']} | {r['setmaxnreg']} | {r['seconds']} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="compile in this many processes")
     ap.add_argument("--unspecialized", action="store_true",
                     help="compile without the launch's divisibility-by-16 specialisation (what a misaligned launch gets)")
+    ap.add_argument("--expect", nargs="+", default=[], choices=EXPECTABLE,
+                    help="fail any selected kernel whose PTX lacks these instructions (added to its spec's own)")
     args = ap.parse_args(argv)
     specs = [s for s in COMPILE_SPECS if any(f in s.name for f in args.filter) and (s.quick or not args.quick)]
     if not specs:
@@ -210,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                 failures.append(f"{spec.name} sm_{arch}: {error}")
                 print(f"| {spec.name} | sm_{arch} | FAILED: {error.split(':')[0]} |")
                 continue
+            r["expect"] = list(dict.fromkeys(r["expect"] + args.expect))  # the spec's own, then --expect's
             rows.append(r)
             failures += [f"{r['kernel']} {r['arch']}: {problem}" for problem in problems(r)]
             print(table_row(r), flush=True)

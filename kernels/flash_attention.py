@@ -33,9 +33,13 @@ tiles). Either runs inside the torch custom ops seedcoder::flash_attn_fwd / flas
 registered, so torch.compile(fullgraph=True) traces callers without graph breaks. Nothing syncs with the host,
 except that max_seqlen is computed from cu_seqlens when it is not given (the loader gives it).
 
-Not used: TMA descriptors / warp specialization (Hopper). Document boundaries are arbitrary token offsets, so
-TMA boxes would cross documents and still need masking; the pointer-based loads here are pipelined with
-cp.async by num_stages and the dots lower to wgmma on sm_90 (checked by the compile gate).
+Hopper (capability 9.x): the forward goes to seedcoder.kernels.flash_attention_hopper (TMA descriptor loads
+of Q/K/V, a persistent longest-first grid, a warp-specialised KV loop; the same out and lse) when it takes the
+layout (head dim 64 or 128, heads contiguous in a token row, 16-byte aligned rows); SEEDCODER_FLASH_HOPPER=0
+keeps the kernels here, =1 forces the Hopper forward (the interpreter too). The kernels here are the sm_80
+path and the fallback: pointer loads pipelined with cp.async by num_stages, dots lowered to wgmma on sm_90
+(both paths checked by the compile gate). On the same switch the backward's dK/dV kernel (atomic dQ or not) is
+the Hopper module's (this schedule, TMA loads); the preprocess and the deterministic dQ kernel are this module's.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _common
+from . import _common, flash_attention_hopper
 from ._common import CompileSpec, check_tensor, next_power_of_2, register_compile_spec
 
 __all__ = ["flash_attention", "flash_attention_reference", "flash_attention_reference_backward"]
@@ -565,6 +569,8 @@ def _flash_attn_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seq
         out, lse = flash_attention_reference(q, k, v, causal=causal, softmax_scale=softmax_scale,
                                              cu_seqlens=cu_seqlens, return_lse=True)
         return out.to(q.dtype), lse
+    if flash_attention_hopper.enabled(q.device) and flash_attention_hopper.supports(q, k, v):
+        return flash_attention_hopper.forward(q, k, v, cu_seqlens, max_seqlen, causal, softmax_scale)
     total, n_heads, head_dim = q.shape
     out = _common.new_empty(q.shape, dtype=q.dtype, device=q.device)
     lse = _common.new_empty((n_heads, total), dtype=torch.float32, device=q.device)
@@ -616,11 +622,16 @@ def _flash_attn_bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: 
         dq_acc = q.new_empty((1, 1), dtype=torch.float32)  # not touched with ATOMIC_DQ=False (only zeroed by tuning)
     else:
         dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
-    _launch("dkdv", q.device, block_d, lambda bm, bn: (n_docs * triton.cdiv(max_seqlen, bn), n_kv_heads),
-            (q, k, v, dout, lse, delta, dk, dv, dq_acc, cu_seqlens, scale2, softmax_scale, max_seqlen, total,
-             *_strides(q), *_strides(k), *_strides(v), *_strides(dout), *_strides(dk), *_strides(dv),
-             *_strides(dq_acc), group, bucket),
-            {**constexprs, "ATOMIC_DQ": not deterministic})
+    if flash_attention_hopper.enabled(q.device) and flash_attention_hopper.supports(q, k, v) \
+            and flash_attention_hopper.supports(dout, k, v):
+        flash_attention_hopper.backward_dkdv(q, k, v, dout, lse, delta, dk, dv, dq_acc, cu_seqlens, max_seqlen, causal,
+                                             softmax_scale, not deterministic)
+    else:
+        _launch("dkdv", q.device, block_d, lambda bm, bn: (n_docs * triton.cdiv(max_seqlen, bn), n_kv_heads),
+                (q, k, v, dout, lse, delta, dk, dv, dq_acc, cu_seqlens, scale2, softmax_scale, max_seqlen, total,
+                 *_strides(q), *_strides(k), *_strides(v), *_strides(dout), *_strides(dk), *_strides(dv),
+                 *_strides(dq_acc), group, bucket),
+                {**constexprs, "ATOMIC_DQ": not deterministic})
     if deterministic:
         _launch("dq", q.device, block_d, lambda bm, bn: (n_docs * triton.cdiv(max_seqlen, bm), n_heads),
                 (q, k, v, dout, lse, delta, dq, cu_seqlens, scale2, softmax_scale, max_seqlen, total,

@@ -67,3 +67,40 @@ def test_an_unspecialized_compile_is_detected_as_losing_its_vector_loads(tmp_pat
         assert r["vector_loads"] + r["cp_async_16"] == 0 and r["subword_loads"] > 0, r  # bf16 element by element
         assert any(f"{r['kernel']} sm_90a: hot kernel lost its vector loads" in f for f in report["failures"])
     assert "lost its vector loads" in proc.stderr
+
+
+def test_hopper_builds_show_wgmma_tma_and_warp_specialisation(tmp_path):
+    """The sm_90 path's quick builds (bf16, d=128): the forward causal and not, warp-specialised and not, and the
+    dK/dV kernel (causal with atomic dQ, non-causal deterministic): wgmma and TMA loads in every one, setmaxnreg
+    (the producer/consumer register split) exactly where the forward's KV loop is warp-specialised, registers and
+    shared memory read, no spills; each row carries the expectations the gate checked."""
+    proc, report = run_gate(tmp_path, "--arch", "90", "--quick", "--jobs", "2", "--filter", "flash_attn_hopper_")
+    assert proc.returncode == 0, f"compile gate failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    rows = [r for r in report["rows"] if r["kernel"].startswith("flash_attn_hopper_fwd[")]
+    dkdv = [r for r in report["rows"] if r["kernel"].startswith("flash_attn_hopper_dkdv[")]
+    assert len(rows) + len(dkdv) == len(report["rows"])
+    assert {(r["constexprs"]["CAUSAL"], r["constexprs"]["ATOMIC_DQ"]) for r in dkdv} == {(True, True), (False, False)}
+    for r in dkdv:
+        assert r["wgmma"] > 0 and r["tma"] > 0 and r["local"] == 0 and r["cp_async_16"] == 0, r
+        assert r["expect"] == ["wgmma", "tma"] and r["hot"], r
+    assert {(r["constexprs"]["CAUSAL"], r["constexprs"]["WARP_SPECIALIZE"]) for r in rows} == {
+        (True, True), (True, False), (False, True), (False, False)}
+    for r in rows:
+        ws = r["constexprs"]["WARP_SPECIALIZE"]
+        assert r["arch"] == "sm_90a" and r["wgmma"] > 0 and r["tma"] > 0 and r["local"] == 0, r
+        assert r["registers"] > 0 and r["shared"] > 64 * 1024 and r["cp_async_16"] == 0, r  # K/V come by TMA only
+        assert (r["setmaxnreg"] > 0) == ws, r
+        assert r["expect"] == ["wgmma", "tma"] + (["setmaxnreg"] if ws else []), r
+
+
+def test_a_build_that_lacks_an_expected_instruction_fails_the_gate(tmp_path):
+    """The failure path of CompileSpec.expect, on real builds: the Hopper forward built without warp specialisation
+    has no setmaxnreg and the sm_80 forward has no TMA, so expecting them (--expect) must fail both, by name."""
+    hopper = "flash_attn_hopper_fwd[bf16,d=128,causal=1,ws=0]"
+    sm80 = "flash_attn_fwd[bf16,d=128,causal=1]"
+    proc, report = run_gate(tmp_path, "--arch", "90", "--quick", "--filter", hopper, sm80, "--expect", "setmaxnreg", "tma")
+    assert proc.returncode != 0
+    assert {r["kernel"] for r in report["rows"]} == {hopper, sm80}
+    assert f"{hopper} sm_90a: lost setmaxnreg (expected: wgmma, tma, setmaxnreg)" in report["failures"]
+    assert f"{sm80} sm_90a: lost setmaxnreg, tma (expected: setmaxnreg, tma)" in report["failures"]
+    assert len(report["failures"]) == 2 and "lost setmaxnreg" in proc.stderr
