@@ -433,12 +433,39 @@ def check_benchmarks() -> list[str]:
     if any(case.op in ("cross_entropy", "fused_linear_cross_entropy") and str(kernels.VOCAB) not in case.shape
            for case in cases):
         problems.append("benchmarks.kernels --quick: CE / FLCE not at Seed-Coder's vocabulary")
+    problems += check_attention_grid(kernels.build_cases(["attention"], torch.bfloat16, quick=False))
     try:
         train_args = train.parse_args(TRAIN_ARGS + ["--out", "unused"])
     except SystemExit:
         return problems + [f"benchmarks.train rejects {' '.join(TRAIN_ARGS)}"]
     if train.model_config(train_args.preset).vocab_size != kernels.VOCAB:
         problems.append("benchmarks.train: the 1b preset's vocabulary is not Seed-Coder's")
+    return problems
+
+
+ATTENTION_PEERS = {"sdpa-flash", "sdpa-cudnn", "flex-attention", "flash-attn", "seedcoder-sm80"}
+
+
+def check_attention_grid(cases) -> list[str]:
+    """The attention rows that decide issue [12] build (`make gpu-bench`, the full set): fwd and bwd, causal and
+    not, D64 and D128 at the two longest lengths; packed documents and the dense batch of equal FLOPs; each against
+    every peer (SDPA flash and cuDNN, FlexAttention, flash-attn, our sm_80 kernel), GQA Hq:Hkv 4:1."""
+    from benchmarks import kernels
+
+    problems = []
+    labels = {(case.shape, case.mode) for case in cases}
+    for s in sorted(kernels.ATTN_SEQLENS)[-2:]:
+        for label in (f"dense S{s}", f"dense S{s} D64", f"dense S{s} D64 non-causal", f"dense S{s} D128 non-causal"):
+            problems += [f"attention grid: no {mode} row for {label!r}" for mode in ("fwd", "bwd")
+                         if (label, mode) not in labels]
+    problems += [f"attention grid: no {label!r} rows" for label in ("varlen", "dense-matched")
+                 if not any(shape == label for shape, _ in labels)]
+    for case in cases:
+        missing = ATTENTION_PEERS - {impl.name for impl in case.impls}
+        if missing:
+            problems.append(f"attention {case.shape} {case.mode}: no {', '.join(sorted(missing))}")
+    if kernels.ATTN_HEADS != 4 * kernels.ATTN_KV_HEADS:
+        problems.append(f"attention grid: GQA {kernels.ATTN_HEADS}:{kernels.ATTN_KV_HEADS}, not 4:1")
     return problems
 
 

@@ -168,3 +168,16 @@ def test_markdown_embeds_both_benchmark_sections(tmp_path):
     assert "| seedcoder | 1b | 1 x 8192 | bfloat16 | 100.0 | 81,920 | 42.0% | 30.0 | 11.900 |" in md
     assert md.count("# seedcoder") == 0  # the benchmarks' own titles and environment tables are left out
     assert all(f"| {name} | not run |" in md for name in gpu_check.PHASES)
+
+
+def test_the_attention_grid_check_names_what_is_missing():
+    """The [12] rows (fwd/bwd, causal or not, D64/D128 at 8K and 16K, packed vs dense, every peer) build; a grid
+    without a row or a peer is reported by name."""
+    from benchmarks import kernels
+
+    cases = kernels.build_cases(["attention"], torch.bfloat16, quick=False)
+    assert gpu_check.check_attention_grid(cases) == []
+    fewer = [case for case in cases if not (case.shape == "dense S16384 D64 non-causal" and case.mode == "bwd")]
+    assert gpu_check.check_attention_grid(fewer) == ["attention grid: no bwd row for 'dense S16384 D64 non-causal'"]
+    cases[0].impls = [impl for impl in cases[0].impls if impl.name != "seedcoder-sm80"]
+    assert gpu_check.check_attention_grid(cases) == [f"attention {cases[0].shape} {cases[0].mode}: no seedcoder-sm80"]
