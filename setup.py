@@ -93,6 +93,11 @@ class build_py_with_kernels(build_py):
             return
         for src in sorted(glob.glob(os.path.join("kernels", "*.py"))):
             self.copy_file(src, os.path.join(self.build_lib, "seedcoder", "kernels", os.path.basename(src)))
+        tables = sorted(glob.glob(os.path.join("kernels", "autotune", "*.json")))  # autotune_table.py reads them
+        if tables:
+            self.mkpath(os.path.join(self.build_lib, "seedcoder", "kernels", "autotune"))
+        for src in tables:
+            self.copy_file(src, os.path.join(self.build_lib, "seedcoder", "kernels", "autotune", os.path.basename(src)))
 
 
 cuda_modules, cuda_cmdclass = cuda_extensions()

@@ -20,7 +20,9 @@ phases after it still run):
 It writes at most 8 files, flat, into RESULTS_DIR: gpu-check.md (goes into benchmarks/RESULTS.md unchanged: card,
 date, driver / CUDA, torch and triton versions, the phase table, the kernel and training tables), gpu-check.log
 (this script's log: commands, budgets, times), install.log, tests.log, bench.log (the benchmarks' output),
-kernels.json and train.json. Exit status 0 when every phase passed, 1 when one failed or ran out of time.
+kernels.json, train.json and autotune.json (the autotuned kernels' choices: `python -m
+seedcoder.kernels.autotune_table install RESULTS/autotune.json` makes them the next runs' table). Exit status 0
+when every phase passed, 1 when one failed or ran out of time.
 
 Without a CUDA GPU it says so, checks its own plumbing (arguments, the results folder is writable, the test
 selection collects as it would on the box, i.e. without the packages the box lacks, the benchmark cases and the
@@ -75,7 +77,8 @@ TRAIN_ARGS = ["--preset", "1b", "--seq-len", "8192", "--batch", "1", "--warmup",
 # "kernels train" each fit one 10-minute call). Not yet timed on a GPU: tune them from the first run's phase table.
 BUDGETS = {"install": (100, 150), "tests": (170, 420), "kernels": (110, 420), "train": (90, 180)}
 PHASES = tuple(BUDGETS)
-RESULT_FILES = ("gpu-check.md", "gpu-check.log", "install.log", "tests.log", "bench.log", "kernels.json", "train.json")
+RESULT_FILES = ("gpu-check.md", "gpu-check.log", "install.log", "tests.log", "bench.log", "kernels.json", "train.json",
+                "autotune.json")
 
 
 # ------------------------------------------------------------------------------------------ phases
@@ -251,10 +254,11 @@ def run_on_gpu(args, log: Log) -> int:
         run_phase(phase, phase_commands(phase.name, full=args.full, work=work), log,
                   os.path.join(args.results, PHASE_LOGS[phase.name]), env)
         phase.detail = phase_detail(phase.name, args.results, work, env)
-    for stem in ("kernels", "train"):
-        payload = read(os.path.join(work, stem, f"{stem}.json"))
+    for source, name in (("kernels/kernels.json", "kernels.json"), ("train/train.json", "train.json"),
+                         ("kernels/autotune.json", "autotune.json")):  # autotune.json: `autotune_table install` it
+        payload = read(os.path.join(work, source))
         if payload is not None:
-            write_text(os.path.join(args.results, f"{stem}.json"), payload)
+            write_text(os.path.join(args.results, name), payload)
     sections = {stem: read(os.path.join(work, stem, f"{stem}.md")) for stem in ("kernels", "train")}
     sections["scorer"] = scorer_table(read(os.path.join(work, "scorer", "curate_scorer.json")))
     markdown = assemble_markdown(env_info, phases, sections, full=args.full)

@@ -49,6 +49,7 @@ from benchmarks.common import (
     prepare,
 )
 from benchmarks.report import Target, build_report, render_markdown, write_report
+from seedcoder.kernels import autotune_table
 
 OPS = ("rms_norm", "rotary", "cross_entropy", "fused_linear_cross_entropy", "attention")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -604,7 +605,9 @@ def main(argv=None) -> int:
     report = build_report("seedcoder kernel benchmarks", cases, results, env, TARGETS, notes=NOTES)
     print(render_markdown(report))
     paths = write_report(report, args.out, "kernels")
-    eprint("wrote " + ", ".join(paths.values()))
+    tuned = os.path.join(args.out, "autotune.json")  # every autotuned key this run met: the GPU's table
+    autotune_table.write_table(autotune_table.dump(torch.cuda.get_device_name()), tuned)
+    eprint("wrote " + ", ".join([*paths.values(), tuned]))
     return 0
 
 

@@ -51,7 +51,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _common, flash_attention_hopper
+from . import _common, autotune_table, flash_attention_hopper
 from ._common import CompileSpec, check_tensor, next_power_of_2, register_compile_spec
 
 __all__ = ["flash_attention", "flash_attention_reference", "flash_attention_reference_backward"]
@@ -369,8 +369,9 @@ def _autotuned(kernel: str, block_d: int, arch: int):
         configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
                    for bm, bn, w, s in _configs(kernel, block_d, arch)]
         reset = ["DQ_ACC"] if kernel == "dkdv" else None  # atomics accumulate across the tuner's trial runs
-        _tuned[key] = triton.autotune(configs=configs, key=["HEAD_DIM", "CAUSAL", "seq_bucket"],
-                                      reset_to_zero=reset)(_RAW[kernel])
+        _tuned[key] = autotune_table.register(
+            f"flash_attention.{kernel}.d{key[1]}.sm{key[2]}",
+            triton.autotune(configs=configs, key=["HEAD_DIM", "CAUSAL", "seq_bucket"], reset_to_zero=reset)(_RAW[kernel]))
     return _tuned[key]
 
 

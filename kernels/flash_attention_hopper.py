@@ -54,7 +54,7 @@ try:  # Triton keeps the current allocator there (a ContextVar), privately
 except ImportError:  # a Triton that moved it: _ensure_allocator always sets ours
     NullAllocator, _current_allocator = None, None
 
-from . import _common
+from . import _common, autotune_table
 from ._common import CompileSpec, register_compile_spec
 
 __all__ = ["backward_dkdv", "enabled", "forward", "supports"]
@@ -317,8 +317,9 @@ def _autotuned(kernel: str, head_dim: int):
             configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
                        for bm, bn, w, s in DKDV_CONFIGS[head_dim]]
             fn, reset = _attn_bwd_dkdv_hopper_kernel, ["DQ_ACC"]  # atomics accumulate across the tuner's trials
-        _tuned[kernel, head_dim] = triton.autotune(configs=configs, key=["HEAD_DIM", "CAUSAL", "seq_bucket"],
-                                                   reset_to_zero=reset)(fn)
+        _tuned[kernel, head_dim] = autotune_table.register(
+            f"flash_attention_hopper.{kernel}.d{head_dim}",
+            triton.autotune(configs=configs, key=["HEAD_DIM", "CAUSAL", "seq_bucket"], reset_to_zero=reset)(fn))
     return _tuned[kernel, head_dim]
 
 
