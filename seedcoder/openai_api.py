@@ -274,12 +274,12 @@ class CompletionAnswer:
     endpoint = "completions"
 
     def __init__(self, model: str, prompts: list[list[int]], n: int, token_text: TokenText, logprobs: bool,
-                 echo: list[Echo] | None = None, echo_only: bool = False):
+                 echo: list[Echo] | None = None, echo_only: bool = False, token_ids: bool = False):
         if echo_only and echo is None:
             raise ValueError("CompletionAnswer: echo_only needs echo")
         self.id = f"cmpl-{uuid.uuid4().hex}"
         self.prompts, self.n, self.token_text, self.logprobs = prompts, n, token_text, logprobs
-        self.echo, self.echo_only = echo, echo_only
+        self.echo, self.echo_only, self.token_ids = echo, echo_only, token_ids
         self.base = {"id": self.id, "object": "text_completion", "created": int(time.time()), "model": model}
         self.log_fields = {"prompts": len(prompts)} | ({"echo": True} if echo is not None else {})
         self._offsets: dict[int, int] = {}  # choice index -> text offset so far (streamed log-probs continue it)
@@ -336,7 +336,10 @@ class CompletionAnswer:
                 logprobs = merge_logprobs(echoed["logprobs"], logprobs)
         if echoed is not None:
             text = echoed["text"] + text
-        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": completion.finish_reason}
+        choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": completion.finish_reason}
+        if self.token_ids:  # vLLM's return_token_ids: the sampled ids, so a trainer needs no re-tokenization
+            choice["token_ids"] = list(completion.token_ids)
+        return choice
 
     def whole(self, choices: list[dict[str, Any]], completion_tokens: int) -> dict[str, Any]:
         return {**self.base, "choices": choices, "usage": usage(self.prompts, completion_tokens)}

@@ -35,6 +35,16 @@ together (continuous batching: a request joins as soon as a slot is free). A cli
 mid-stream has its request aborted. `--log-jsonl PATH` appends one JSON line per finished request (endpoint,
 tokens, latency).
 
+Weight updates (the rollout protocol of RL, `seedcoder.posttrain.grpo` with rollout backend "server"): POST
+/v1/weights {"path": a safetensors file of the model's whole state dict (our parameter names), "version": an
+integer above the current one} loads the file and swaps the weights in between requests: the engine thread applies
+an update only when no request is queued or running, so every request samples from one version; the POST returns
+{"version", "seconds"} once the new weights serve. Every completion answer (and stream chunk) carries
+"weights_version" (0: the checkpoint's weights), as does GET /v1/weights. A file of other parameter names or
+shapes is a 400 naming the tensor, a version not above the current one a 409; nothing is swapped then. Passing a
+path on a shared filesystem keeps gigabytes of weights out of the request body (and its 1 MiB limit).
+`"return_token_ids": true` in a completion request (vLLM's field) adds each choice's sampled "token_ids".
+
 Layout: seedcoder/openai_api.py holds the API itself (the request schema, each check and limit, the response and
 stream shapes) as plain functions; this module holds the HTTP side (the body-size middleware, the engine thread
 `EngineLoop`, the routes, each of which reads parse -> engine -> answer) and the command line.
@@ -150,6 +160,9 @@ class EngineLoop:
         self._routes: dict[Hashable, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self.version = 0  # of the weights serving now (changed under _lock, while no request is in the engine)
+        self.submitted_version = 0  # the version the latest submitted request samples from (set in the event loop)
+        self._pending: list[tuple[dict, int, threading.Event, list]] = []  # weight updates the engine thread applies
         self._thread = threading.Thread(target=self._run, name="seedcoder-engine", daemon=True)
 
     def start(self) -> None:
@@ -160,10 +173,48 @@ class EngineLoop:
         self._wake.set()
         self._thread.join(timeout=30)
 
+    def update_weights(self, state: dict, version: int) -> None:
+        """Swap the engine's weights for `state` (blocking; call from a worker thread) once no request is in the
+        engine; ValueError (nothing swapped) when the names, shapes or version do not fit."""
+        current = self.engine.model.state_dict()
+        if state.keys() != current.keys():
+            missing, extra = sorted(current.keys() - state.keys()), sorted(state.keys() - current.keys())
+            raise ValueError(f"path: the weights do not fit the served model (missing {missing[:3]}, unexpected {extra[:3]})")
+        for name, tensor in state.items():
+            if tuple(tensor.shape) != tuple(current[name].shape):
+                raise ValueError(f"path: {name} has shape {tuple(tensor.shape)}, the served model's is "
+                                 f"{tuple(current[name].shape)}")
+        done, failure = threading.Event(), []
+        with self._lock:
+            self._pending.append((state, version, done, failure))
+        self._wake.set()
+        done.wait()
+        if failure:
+            raise failure[0]
+
+    def _apply_pending(self) -> None:
+        """In the engine thread, between requests: the queued weight updates, in order."""
+        import torch
+
+        with self._lock:  # no request can be added meanwhile, so none samples from half-swapped weights
+            if self.engine.has_unfinished():
+                return
+            pending, self._pending = self._pending, []
+            for state, version, done, failure in pending:
+                if version <= self.version:
+                    failure.append(VersionConflict(f"version: {version} is not above the serving version {self.version}"))
+                else:
+                    with torch.no_grad():
+                        for name, tensor in self.engine.model.state_dict().items():
+                            tensor.copy_(state[name])
+                    self.version = version
+                done.set()
+
     def submit(self, prompts: list[list[int]], params: "SamplingParams") -> AsyncIterator[tuple[int, "SequenceUpdate"]]:
         """Add one HTTP request's prompts (call from the event loop); APIError 400 for a prompt the engine refuses
         (nothing of the request then runs). Returns its updates as (prompt index, update) until every sequence
-        finished; stopping early (a client gone) aborts what still runs."""
+        finished; stopping early (a client gone) aborts what still runs. The weights version they sample from is
+        `self.submitted_version` right after this call (no update applies while they are in the engine)."""
         from seedcoder.generate import GenerationError
 
         queue: asyncio.Queue = asyncio.Queue()
@@ -200,14 +251,14 @@ class EngineLoop:
 
     def _add(self, prompt_ids: list[int], params: "SamplingParams", queue: asyncio.Queue) -> Hashable:
         request_id = f"req-{uuid.uuid4().hex}"
-        with self._lock:
+        with self._lock:  # also keeps a weight update from starting between the version read and the add
             self._routes[request_id] = (asyncio.get_running_loop(), queue)
-        try:
-            self.engine.add_request(prompt_ids, params, request_id=request_id)
-        except BaseException:
-            with self._lock:
+            self.submitted_version = self.version
+            try:
+                self.engine.add_request(prompt_ids, params, request_id=request_id)
+            except BaseException:
                 self._routes.pop(request_id, None)
-            raise
+                raise
         self._wake.set()
         return request_id
 
@@ -230,6 +281,8 @@ class EngineLoop:
         from seedcoder.generate import SequenceUpdate
 
         while not self._stop.is_set():
+            if self._pending:
+                self._apply_pending()
             if not self.engine.has_unfinished():
                 self._wake.wait(timeout=0.5)
                 self._wake.clear()
@@ -242,6 +295,21 @@ class EngineLoop:
                 continue
             for update in updates:
                 self._deliver(update.request_id, update)
+
+
+class VersionConflict(ValueError):
+    """A weight update whose version is not above the serving one (HTTP 409)."""
+
+
+def read_weights(path: str) -> dict:
+    """The tensors of a safetensors file (a weight update), on the CPU; ValueError naming the path otherwise."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except (OSError, SafetensorError) as error:
+        raise ValueError(f"path: cannot read safetensors weights from {path!r}: {error}") from None
 
 
 # ------------------------------------------------------------------------------------------ engine-facing parsing
@@ -386,6 +454,29 @@ def create_app(engine: "Engine", model_name: str, *, default_max_tokens: int = D
     async def health():
         return {"status": "ok"}
 
+    @app.get("/v1/weights")
+    async def weights_version():
+        return {"version": engine_loop.version}
+
+    @app.post("/v1/weights")
+    async def update_weights(body: dict):
+        path, version = body.get("path"), body.get("version")
+        if not isinstance(path, str) or not path:
+            raise APIError(400, "path: expected the path of a safetensors file", param="path")
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise APIError(400, f"version: expected an integer, got {version!r}", param="version")
+        if version <= engine_loop.version:  # before reading gigabytes (checked again when the swap happens)
+            raise APIError(409, f"version: {version} is not above the serving version {engine_loop.version}", param="version")
+        started = time.perf_counter()
+        try:
+            state = await asyncio.to_thread(read_weights, path)
+            await asyncio.to_thread(engine_loop.update_weights, state, version)
+        except VersionConflict as error:
+            raise APIError(409, str(error), param="version") from None
+        except ValueError as error:
+            raise APIError(400, str(error), param="path") from None
+        return {"version": engine_loop.version, "seconds": time.perf_counter() - started}
+
     @app.get("/v1/models")
     async def models():
         return {"object": "list", "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "seedcoder",
@@ -410,14 +501,16 @@ def create_app(engine: "Engine", model_name: str, *, default_max_tokens: int = D
         if body.echo:
             echo = await asyncio.to_thread(echo_prompts, engine, given, prompts, body.logprobs)
         answer = CompletionAnswer(model_name, prompts, params.n, token_text, params.logprobs, echo=echo,
-                                  echo_only=only_echo)
+                                  echo_only=only_echo, token_ids=bool(raw.get("return_token_ids")))
         if only_echo:
             if not body.stream:
                 choices = answer.echo_choices()
                 request_log.when_finished(answer, stream=False, started=started)(0, [c["finish_reason"] for c in choices])
                 return answer.whole(choices, 0)
             return await respond(answer, no_updates(), body, started)
-        return await respond(answer, engine_loop.submit(prompts, params), body, started)
+        updates = engine_loop.submit(prompts, params)
+        answer.base["weights_version"] = engine_loop.submitted_version  # fixed while the request is in the engine
+        return await respond(answer, updates, body, started)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest):
@@ -434,7 +527,9 @@ def create_app(engine: "Engine", model_name: str, *, default_max_tokens: int = D
                                                  top_logprobs=body.top_logprobs or 0, default_max_tokens=default_max_tokens,
                                                  eos_id=engine.eos_id))
         updates = engine_loop.submit([prompt], params)
-        return await respond(ChatAnswer(model_name, prompt, params.n, token_text, params.logprobs), updates, body, started)
+        answer = ChatAnswer(model_name, prompt, params.n, token_text, params.logprobs)
+        answer.base["weights_version"] = engine_loop.submitted_version
+        return await respond(answer, updates, body, started)
 
     return app
 
@@ -502,5 +597,5 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["EngineLoop", "RequestLog", "RequestSizeLimit", "add_serve_commands", "create_app", "echo_prompts", "encode_chat",
-           "encode_prompts", "run_serve", "sampling_params"]
+__all__ = ["EngineLoop", "RequestLog", "RequestSizeLimit", "VersionConflict", "add_serve_commands", "create_app", "echo_prompts",
+           "encode_chat", "encode_prompts", "read_weights", "run_serve", "sampling_params"]

@@ -5,6 +5,11 @@ with vllm installed, and the HF tokenizer files vLLM (and transformers) need nex
     engine = VLLMEngine.from_checkpoint("runs/demo/checkpoints")     # ours is converted to an HF folder first
 
 `seedcoder.generate.load_engine(path, backend="auto")` picks this engine when vLLM can run here.
+
+Weight updates for RL (`VLLMEngine.load_weights`, UNTESTED: vLLM is not installed where our tests run) use vLLM's
+own mechanism, as TRL does: the model's `load_weights` with Hugging Face tensor names, run in every worker through
+`LLM.collective_rpc`, then the prefix cache reset (its K/V came from the old weights). Our server's HTTP protocol
+(seedcoder/serve.py, /v1/weights) is the tested path; `vllm serve` has no such endpoint.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from seedcoder.checkpoint import find_tokenizer, read_model_config, resolve_chec
 from seedcoder.data.tokenizer_tables import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN
 from seedcoder.fileio import atomic_write_text
 from seedcoder.hf_convert import convert_to_hf
+from seedcoder.hf_format import to_hf_name
 from seedcoder.sampling import Completion, SamplingParams
 from seedcoder.tokenizer import load_tokenizer
 
@@ -60,6 +66,11 @@ def write_hf_tokenizer_files(hf_dir: str | os.PathLike, max_seq_len: int | None 
     atomic_write_text(hf_dir / "generation_config.json", json.dumps(generation, indent=2) + "\n")
 
 
+def _load_weights_in_worker(worker: Any, weights: list[tuple[str, torch.Tensor]]) -> None:
+    """Runs inside each vLLM worker (LLM.collective_rpc passes the worker first)."""
+    worker.model_runner.model.load_weights(weights=weights)
+
+
 class VLLMEngine:
     """vLLM behind the Engine interface (`generate`, `chat`), for GPU machines with vllm installed.
 
@@ -82,6 +93,17 @@ class VLLMEngine:
         self.hf_tokenizer = self.llm.get_tokenizer()
         self.tokenizer = getattr(self.hf_tokenizer, "backend_tokenizer", self.hf_tokenizer)
         self.eos_id = self.hf_tokenizer.eos_token_id
+        self.weights_version = 0
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> int:
+        """UNTESTED until a GPU run with vLLM exercises it (module docstring). Swap the served weights for `state`
+        (the whole model, our parameter names: seedcoder.posttrain.policy.full_state_dict) between generate calls;
+        returns the new weights version."""
+        weights = [(to_hf_name(name), tensor) for name, tensor in state.items()]
+        self.llm.collective_rpc(_load_weights_in_worker, args=(weights,))
+        self.llm.reset_prefix_cache()
+        self.weights_version += 1
+        return self.weights_version
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, *, hf_dir: str | os.PathLike | None = None,

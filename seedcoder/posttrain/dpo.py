@@ -31,6 +31,14 @@ shuffle state) and resumes from the newest one found there. Command line (a TOML
 [mine], [dpo], [output] tables, `--section.key=value` overrides; configs/dpo_tiny_demo.toml is the toy task):
 
     seedcoder train dpo --config configs/dpo_tiny_demo.toml --output.dir=runs/dpo-tiny
+    torchrun --nproc_per_node=4 -m seedcoder.posttrain.dpo --config configs/dpo_tiny_demo.toml   # 4 ranks, FSDP2
+
+Many ranks (torchrun; seedcoder.posttrain.policy): the policy is sharded with FSDP2, and the frozen reference is
+the same sharded policy before the first step (its log-probs computed once, each rank scoring every N-th pair,
+then all-gathered). Every rank draws the same global minibatch (the shuffle is seeded alike) and scores pairs
+rank, rank + N, ...; its loss is its pairs' summed loss divided by the GLOBAL number of pairs, and FSDP2 sums the
+gradients, so the update is one process's (the metrics are summed over ranks the same way). A minibatch needs at
+least N pairs. Mining runs on rank 0 (its engine gets the all-gathered weights); the others read pairs.jsonl.
 """
 
 from __future__ import annotations
@@ -42,16 +50,18 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from seedcoder.checkpoint import save_checkpoint
-from seedcoder.config import load_sections, sections_of, to_toml
+from seedcoder.config import ConfigError, load_sections, sections_of, to_toml
 from seedcoder.errors import exit_on_user_error
 from seedcoder.fileio import atomic_write_text
 from seedcoder.generate import Engine
@@ -59,10 +69,19 @@ from seedcoder.optim import DivergedError, OptimizerStep, build_optimizer
 from seedcoder.posttrain.policy import (
     POSTTRAIN_BETAS,
     PolicySection,
+    all_gather_objects,
+    all_reduce_sum,
+    data_parallel_rank,
+    global_step,
+    init_data_parallel,
     load_policy,
+    load_sharded_policy,
     prompt_token_ids,
+    reshard,
     response_logprobs,
     resume_checkpoint,
+    under_torchrun,
+    unsharded_copy,
 )
 from seedcoder.posttrain.rewards import prefix_reward_fn, unit_test_rewards
 from seedcoder.posttrain.run_config import OutputSection, check_reward, read_input, read_problems, toy_problems
@@ -206,16 +225,31 @@ def read_pairs(path: str | os.PathLike) -> list[dict]:
 @torch.no_grad()
 def reference_logprobs(model: torch.nn.Module, pairs: Sequence[dict], *,
                        batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """(chosen, rejected) summed response log-probs of every pair under `model` (the frozen reference), once."""
+    """(chosen, rejected) summed response log-probs of every pair under `model` (the frozen reference), once. On
+    many ranks (collective) each scores pairs rank, rank + N, ... and the results are all-gathered; every rank
+    runs the same number of forward passes (a shorter share repeats its first pair), as FSDP2 needs."""
+    if not pairs:
+        raise ValueError("pairs: no preference pairs to score")
+    rank, world = data_parallel_rank()
+    share = list(range(rank, len(pairs), world))
+    width = -(-len(pairs) // world)
+    rows = [pairs[i] for i in share + [share[0] if share else 0] * (width - len(share))]
     was_training = model.training
     model.eval()
     try:
-        prompts = [p["prompt_ids"] for p in pairs]
-        chosen = sequence_logprobs(model, prompts, [p["chosen_ids"] for p in pairs], batch_size=batch_size)
-        rejected = sequence_logprobs(model, prompts, [p["rejected_ids"] for p in pairs], batch_size=batch_size)
+        prompts = [p["prompt_ids"] for p in rows]
+        chosen = sequence_logprobs(model, prompts, [p["chosen_ids"] for p in rows], batch_size=batch_size)
+        rejected = sequence_logprobs(model, prompts, [p["rejected_ids"] for p in rows], batch_size=batch_size)
     finally:
         model.train(was_training)
-    return chosen, rejected
+        reshard(model)
+    if world == 1:
+        return chosen, rejected
+    out = torch.zeros((2, len(pairs)), dtype=chosen.dtype)
+    for where, values in enumerate(all_gather_objects(torch.stack([chosen, rejected]).cpu())):
+        index = list(range(where, len(pairs), world))
+        out[:, index] = values[:, : len(index)]
+    return out[0].to(chosen.device), out[1].to(chosen.device)
 
 
 def dpo_train(model: torch.nn.Module, pairs: Sequence[dict], *, steps: int, batch_size: int = 8, beta: float = 0.1,
@@ -232,12 +266,19 @@ def dpo_train(model: torch.nn.Module, pairs: Sequence[dict], *, steps: int, batc
     checkpoint_dir: a checkpoint (seedcoder.checkpoint: model, optimizer, step, shuffle state) every
     `checkpoint_every` steps (0: only at the end), the newest `keep` kept; a directory that already holds one
     is resumed from (call again with the same model init, pairs and settings). A step with a non-finite loss or
-    gradient norm is skipped (seedcoder.optim); `max_bad_steps` in a row save a checkpoint and raise DivergedError."""
+    gradient norm is skipped (seedcoder.optim); `max_bad_steps` in a row save a checkpoint and raise DivergedError.
+
+    Collective when torch.distributed runs several ranks and `model` is FSDP2-sharded (module docstring): every
+    rank passes the same pairs and settings and gets the same records; rank 0 alone writes log_path."""
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
         raise ValueError(f"checkpoint_every: must be an integer >= 0, got {checkpoint_every!r}")
     if not pairs:
         raise ValueError("pairs: no preference pairs to train on")
     check_dpo_settings(steps=steps, batch_size=batch_size, beta=beta, loss_type=loss_type)
+    rank, world = data_parallel_rank()
+    if min(batch_size, len(pairs)) < world:
+        raise ValueError(f"batch_size: a minibatch of {min(batch_size, len(pairs))} pair(s) cannot feed {world} ranks "
+                         "(each needs at least one pair)")
     if reference is None:
         reference = reference_logprobs(ref_model if ref_model is not None else model, pairs, batch_size=batch_size)
     ref_chosen, ref_rejected = reference
@@ -262,7 +303,7 @@ def dpo_train(model: torch.nn.Module, pairs: Sequence[dict], *, steps: int, batc
                         train_state={"stage": "dpo", "order": order, "rng": list(rng.getstate()), "beta": beta,
                                      "loss_type": loss_type, **update.state_dict()}, keep=keep)
 
-    log = open(log_path, "a", encoding="utf-8") if log_path is not None else None
+    log = open(log_path, "a", encoding="utf-8") if log_path is not None and rank == 0 else None
     model.train()
     try:
         for step in range(start, steps + 1):
@@ -273,15 +314,19 @@ def dpo_train(model: torch.nn.Module, pairs: Sequence[dict], *, steps: int, batc
                     order = list(range(len(pairs)))
                     rng.shuffle(order)
                 batch.append(order.pop())
-            chosen_rejected = [pairs[i]["chosen_ids"] for i in batch] + [pairs[i]["rejected_ids"] for i in batch]
-            prompts = [pairs[i]["prompt_ids"] for i in batch] * 2
+            mine = batch[rank::world]  # this rank's pairs of the global minibatch
+            chosen_rejected = [pairs[i]["chosen_ids"] for i in mine] + [pairs[i]["rejected_ids"] for i in mine]
+            prompts = [pairs[i]["prompt_ids"] for i in mine] * 2
             lp = sequence_logprobs(model, prompts, chosen_rejected, fused=fused)
-            index = torch.tensor(batch)
+            index = torch.tensor(mine)
             device = lp.device
-            loss, metrics = dpo_loss(lp[: len(batch)], lp[len(batch):], ref_chosen[index].to(device),
+            loss, metrics = dpo_loss(lp[: len(mine)], lp[len(mine):], ref_chosen[index].to(device),
                                      ref_rejected[index].to(device), beta=beta, loss_type=loss_type)
-            loss.backward()
-            outcome = update(step, loss)
+            share = len(mine) / len(batch)  # this rank's part of the mean over the global minibatch
+            (loss * share).backward()
+            outcome = global_step(update, step, loss * share)
+            if world > 1:
+                metrics = dict(zip(metrics, all_reduce_sum([value * share for value in metrics.values()])))
             record = {"step": step, "loss": outcome.loss, **metrics, "grad_norm": outcome.grad_norm,
                       **({} if outcome.applied else {"skipped": True}), "seconds": time.perf_counter() - started}
             records.append(record)
@@ -351,7 +396,9 @@ class DPORunConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     """seedcoder train dpo --config configs/dpo_tiny_demo.toml [--section.key=value ...]: mine pairs
     (unless [data] pairs names a file) into <dir>/pairs.jsonl, then train; <dir>/metrics.jsonl, <dir>/checkpoints.
-    Bad input (config, data files, checkpoints) exits 2 with one line on stderr (seedcoder.errors)."""
+    Under torchrun (python -m torch.distributed.run --nproc_per_node=N -m seedcoder.posttrain.dpo ...) the policy
+    is sharded over the N ranks (module docstring). Bad input (config, data files, checkpoints) exits 2 with one
+    line on stderr (seedcoder.errors)."""
     parser = argparse.ArgumentParser(prog="seedcoder train dpo", description=main.__doc__)
     parser.add_argument("--config", help="TOML file (sections: " + ", ".join(sections_of(DPORunConfig)) + ")")
     args, overrides = parser.parse_known_args(argv)
@@ -361,33 +408,59 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_from_config(config_path: str | None, overrides: Sequence[str]) -> int:
     """`main` after the command line: mine pairs if needed, then train (raises ConfigError and other user errors)."""
     cfg = load_sections(DPORunConfig, config_path, overrides)
+    if not under_torchrun():
+        return _run(cfg, *load_policy(cfg.model), main_rank=True)
+    dist_env = init_data_parallel()
+    try:
+        return _run(cfg, *load_sharded_policy(cfg.model, dist_env), main_rank=dist_env.is_main)
+    finally:
+        dist.destroy_process_group()
+
+
+def _run(cfg: DPORunConfig, model: torch.nn.Module, tokenizer: Any, *, main_rank: bool) -> int:
     d, out = cfg.dpo, cfg.output.dir
     os.makedirs(out, exist_ok=True)
-    atomic_write_text(os.path.join(out, "config.toml"), to_toml(cfg))  # what this run was given, read back by --config
-    model, tokenizer = load_policy(cfg.model)
+    if main_rank:
+        atomic_write_text(os.path.join(out, "config.toml"), to_toml(cfg))  # what this run was given, read back by --config
     if cfg.data.pairs:
         pairs = read_input("data.pairs", cfg.data.pairs, read_pairs)
     else:
         problems = read_input("data.problems", cfg.data.problems, read_problems) if cfg.data.problems else toy_problems()
         m = cfg.mine
-        engine = Engine(copy.deepcopy(model), tokenizer, max_batch=64, seed=cfg.model.seed)
-        params = SamplingParams(n=m.k, temperature=m.temperature, top_p=m.top_p, max_tokens=m.max_tokens,
-                                seed=cfg.model.seed)
-        pairs = mine_pairs(engine, problems, os.path.join(out, "pairs.jsonl"), k=m.k, params=params,
-                           max_pairs_per_prompt=m.max_pairs_per_prompt or None,
-                           reward_fn=prefix_reward_fn if cfg.data.reward == "prefix" else None)
-        print(json.dumps({"mined_pairs": len(pairs), "problems": len(problems)}), flush=True)
+        pairs_path = os.path.join(out, "pairs.jsonl")
+        engine_model = unsharded_copy(model) if dist.is_initialized() else copy.deepcopy(model)  # collective on many ranks
+        if main_rank:  # one miner: the sandbox runs once, and the file is the one every rank trains on
+            engine = Engine(engine_model, tokenizer, max_batch=64, seed=cfg.model.seed)
+            params = SamplingParams(n=m.k, temperature=m.temperature, top_p=m.top_p, max_tokens=m.max_tokens,
+                                    seed=cfg.model.seed)
+            pairs = mine_pairs(engine, problems, pairs_path, k=m.k, params=params,
+                               max_pairs_per_prompt=m.max_pairs_per_prompt or None,
+                               reward_fn=prefix_reward_fn if cfg.data.reward == "prefix" else None)
+            print(json.dumps({"mined_pairs": len(pairs), "problems": len(problems)}), flush=True)
+        del engine_model
+        if dist.is_initialized():
+            dist.barrier()
+            pairs = read_pairs(pairs_path)
         if not pairs:
-            print("no (passing, failing) pair was found: nothing to train on", flush=True)
+            if main_rank:
+                print("no (passing, failing) pair was found: nothing to train on", flush=True)
             return 1
+    world = data_parallel_rank()[1]
+    if min(d.batch_size, len(pairs)) < world:
+        raise ConfigError(f"config key 'dpo.batch_size': a minibatch of {min(d.batch_size, len(pairs))} pair(s) cannot "
+                          f"feed {world} ranks (each needs at least one pair)")
     records = dpo_train(model, pairs, steps=d.steps, batch_size=d.batch_size, beta=d.beta, loss_type=d.loss_type, lr=d.lr,
                         weight_decay=d.weight_decay, max_grad_norm=d.max_grad_norm, max_bad_steps=d.max_bad_steps,
                         seed=d.seed, fused=d.fused, log_path=os.path.join(out, "metrics.jsonl"),
                         checkpoint_dir=os.path.join(out, "checkpoints"), checkpoint_every=cfg.output.checkpoint_every)
-    if records:
+    if records and main_rank:
         print(json.dumps(records[-1]), flush=True)
     return 0
 
 
 __all__ = ["LOSS_TYPES", "DPODataSection", "DPORunConfig", "DPOSection", "MineSection", "dpo_loss", "dpo_train",
            "form_pairs", "main", "mine_pairs", "read_pairs", "reference_logprobs", "sequence_logprobs"]
+
+
+if __name__ == "__main__":  # torchrun -m seedcoder.posttrain.dpo
+    sys.exit(main())

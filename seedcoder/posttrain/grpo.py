@@ -1,5 +1,6 @@
 """GRPO-style RL with the paper's DAPO settings: advantages, the clipped token-level loss, filters, a log-prob
-parity monitor and the training loop (one process; the engine is embedded and synced from the trainer each step).
+parity monitor and the training loop (one process, or many under torchrun; the engine is embedded and synced
+from the trainer each step).
 
     from seedcoder.posttrain.grpo import GRPOConfig, grpo_train
     from seedcoder.posttrain.rewards import make_unit_test_reward_fn
@@ -25,6 +26,9 @@ texts)` -> group-normalised advantages -> filters -> the clipped token-level los
 * Progressive length (`GRPOConfig.stages`, `[[grpo.stages]]` tables in TOML, parsed and checked like training's
   `[[stages]]`): from each stage's `start_step` on, its `max_tokens` and `group_size`, e.g. 16K tokens with 16
   samples, then 32K with 32.
+* Rollouts from a server (`[rollout] backend = "server"`, seedcoder.posttrain.rollout_server): instead of the
+  embedded engine, our OpenAI-compatible server samples; the trainer pushes its weights to it before every
+  step's sampling, and each step's record names the served `weights_version` (checked against the pushed one).
 * Parity (`ParityMonitor`): the trainer recomputes the log-probs of the engine's samples (the old-policy values
   of the ratio) and compares them with the engine's `model_logprobs`; when the mean absolute difference exceeds
   `tolerance` it warns (warnings.warn) and counts. Silent mismatches between sampler and trainer are the classic
@@ -39,6 +43,18 @@ Command line (a TOML config with [model], [data], [grpo] = GRPOConfig fields wit
 `seedcoder.posttrain.run_config.toy_problems` + `seedcoder.tokenizer.toy_tokenizer`):
 
     seedcoder train rl --config configs/grpo_tiny_demo.toml --output.dir=runs/grpo-tiny
+    torchrun --nproc_per_node=4 -m seedcoder.posttrain.grpo --config configs/grpo_tiny_demo.toml   # 4 ranks, FSDP2
+
+Many ranks (torchrun; seedcoder.posttrain.policy). The policy (and the KL reference, when kl_coef > 0) is
+sharded with FSDP2. Every rank draws the same prompts for a step (same seeded shuffle and curriculum), and the
+rollouts are split by whole groups: rank r samples, rewards and trains on prompts r, r + N, ... of the step, so a
+group's advantages are computed where its samples are (no gather needed for them). Each rank's embedded engine
+gets the whole weights, all-gathered from the shards before the step's sampling. A request's samples are seeded
+by (step seed, sample index) alone, so the split draws the same samples as one process. The pass rates of every
+group are all-gathered (every rank's curriculum sees the same rates; a checkpoint stores them once), the per-step
+metrics are summed over ranks, and the token-level loss of each rank is its tokens' summed loss divided by the
+GLOBAL token count (FSDP2 sums the gradients), as is the parity monitor's mean difference. A rank left without a
+trainable sample still runs the forward and backward passes (one masked row), as FSDP2's collectives need.
 """
 
 from __future__ import annotations
@@ -50,6 +66,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -57,6 +74,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from seedcoder.checkpoint import save_checkpoint
 from seedcoder.config import ConfigError, load_sections, parse_stages, sections_of, to_toml
@@ -67,15 +85,29 @@ from seedcoder.optim import DivergedError, OptimizerStep, build_optimizer
 from seedcoder.posttrain.policy import (
     POSTTRAIN_BETAS,
     PolicySection,
+    all_gather_objects,
+    all_reduce_max,
+    all_reduce_sum,
+    data_parallel_rank,
+    full_state_dict,
+    global_step,
+    init_data_parallel,
     load_policy,
+    load_sharded_policy,
     prompt_token_ids,
+    reshard,
     response_logprobs,
     resume_checkpoint,
+    sharded_copy,
+    under_torchrun,
+    unsharded_copy,
 )
 from seedcoder.posttrain.rewards import make_unit_test_reward_fn, prefix_reward_fn
+from seedcoder.posttrain.rollout_server import ServerRollouts
 from seedcoder.posttrain.run_config import OutputSection, check_reward, read_input, read_problems, toy_problems
 from seedcoder.sampling import SamplingParams
 from seedcoder.train_config import OptimizerSection
+from seedcoder.vllm_engine import VLLMEngine
 
 
 # ------------------------------------------------------------------------------------------ advantages
@@ -216,15 +248,18 @@ class ParityMonitor:
 
     def check(self, trainer_logprobs: torch.Tensor, engine_logprobs: torch.Tensor, mask: torch.Tensor, *,
               step: int | None = None) -> dict[str, float]:
-        """Mean and max |trainer - engine| over the masked tokens; warns when the mean exceeds the tolerance."""
+        """Mean and max |trainer - engine| over the masked tokens (of every rank: collective on many ranks); warns
+        when the mean exceeds the tolerance."""
         if trainer_logprobs.shape != engine_logprobs.shape or trainer_logprobs.shape != mask.shape:
             raise ValueError(f"engine_logprobs / mask: shapes {tuple(engine_logprobs.shape)} / {tuple(mask.shape)} must "
                              f"equal trainer_logprobs' {tuple(trainer_logprobs.shape)}")
         diff = (trainer_logprobs.detach().float() - engine_logprobs.float().to(trainer_logprobs.device)).abs()
         diff = diff[mask.bool()]
-        mean = float(diff.mean()) if diff.numel() else 0.0
+        total, count = all_reduce_sum([float(diff.double().sum()), diff.numel()])
+        mean = total / count if count else 0.0
         self.checks += 1
-        self.last = {"parity_mean_abs_diff": mean, "parity_max_abs_diff": float(diff.max()) if diff.numel() else 0.0,
+        self.last = {"parity_mean_abs_diff": mean,
+                     "parity_max_abs_diff": all_reduce_max(float(diff.max()) if diff.numel() else 0.0),
                      "parity_warnings": self.warnings}
         if mean > self.tolerance:
             self.warnings += 1
@@ -315,9 +350,10 @@ class GRPOConfig:
 
 @torch.no_grad()
 def sync_weights(target: torch.nn.Module, source: torch.nn.Module) -> None:
-    """Copy source's parameters and buffers into target in place (the engine's model from the trainer's)."""
+    """Copy source's parameters and buffers into target in place (the engine's model from the trainer's); a
+    sharded source is all-gathered first (collective)."""
     target_state = target.state_dict()
-    source_state = source.state_dict()
+    source_state = full_state_dict(source)
     if target_state.keys() != source_state.keys():
         raise ValueError("source: its parameter names differ from the target model's")
     for name, tensor in source_state.items():
@@ -329,13 +365,17 @@ def grpo_train(model: torch.nn.Module, tokenizer: Any, problems: Sequence[dict],
                checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 0, keep: int = 2) -> list[dict]:
     """Train `model` in place with GRPO (module docstring). problems: dicts with "prompt" (text or token ids) and
     "id" (default its index) plus what reward_fn reads; reward_fn(problems, texts) -> rewards per sample.
-    engine: default an Engine on a copy of model (synced every step). ref_model (KL only): default a frozen copy
+    engine: default an Engine on a copy of model (synced every step), or a ServerRollouts (weights pushed every
+    step; seedcoder.posttrain.rollout_server). ref_model (KL only): default a frozen copy
     of `model` as passed in. Returns this call's per-step records, also appended to log_path as JSONL.
 
     checkpoint_dir: a checkpoint (seedcoder.checkpoint: model, optimizer, step, curriculum, prompt order) every
     `checkpoint_every` steps (0: only at the end), the newest `keep` kept; when the directory already holds one,
     training resumes from it (call again with the same model init, problems and config after a kill). Sampling
-    is seeded per step, so a resumed run draws the same samples as an uninterrupted one."""
+    is seeded per step, so a resumed run draws the same samples as an uninterrupted one.
+
+    Collective when torch.distributed runs several ranks and `model` is FSDP2-sharded (module docstring): every
+    rank passes the same problems and config and gets the same records; rank 0 alone writes log_path."""
     config = config or GRPOConfig()
     if not problems:
         raise ValueError("problems: nothing to train on")
@@ -346,16 +386,16 @@ def grpo_train(model: torch.nn.Module, tokenizer: Any, problems: Sequence[dict],
         ids.append(str(problem.get("id", i)))
     if len(set(ids)) != len(ids):
         raise ValueError("problems: ids must be unique")
+    rank, world = data_parallel_rank()
     if engine is None:
         widest = max([config.group_size] + [stage.group_size for stage in config.stages])
-        engine = Engine(copy.deepcopy(model), tokenizer, max_batch=max(1, min(64, config.prompts_per_step * widest)),
+        engine_model = unsharded_copy(model) if world > 1 else copy.deepcopy(model)
+        engine = Engine(engine_model, tokenizer, max_batch=max(1, min(64, -(-config.prompts_per_step // world) * widest)),
                         seed=config.seed)
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
         raise ValueError(f"checkpoint_every: must be an integer >= 0, got {checkpoint_every!r}")
     if config.kl_coef > 0 and ref_model is None:
-        ref_model = copy.deepcopy(model).eval()  # before any resume: the starting policy
-        for p in ref_model.parameters():
-            p.requires_grad_(False)
+        ref_model = sharded_copy(model)  # before any resume: the starting policy (sharded like it)
     if config.kl_coef == 0:
         ref_model = None
     prompt_ids = [prompt_token_ids(engine, p["prompt"], f"problems[{i}].prompt") for i, p in enumerate(problems)]
@@ -384,7 +424,7 @@ def grpo_train(model: torch.nn.Module, tokenizer: Any, problems: Sequence[dict],
                                      "rng": list(rng.getstate()), "parity_warnings": monitor.warnings,
                                      "config": dataclasses.asdict(config), **update.state_dict()}, keep=keep)
 
-    log = open(log_path, "a", encoding="utf-8") if log_path is not None else None
+    log = open(log_path, "a", encoding="utf-8") if log_path is not None and rank == 0 else None
     try:
         for step in range(start, config.steps + 1):
             started = time.perf_counter()
@@ -399,21 +439,29 @@ def grpo_train(model: torch.nn.Module, tokenizer: Any, problems: Sequence[dict],
                 candidate = order.pop()
                 if curriculum.keep(candidate) and candidate not in batch:
                     batch.append(candidate)
-            index = [by_id[i] for i in batch]
-            sync_weights(engine.model, model)
+            if isinstance(engine, ServerRollouts):
+                weights_version = engine.push_weights(model)  # collective on many ranks; the server swaps them in
+            elif isinstance(engine, VLLMEngine):  # vLLM's own weight loading (untested here: seedcoder.vllm_engine)
+                engine.load_weights(full_state_dict(model))
+            else:
+                sync_weights(engine.model, model)  # collective on many ranks: every rank's engine gets whole weights
             max_tokens, group_size = config.stage(step)
+            mine = batch[rank::world]  # this rank's groups (all of them in one process)
+            index = [by_id[i] for i in mine]
             params = SamplingParams(n=group_size, temperature=config.temperature, top_p=1.0, repetition_penalty=1.0,
                                     max_tokens=max_tokens, seed=config.seed * 1_000_003 + step)
-            outputs = engine.generate([prompt_ids[i] for i in index], params)
+            outputs = engine.generate([prompt_ids[i] for i in index], params) if index else []
             texts = [[c.text for c in group] for group in outputs]
-            rewards = torch.tensor(reward_fn([problems[i] for i in index], texts), dtype=torch.float32)
+            rewards = (torch.tensor(reward_fn([problems[i] for i in index], texts), dtype=torch.float32) if index
+                       else torch.zeros((0, group_size)))
             if rewards.shape != (len(index), group_size):
                 raise ValueError(f"reward_fn: returned shape {tuple(rewards.shape)}, expected {(len(index), group_size)}")
             passed = rewards >= config.pass_reward
-            for prompt_id, row in zip(batch, passed.tolist()):
+            # every group's pass rate, in the batch's order, on every rank: the curriculum stays the same everywhere
+            for prompt_id, row in (pair for part in all_gather_objects(list(zip(mine, passed.tolist()))) for pair in part):
                 curriculum.update(prompt_id, row)
-            advantages = group_advantages(rewards, eps=config.adv_eps)
-            keep_group = informative_groups(passed)
+            keep_group = informative_groups(passed) if index else torch.zeros(0, dtype=torch.bool)
+            advantages = group_advantages(rewards, eps=config.adv_eps) if index else rewards
             samples = []  # (prompt ids, completion, advantage)
             overlong = 0
             for g, (i, group) in enumerate(zip(index, outputs)):
@@ -424,33 +472,52 @@ def grpo_train(model: torch.nn.Module, tokenizer: Any, problems: Sequence[dict],
                 for s, completion in enumerate(group):
                     if fits[s] and completion.token_ids:
                         samples.append((prompt_ids[i], completion, float(advantages[g, s])))
+            counts = all_reduce_sum([float(rewards.sum()), float(passed.sum()), float((~keep_group).sum()), overlong,
+                                     len(samples), sum(len(c.token_ids) for g in outputs for c in g)])
+            reward_sum, pass_sum, dropped, overlong_all, samples_all, response_tokens = counts
+            rollouts = len(batch) * group_size
             record: dict[str, Any] = {
-                "step": step, "prompts": len(index), "reward_mean": float(rewards.mean()),
-                "pass_rate": float(passed.float().mean()), "dropped_all_correct_groups": int((~keep_group).sum()),
-                "overlong_samples": overlong, "samples_trained": len(samples),
+                "step": step, "prompts": len(batch), "reward_mean": reward_sum / rollouts,
+                "pass_rate": pass_sum / rollouts, "dropped_all_correct_groups": int(dropped),
+                "overlong_samples": int(overlong_all), "samples_trained": int(samples_all),
                 "max_tokens": max_tokens, "group_size": group_size,
-                "response_tokens_mean": sum(len(c.token_ids) for g in outputs for c in g) / (len(index) * group_size),
+                "response_tokens_mean": response_tokens / rollouts,
                 "active_prompts": len(active),
             }
-            if samples:
-                prompts = [s[0] for s in samples]
-                responses = [list(s[1].token_ids) for s in samples]
-                adv = torch.tensor([s[2] for s in samples])
+            if isinstance(engine, ServerRollouts):
+                record["weights_version"] = weights_version
+            if samples_all:  # the same decision on every rank
+                if samples:
+                    prompts = [s[0] for s in samples]
+                    responses = [list(s[1].token_ids) for s in samples]
+                    adv = torch.tensor([s[2] for s in samples])
+                    engine_rows = [s[1].model_logprobs or [] for s in samples]
+                else:  # nothing of this rank's to learn from: one masked row keeps FSDP2's collectives in step
+                    prompts, responses, adv, engine_rows = [prompt_ids[0]], [[0]], torch.zeros(1), [[0.0]]
                 with torch.no_grad():
                     old_logprobs, mask = response_logprobs(model, prompts, responses, fused=config.fused_logprobs)
                     ref_logprobs = (response_logprobs(ref_model, prompts, responses, fused=config.fused_logprobs)[0]
                                     if ref_model is not None else None)
-                engine_lp = pad_logprobs([s[1].model_logprobs or [] for s in samples], old_logprobs)
+                if ref_model is not None:
+                    reshard(ref_model)
+                if not samples:
+                    mask = torch.zeros_like(mask)
+                engine_lp = pad_logprobs(engine_rows, old_logprobs)
                 record.update(monitor.check(old_logprobs, engine_lp, mask, step=step))
+                local_tokens = int(mask.sum())
+                tokens = int(all_reduce_sum([local_tokens])[0])
                 model.train()
                 for _ in range(config.ppo_epochs):
                     logprobs, _ = response_logprobs(model, prompts, responses, fused=config.fused_logprobs)
                     loss, metrics = grpo_token_loss(logprobs, old_logprobs, adv.to(logprobs.device), mask,
                                                     clip_low=config.clip_low, clip_high=config.clip_high,
-                                                    ref_logprobs=ref_logprobs, kl_coef=config.kl_coef)
+                                                    ref_logprobs=ref_logprobs, kl_coef=config.kl_coef, num_tokens=tokens)
                     loss.backward()
-                    outcome = update(step, loss)
-                record.update({"loss": outcome.loss, **metrics, "grad_norm": outcome.grad_norm, "tokens": int(mask.sum()),
+                    outcome = global_step(update, step, loss)
+                if world > 1:  # per-token means of this rank's tokens -> of every rank's
+                    metrics = dict(zip(metrics, (value / tokens for value in all_reduce_sum(
+                        [value * local_tokens for value in metrics.values()]))))
+                record.update({"loss": outcome.loss, **metrics, "grad_norm": outcome.grad_norm, "tokens": tokens,
                                **({} if outcome.applied else {"skipped_update": True})})
             else:
                 record["skipped"] = True  # every group all-correct or every sample overlong: nothing to learn from
@@ -482,21 +549,48 @@ class GRPODataSection:
         check_reward(self.reward)
 
 
+ROLLOUT_BACKENDS = ("engine", "server")
+
+
+@dataclass
+class RolloutSection:
+    """[rollout]: where the samples come from: the embedded engine, or an OpenAI-compatible server of ours
+    (seedcoder.posttrain.rollout_server) that the trainer pushes its weights to after every step."""
+
+    backend: str = "engine"  # "engine" (in-process) or "server"
+    base_url: str = ""  # server: http://host:port/v1 (`seedcoder serve` started on the policy's starting weights)
+    model: str = ""  # server: the served model name ("": the first of /v1/models)
+    weights_dir: str = ""  # server: where pushed weights are written, seen by the server ("": <output.dir>/rollout_weights)
+    timeout: float = 600.0  # server: seconds per HTTP request
+
+    def __post_init__(self) -> None:
+        if self.backend not in ROLLOUT_BACKENDS:
+            raise ValueError(f"backend: expected one of {', '.join(map(repr, ROLLOUT_BACKENDS))}, got {self.backend!r}")
+        if self.backend == "server" and not self.base_url:
+            raise ValueError("base_url: needed when backend is 'server' (http://host:port/v1)")
+        if not self.timeout > 0:
+            raise ValueError(f"timeout: must be > 0, got {self.timeout!r}")
+
+
 @dataclass
 class GRPORunConfig:
-    """The GRPO command line's config: [model], [data], [grpo] (GRPOConfig, with [[grpo.stages]]), [output]."""
+    """The GRPO command line's config: [model], [data], [grpo] (GRPOConfig, with [[grpo.stages]]), [rollout],
+    [output]."""
 
     model: PolicySection = field(default_factory=PolicySection)
     data: GRPODataSection = field(default_factory=GRPODataSection)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    rollout: RolloutSection = field(default_factory=RolloutSection)
     output: OutputSection = field(default_factory=lambda: OutputSection(dir="runs/grpo"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """seedcoder train rl --config configs/grpo_tiny_demo.toml [--section.key=value ...]: GRPO on
     [data] problems (JSONL; "" = the toy task) with [data] reward "unit_tests" (sandbox + format) or "prefix";
-    <dir>/metrics.jsonl (one line per step) and <dir>/checkpoints (resumed from when present). Bad input (config,
-    problems file, checkpoints) exits 2 with one line on stderr (seedcoder.errors)."""
+    <dir>/metrics.jsonl (one line per step) and <dir>/checkpoints (resumed from when present). Under torchrun
+    (python -m torch.distributed.run --nproc_per_node=N -m seedcoder.posttrain.grpo ...) the policy is sharded over
+    the N ranks (module docstring). Bad input (config, problems file, checkpoints) exits 2 with one line on
+    stderr (seedcoder.errors)."""
     parser = argparse.ArgumentParser(prog="seedcoder train rl", description=main.__doc__)
     parser.add_argument("--config", help="TOML file (sections: " + ", ".join(sections_of(GRPORunConfig)) + ")")
     args, overrides = parser.parse_known_args(argv)
@@ -506,22 +600,42 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_from_config(config_path: str | None, overrides: Sequence[str]) -> int:
     """`main` after the command line (raises ConfigError and other user errors)."""
     cfg = load_sections(GRPORunConfig, config_path, overrides)
+    if not under_torchrun():
+        return _run(cfg, *load_policy(cfg.model), main_rank=True)
+    dist_env = init_data_parallel()
+    try:
+        return _run(cfg, *load_sharded_policy(cfg.model, dist_env), main_rank=dist_env.is_main)
+    finally:
+        dist.destroy_process_group()
+
+
+def _run(cfg: GRPORunConfig, model: torch.nn.Module, tokenizer: Any, *, main_rank: bool) -> int:
     out = cfg.output.dir
     os.makedirs(out, exist_ok=True)
-    atomic_write_text(os.path.join(out, "config.toml"), to_toml(cfg))  # what this run was given, read back by --config
-    model, tokenizer = load_policy(cfg.model)
+    if main_rank:
+        atomic_write_text(os.path.join(out, "config.toml"), to_toml(cfg))  # what this run was given, read back by --config
     problems = read_input("data.problems", cfg.data.problems, read_problems) if cfg.data.problems else toy_problems()
     reward_fn = (prefix_reward_fn if cfg.data.reward == "prefix"
                  else make_unit_test_reward_fn(format_weight=cfg.data.format_weight))
-    records = grpo_train(model, tokenizer, problems, reward_fn, cfg.grpo, log_path=os.path.join(out, "metrics.jsonl"),
+    engine = None
+    if cfg.rollout.backend == "server":
+        engine = ServerRollouts(cfg.rollout.base_url, tokenizer, model=cfg.rollout.model or None, timeout=cfg.rollout.timeout,
+                                weights_dir=cfg.rollout.weights_dir or os.path.join(out, "rollout_weights"))
+    records = grpo_train(model, tokenizer, problems, reward_fn, cfg.grpo, engine=engine,
+                         log_path=os.path.join(out, "metrics.jsonl"),
                          checkpoint_dir=os.path.join(out, "checkpoints"), checkpoint_every=cfg.output.checkpoint_every)
-    for record in records:
+    for record in records if main_rank else []:
         print(json.dumps({k: record[k] for k in ("step", "reward_mean", "pass_rate", "samples_trained") if k in record}),
               flush=True)
     return 0
 
 
 __all__ = ["CurriculumFilter", "GRPOConfig", "GRPOStage", "ParityMonitor", "group_advantages", "grpo_token_loss", "grpo_train",
-           "GRPODataSection", "GRPORunConfig", "informative_groups", "main", "overlong_keep", "pad_logprobs", "sync_weights"]
+           "GRPODataSection", "GRPORunConfig", "ROLLOUT_BACKENDS", "RolloutSection",
+           "informative_groups", "main", "overlong_keep", "pad_logprobs", "sync_weights"]
 
 
+
+
+if __name__ == "__main__":  # torchrun -m seedcoder.posttrain.grpo
+    sys.exit(main())

@@ -1,26 +1,55 @@
-"""The policy of single-process post-training (DPO, GRPO): loading it from a [model] table, the log-probs of
-responses under it, the token ids of its prompts, and resuming its checkpoints.
+"""The policy of post-training (DPO, GRPO): loading it from a [model] table (one process, or sharded with FSDP2
+over the ranks of torchrun), the log-probs of responses under it, the token ids of its prompts, resuming its
+checkpoints, and the few collectives the loops need to give every rank the result of one process.
 
 `response_logprobs(model, prompts, responses)` gives per-token log-probs of each response given its prompt (token
 ids; the rows are right-padded into one batch, so padding never affects a real token under causal attention): the
 quantity DPO (summed, seedcoder.posttrain.dpo.sequence_logprobs) and GRPO (per token) both need. A policy starts from
 any checkpoint `seedcoder.checkpoint.resolve_checkpoint` accepts (the same rule as every other stage), or fresh.
+
+Many ranks (`torchrun --nproc_per_node=N -m seedcoder.posttrain.grpo ...`; `under_torchrun`): `init_data_parallel`
+starts the process group and a 1-D data-parallel mesh (`seedcoder.train.init_distributed`), and
+`load_sharded_policy` builds the model on the meta device, shards it per block with FSDP2
+(`seedcoder.parallelize.parallelize`, fp32), materializes it and draws the same weights as one process
+(`init_weights(seed)`) or loads them: our DCP checkpoints resharded onto the ranks (`load_model_only`), a
+Hugging Face folder read by rank 0 alone and broadcast. Gradients are summed over ranks (no averaging), so a
+loop divides its local loss by the GLOBAL count it averages over. `full_state_dict` all-gathers the shards
+(an engine needs whole weights); `all_reduce_sum` / `all_gather_objects` / `global_step` are no-ops or the
+single-process result in one process, so one code path serves both.
 """
 
 from __future__ import annotations
 
+import copy as copy_module
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
+from torch.distributed.fsdp import FSDPModule
 
 from seedcoder.chat_template import tokenize_chat
-from seedcoder.checkpoint import CheckpointError, load_model, load_tokenizer_for, remove_incomplete, resume_latest
+from seedcoder.checkpoint import (
+    CheckpointError,
+    load_model,
+    load_model_only,
+    load_tokenizer_for,
+    read_model_config,
+    remove_incomplete,
+    resolve_checkpoint,
+    resume_latest,
+)
 from seedcoder.config import ConfigError
+from seedcoder.hf_format import read_hf_config, read_hf_weights
 from seedcoder.model import PRESETS, Transformer, model_config
+from seedcoder.optim import OptimizerStep, StepOutcome
+from seedcoder.parallelize import apply_fsdp, parallelize
 from seedcoder.tokenizer import toy_tokenizer
+from seedcoder.train import Distributed, init_distributed
 
 # ------------------------------------------------------------------------------------------ loading
 POSTTRAIN_BETAS = (0.9, 0.999)  # AdamW's usual betas for small-lr preference and RL fine-tuning (TRL's defaults)
@@ -59,9 +88,155 @@ def load_policy(section: PolicySection) -> tuple[torch.nn.Module, Any]:
     return model.train(), tokenizer
 
 
+# ------------------------------------------------------------------------------------------ many ranks
+def under_torchrun() -> bool:
+    """True when this process is one of several ranks (torchrun's WORLD_SIZE > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_data_parallel() -> Distributed:
+    """The process group (gloo on CPU, nccl on GPU) and a 1-D data-parallel mesh over every rank."""
+    return init_distributed("auto", None)
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def data_parallel_rank() -> tuple[int, int]:
+    """(rank, number of ranks): (0, 1) in one process."""
+    return (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
+
+
+def load_sharded_policy(section: PolicySection, dist_env: Distributed) -> tuple[torch.nn.Module, Any]:
+    """`load_policy` for one rank of many (module docstring): (FSDP2-sharded model in train mode, tokenizer);
+    every rank holds 1/N of each parameter and the weights are those `load_policy` gives one process."""
+    torch.manual_seed(section.seed)
+    hf_dir = None
+    if section.init_from:
+        try:
+            directory, kind = resolve_checkpoint(section.init_from)
+            if kind == "ours":
+                cfg = read_model_config(directory)
+            else:
+                hf_dir, cfg = directory, read_hf_config(directory)[1]
+            tokenizer = load_tokenizer_for(directory, section.tokenizer or None)
+        except CheckpointError as error:
+            raise ConfigError(f"config key 'model.init_from': {error}") from None
+    else:
+        if section.preset not in PRESETS:
+            raise ConfigError(f"config key 'model.preset': unknown preset {section.preset!r} (presets: {', '.join(PRESETS)})")
+        tokenizer = toy_tokenizer()
+        cfg = model_config(section.preset, vocab_size=tokenizer.get_vocab_size(), init_std=section.init_std)
+    with torch.device("meta"):  # no rank ever holds the whole model
+        model = Transformer(cfg)
+    parallelize(model, dist_env.mesh)  # fp32 parameters and gradient sums: the loops' numerics are one process's
+    model.to_empty(device=dist_env.device)
+    if not section.init_from:
+        model.init_weights(seed=section.seed)  # every parameter drawn whole and sliced: the same for any world size
+    elif hf_dir is None:
+        try:
+            load_model_only(directory, model)  # collective; DCP reshards onto this mesh
+        except CheckpointError as error:
+            raise ConfigError(f"config key 'model.init_from': {error}") from None
+    else:  # safetensors: rank 0 reads them, the others receive their shards
+        weights = read_hf_weights(hf_dir, cfg) if dist_env.rank == 0 else {}
+        set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    return model.train(), tokenizer
+
+
+def reshard(model: torch.nn.Module) -> None:
+    """Free the whole parameters that a forward pass without backward leaves gathered (FSDP2 keeps the root's and
+    the last block's for the backward that never comes), so that `model.parameters()` are the shards again (an
+    optimizer built now must see those); nothing for a plain module."""
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's whole weights on every rank: all-gathered from the FSDP shards (collective) or, for a plain
+    module, its state dict."""
+    if isinstance(model, FSDPModule):
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    return model.state_dict()
+
+
+def unsharded_copy(model: torch.nn.Module) -> Transformer:
+    """A plain single-device Transformer with `model`'s current weights (collective when `model` is sharded): the
+    embedded engine's model."""
+    with torch.device("meta"):
+        copy = Transformer(model.cfg)
+    device = next(model.parameters()).device
+    copy.to_empty(device=device)
+    copy.load_state_dict(full_state_dict(model))
+    return copy.eval()
+
+
+def _collective_device() -> torch.device:
+    """Where a collective's tensors must live: the current GPU under NCCL, the CPU under gloo."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def sharded_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A frozen copy of `model` with its current weights (KL's reference): sharded on the same mesh when `model`
+    is FSDP2-sharded (collective), a deep copy otherwise; eval mode, no gradients."""
+    if isinstance(model, FSDPModule):
+        with torch.device("meta"):
+            copy = Transformer(model.cfg)
+        # the policy's FSDP mesh (its parameters' mesh), the policy's fp32 numerics
+        apply_fsdp(copy, next(model.parameters()).device_mesh, param_dtype=torch.float32, reduce_dtype=torch.float32)
+        copy.to_empty(device=next(model.parameters()).device)
+        set_model_state_dict(copy, get_model_state_dict(model))  # shard to shard: no rank gathers the whole model
+    else:
+        copy = copy_module.deepcopy(model)
+    for parameter in copy.parameters():
+        parameter.requires_grad_(False)
+    return copy.eval()
+
+
+def all_reduce_sum(values: Sequence[float]) -> list[float]:
+    """Elementwise sum over ranks of host numbers, in float64 (the values as given in one process)."""
+    if not is_distributed():
+        return [float(v) for v in values]
+    box = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(box)
+    return box.tolist()
+
+
+def all_reduce_max(value: float) -> float:
+    """The largest of the ranks' `value` (the value itself in one process)."""
+    if not is_distributed():
+        return float(value)
+    box = torch.tensor([float(value)], dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(box, op=dist.ReduceOp.MAX)
+    return float(box[0])
+
+
+def all_gather_objects(value: Any) -> list[Any]:
+    """[every rank's value] in rank order ([value] in one process); picklable values."""
+    if not is_distributed():
+        return [value]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def global_step(update: OptimizerStep, step: int, local_loss: torch.Tensor) -> StepOutcome:
+    """`update(step, loss)` after `local_loss.backward()` on every rank, where `local_loss` is this rank's share of
+    the global loss (its sum divided by the global count): the gradients are already summed over ranks (FSDP2),
+    the loss value is summed here, so every rank decides the same (step or skip) as one process would."""
+    grad_norm = update.clip()
+    loss = local_loss.detach().float().reshape(1).to(grad_norm.device)
+    if is_distributed():
+        dist.all_reduce(loss)
+    loss_value, norm_value = torch.cat([loss, grad_norm.float().reshape(1)]).tolist()
+    return update.apply(step, loss_value, norm_value)
+
+
 def resume_checkpoint(checkpoint_dir: str | None, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                       rng: random.Random, *, stage: str) -> dict[str, Any] | None:
-    """Load the newest intact checkpoint of a single-process post-training loop (DPO or GRPO) into model,
+    """Load the newest intact checkpoint of a post-training loop (DPO or GRPO; collective on many ranks) into model,
     optimizer and rng; its train state, or None when there is none (incomplete ones are removed first, damaged
     ones skipped with a warning: seedcoder.checkpoint.resume_latest)."""
     if checkpoint_dir is None:
@@ -144,4 +319,7 @@ def prompt_token_ids(engine: Any, prompt: Any, where: str = "prompt") -> list[in
     return list(engine.encode_prompt(prompt, where))
 
 
-__all__ = ["POSTTRAIN_BETAS", "PolicySection", "load_policy", "prompt_token_ids", "response_logprobs", "resume_checkpoint"]
+__all__ = ["POSTTRAIN_BETAS", "PolicySection", "all_gather_objects", "all_reduce_max", "all_reduce_sum", "data_parallel_rank",
+           "full_state_dict", "global_step", "init_data_parallel", "is_distributed", "load_policy", "load_sharded_policy",
+           "prompt_token_ids", "response_logprobs", "reshard", "resume_checkpoint", "sharded_copy",
+           "under_torchrun", "unsharded_copy"]
