@@ -12,9 +12,15 @@ Order (torchtitan's): tensor parallelism replaces a block's linear weights by DT
 checkpointing wraps the block, torch.compile compiles the wrapped block, and `fully_shard` makes it an FSDP unit;
 the root unit (embedding, final norm, head) comes last.
 
-* The mesh (`build_mesh`): dims ("dp_replicate", "dp_shard", "tp"), tp innermost (consecutive ranks: one node's
-  fast links carry its per-layer all-reduces). Data-parallel ranks = dp_replicate x dp_shard read different rows;
-  the tp ranks of a group read the same rows (`data_parallel_coordinates`).
+* The mesh (`build_mesh`): dims ("dp_replicate", "dp_shard", "cp", "tp"), tp innermost (consecutive ranks: one
+  node's fast links carry its per-layer collectives), cp next. Data-parallel ranks = dp_replicate x dp_shard read
+  different rows; the cp and tp ranks of a group read the same rows (`mesh_coordinates`).
+* Context parallel (long sequences, e.g. the 32K stage): each cp rank holds a zig-zag shard of every row (chunks r
+  and 2N-1-r of 2N: equal causal work, `context_parallel_batch`) and every block's attention is ring attention
+  (`seedcoder.context_parallel`: K/V passed around the cp ring, partial outputs merged by log-sum-exp, documents
+  from the shard's position_ids, backward through the ring). Everything else is per token, so it runs on the
+  shard as is. The cp ranks hold the same parameters: FSDP shards over dp_shard x cp ("dp_shard_cp"), which
+  also sums their gradients.
 * Tensor parallel (Megatron, with sequence parallelism): in every block wq, wk, wv and w1, w3 are column-wise
   shards (each rank holds n_heads/tp query heads, n_kv_heads/tp K/V heads, ffn_dim/tp hidden units), wo and w2
   row-wise shards. Between them the activations are sequence-parallel: from the first block's input on, a tp rank
@@ -40,7 +46,9 @@ the root unit (embedding, final norm, head) comes last.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -53,10 +61,11 @@ from torch.distributed.tensor import DTensor, Replicate, Shard
 from torch.distributed.tensor.parallel import ColwiseParallel, PrepareModuleInput, RowwiseParallel, parallelize_module
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
+from seedcoder import context_parallel
 from seedcoder.kernels import flash_attention as _flash_attention  # noqa: F401  (registers torch.ops.seedcoder.flash_attn_fwd)
 
 AC_MODES = ("none", "selective", "full")
-MESH_DIMS = ("dp_replicate", "dp_shard", "tp")
+MESH_DIMS = ("dp_replicate", "dp_shard", "cp", "tp")
 IGNORE_INDEX = -100  # labels the loss skips (seedcoder.model)
 # Within every block: the sequence slices are all-gathered into attention / the MLP, column-wise shards (output
 # features) feed row-wise shards (input features), whose partial outputs are reduce-scattered back to slices.
@@ -71,35 +80,51 @@ TP_PLAN = {
 }
 
 
-def mesh_shape(world_size: int, *, dp_replicate: int = 1, dp_shard: int = -1, tp: int = 1) -> tuple[int, int, int]:
-    """(dp_replicate, dp_shard, tp) for `world_size` ranks; dp_shard -1: the ranks the others leave. ValueError
-    naming the sizes when they do not multiply to world_size."""
-    for name, size in (("dp_replicate", dp_replicate), ("tp", tp)):
+def mesh_shape(world_size: int, *, dp_replicate: int = 1, dp_shard: int = -1, cp: int = 1,
+               tp: int = 1) -> tuple[int, int, int, int]:
+    """(dp_replicate, dp_shard, cp, tp) for `world_size` ranks; dp_shard -1: the ranks the others leave.
+    ValueError naming the sizes when they do not multiply to world_size."""
+    for name, size in (("dp_replicate", dp_replicate), ("cp", cp), ("tp", tp)):
         if size < 1:
             raise ValueError(f"{name} must be >= 1, got {size}")
+    others = dp_replicate * cp * tp
     if dp_shard == -1:
-        if world_size % (dp_replicate * tp):
-            raise ValueError(f"{world_size} ranks are not a multiple of dp_replicate {dp_replicate} x tp {tp}")
-        dp_shard = world_size // (dp_replicate * tp)
-    if dp_shard < 1 or dp_replicate * dp_shard * tp != world_size:
-        raise ValueError(f"dp_replicate {dp_replicate} x dp_shard {dp_shard} x tp {tp} = "
-                         f"{dp_replicate * dp_shard * tp} ranks, but there are {world_size}")
-    return dp_replicate, dp_shard, tp
+        if world_size % others:
+            raise ValueError(f"{world_size} ranks are not a multiple of dp_replicate {dp_replicate} x cp {cp} x tp {tp}")
+        dp_shard = world_size // others
+    if dp_shard < 1 or dp_shard * others != world_size:
+        raise ValueError(f"dp_replicate {dp_replicate} x dp_shard {dp_shard} x cp {cp} x tp {tp} = "
+                         f"{dp_shard * others} ranks, but there are {world_size}")
+    return dp_replicate, dp_shard, cp, tp
 
 
-def build_mesh(device_type: str, world_size: int, *, dp_replicate: int = 1, dp_shard: int = -1, tp: int = 1) -> DeviceMesh:
+def build_mesh(device_type: str, world_size: int, *, dp_replicate: int = 1, dp_shard: int = -1, cp: int = 1,
+               tp: int = 1) -> DeviceMesh:
     """The named device mesh (MESH_DIMS) over every rank; see the module docstring."""
-    return init_device_mesh(device_type, mesh_shape(world_size, dp_replicate=dp_replicate, dp_shard=dp_shard, tp=tp),
-                            mesh_dim_names=MESH_DIMS)
+    shape = mesh_shape(world_size, dp_replicate=dp_replicate, dp_shard=dp_shard, cp=cp, tp=tp)
+    return init_device_mesh(device_type, shape, mesh_dim_names=MESH_DIMS)
 
 
-def data_parallel_coordinates(mesh: DeviceMesh) -> tuple[int, int, int]:
-    """(data-parallel rank, data-parallel size, tp rank) of this process: which rows it reads, of how many
-    readers, and its place in its tp group. A 1-D mesh is all data parallel."""
+@dataclass(frozen=True)
+class MeshCoordinates:
+    """Where this process sits: which rows it reads (dp_rank of dp_size readers; the cp and tp ranks of a group read
+    the same rows), which zig-zag shard of their sequence (cp_rank of cp_size), its place in its tp group."""
+
+    dp_rank: int = 0
+    dp_size: int = 1
+    cp_rank: int = 0
+    cp_size: int = 1
+    tp_rank: int = 0
+    tp_size: int = 1
+
+
+def mesh_coordinates(mesh: DeviceMesh) -> MeshCoordinates:
+    """This process's MeshCoordinates in a mesh of `build_mesh`; a 1-D mesh is all data parallel."""
     if mesh.mesh_dim_names is None or "tp" not in mesh.mesh_dim_names:
-        return mesh.get_local_rank(), mesh.size(), 0
-    replicate, shard, tp = (mesh.get_local_rank(name) for name in MESH_DIMS)
-    return replicate * mesh["dp_shard"].size() + shard, mesh["dp_replicate"].size() * mesh["dp_shard"].size(), tp
+        return MeshCoordinates(mesh.get_local_rank(), mesh.size())
+    replicate, shard, cp, tp = (mesh.get_local_rank(name) for name in MESH_DIMS)
+    return MeshCoordinates(replicate * mesh["dp_shard"].size() + shard, mesh["dp_replicate"].size() * mesh["dp_shard"].size(),
+                           cp, mesh["cp"].size(), tp, mesh["tp"].size())
 
 
 class _SumOverGroup(torch.autograd.Function):
@@ -197,10 +222,45 @@ def reduce_replicated_gradients(model: nn.Module) -> None:
 
 
 def _fsdp_mesh(mesh: DeviceMesh) -> DeviceMesh:
-    """The data-parallel part of the mesh: (dp_replicate, dp_shard) for HSDP, dp_shard alone, or a 1-D mesh as is."""
+    """The part of the mesh FSDP shards over: (dp_replicate, dp_shard x cp) for HSDP, dp_shard x cp alone, or a
+    1-D mesh as is."""
     if mesh.mesh_dim_names is None or "dp_shard" not in mesh.mesh_dim_names:
         return mesh
-    return mesh["dp_replicate", "dp_shard"] if mesh["dp_replicate"].size() > 1 else mesh["dp_shard"]
+    replicated = mesh["dp_replicate"].size() > 1
+    if mesh["cp"].size() == 1:
+        return mesh["dp_replicate", "dp_shard"] if replicated else mesh["dp_shard"]
+    shard_cp = mesh["dp_shard", "cp"]._flatten("dp_shard_cp")  # the cp ranks hold the same parameters
+    if not replicated:
+        return shard_cp
+    with warnings.catch_warnings():  # torch >= 2.11 warns that this slicing will change; it is what HSDP x cp needs
+        warnings.filterwarnings("ignore", message="Slicing a flattened dim", category=UserWarning)
+        return mesh["dp_replicate", "dp_shard_cp"]
+
+
+def apply_cp(model: nn.Module, cp_mesh: DeviceMesh) -> None:
+    """Context parallelism over `cp_mesh`: every block's attention becomes ring attention over the zig-zag shards
+    the trainer feeds (`context_parallel_batch`); documents from the shard's position_ids."""
+    size, rank, group = cp_mesh.size(), cp_mesh.get_local_rank(), cp_mesh.get_group()
+
+    def ring_attend(q, k, v, mask):
+        doc_ids = None
+        if mask.packed and mask.position_ids is not None:
+            doc_ids = context_parallel.document_ids_from_positions(mask.position_ids.expand(q.shape[0], -1), size, rank)
+        return context_parallel.ring_attention(q, k, v, group=group, doc_ids=doc_ids)
+
+    for _, block in _blocks(model):
+        block.attention.attend = ring_attend
+
+
+def context_parallel_batch(batch: dict, mesh: DeviceMesh) -> dict:
+    """A micro-batch of whole rows -> this cp rank's zig-zag shard of every row (input_ids, labels, position_ids;
+    document boundaries travel in position_ids, so cu_seqlens / max_seqlen are dropped). As is without cp."""
+    where = mesh_coordinates(mesh)
+    if where.cp_size == 1:
+        return batch
+    shard = {key: context_parallel.zigzag_shard(batch[key], where.cp_size, where.cp_rank, dim=1)
+             for key in ("input_ids", "labels", "position_ids")}
+    return {**batch, **shard, "cu_seqlens": None, "max_seqlen": None}
 
 # Ops whose outputs selective checkpointing keeps (expensive to recompute); everything else is recomputed.
 _SAVE_OPS = {
@@ -283,6 +343,8 @@ def parallelize(
     `mesh`: a named mesh of `build_mesh`, or a 1-D mesh (FSDP2 over all of it)."""
     if mesh.mesh_dim_names is not None and "tp" in mesh.mesh_dim_names and mesh["tp"].size() > 1:
         apply_tp(model, mesh["tp"])
+    if mesh.mesh_dim_names is not None and "cp" in mesh.mesh_dim_names and mesh["cp"].size() > 1:
+        apply_cp(model, mesh["cp"])
     apply_activation_checkpointing(model, activation_checkpoint)
     if compile:
         apply_compile(model)
@@ -297,4 +359,5 @@ def describe(model: nn.Module) -> str:
 
 
 __all__ = ["AC_MODES", "MESH_DIMS", "TP_PLAN", "apply_activation_checkpointing", "apply_compile", "apply_fsdp", "apply_tp",
-           "build_mesh", "data_parallel_coordinates", "describe", "mesh_shape", "parallelize", "reduce_replicated_gradients"]
+           "apply_cp", "build_mesh", "context_parallel_batch", "describe", "mesh_coordinates", "mesh_shape", "parallelize",
+           "reduce_replicated_gradients", "MeshCoordinates"]

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -71,6 +72,7 @@ from typing import Any
 import torch
 
 from seedcoder.errors import UserError, exit_on_user_error
+from seedcoder.fileio import atomic_write_text
 from seedcoder.kernels.fused_linear_cross_entropy import default_chunk_size
 from seedcoder.model import PRESETS, ModelConfig, Transformer, model_config
 from seedcoder.parallelize import _SAVE_OPS, AC_MODES
@@ -535,6 +537,14 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return parser
 
 
+def _given_mesh(dims: dict[str, int], gpus: int) -> Mesh:
+    tp, cp, rep = dims.get("tp", 1), dims.get("cp", 1), dims.get("dp_replicate", 1)
+    shard = dims.get("dp_shard", gpus // (tp * cp * rep) if gpus % (tp * cp * rep) == 0 else 0)
+    if shard < 1:
+        raise PlanError(f"--gpus: {gpus} is not a multiple of dp_replicate * tp * cp = {rep * tp * cp}")
+    return Mesh(rep, shard, tp, cp)
+
+
 def run(args: argparse.Namespace) -> int:
     cfg, train = load_model_and_batch(args.config)
     mode = args.activation_checkpoint or (train.parallel.activation_checkpoint if train else "full")
@@ -545,26 +555,38 @@ def run(args: argparse.Namespace) -> int:
             raise PlanError(f"{name}: values must be positive integers, got {values}")
     if args.gpu_memory_gib <= 0 or args.tflops <= 0:
         raise PlanError("--gpu-memory-gib and --tflops: must be positive")
+    configured = {}  # the mesh the config's [parallel] section sets: planned where it fits the GPU count
+    if train is not None:
+        parallel = train.parallel
+        configured = {k: v for k, v in (("dp_replicate", parallel.dp_replicate), ("tp", parallel.tp),
+                                        ("cp", parallel.cp)) if v != 1}
+        if parallel.dp_shard != -1:
+            configured["dp_shard"] = parallel.dp_shard
     given = {k: getattr(args, k) for k in ("dp_replicate", "dp_shard", "tp", "cp") if getattr(args, k) is not None}
     counts = param_counts(cfg)
     plans = []
     for seq_len in args.seq:
         rows, micro, source = rows_for(train, seq_len)
         for gpus in args.gpus:
+            planned = functools.partial(plan_step, cfg, seq_len=seq_len, micro_batch=micro, rows=rows,
+                                        activation_checkpoint=mode, gpus=gpus, param_dtype=param_dtype,
+                                        reduce_dtype=reduce_dtype, gpu_memory_gib=args.gpu_memory_gib,
+                                        tflops=args.tflops, counts=counts)
             if given:
-                tp, cp, rep = given.get("tp", 1), given.get("cp", 1), given.get("dp_replicate", 1)
-                shard = given.get("dp_shard", gpus // (tp * cp * rep) if gpus % (tp * cp * rep) == 0 else 0)
-                if shard < 1:
-                    raise PlanError(f"--gpus: {gpus} is not a multiple of dp_replicate * tp * cp = {rep * tp * cp}")
-                mesh, reason = Mesh(rep, shard, tp, cp), "given"
-            else:
-                mesh, reason = choose_mesh(cfg, gpus, seq_len=seq_len, micro_batch=micro, rows=rows,
-                                           activation_checkpoint=mode, param_dtype=param_dtype, reduce_dtype=reduce_dtype,
-                                           gpu_memory_gib=args.gpu_memory_gib, counts=counts)
-            plans.append(plan_step(cfg, mesh, seq_len=seq_len, micro_batch=micro, rows=rows, activation_checkpoint=mode,
-                                   gpus=gpus, mesh_reason=f"{reason}; rows from {source}", param_dtype=param_dtype,
-                                   reduce_dtype=reduce_dtype, gpu_memory_gib=args.gpu_memory_gib, tflops=args.tflops,
-                                   counts=counts))
+                plans.append(planned(_given_mesh(given, gpus), mesh_reason=f"given; rows from {source}"))
+                continue
+            note = ""
+            if configured:
+                try:
+                    plans.append(planned(_given_mesh(configured, gpus),
+                                         mesh_reason=f"the config's [parallel] mesh; rows from {source}"))
+                    continue
+                except PlanError as error:
+                    note = f"the config's [parallel] mesh does not fit ({error}); "
+            mesh, reason = choose_mesh(cfg, gpus, seq_len=seq_len, micro_batch=micro, rows=rows,
+                                       activation_checkpoint=mode, param_dtype=param_dtype, reduce_dtype=reduce_dtype,
+                                       gpu_memory_gib=args.gpu_memory_gib, counts=counts)
+            plans.append(planned(mesh, mesh_reason=f"{note}{reason}; rows from {source}"))
     print(f"model: {counts.total / 1e9:.2f}B parameters (L {cfg.n_layers}, d {cfg.dim}, H {cfg.n_heads}/{cfg.n_kv_heads}, "
           f"ffn {cfg.ffn_dim}, vocab {cfg.vocab_size}); activation_checkpoint={mode}, param {param_dtype}, "
           f"reduce {reduce_dtype}")
@@ -574,8 +596,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {p.gpus} GPUs x {p.seq_len}: {p.mesh.describe()}: {p.mesh_reason}")
     print(FORMULAS.format(margin=MEMORY_MARGIN, tflops=args.tflops))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump([p.to_dict() for p in plans], f, indent=2)
+        atomic_write_text(args.json, json.dumps([p.to_dict() for p in plans], indent=2) + "\n")
     return 0
 
 

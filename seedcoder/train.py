@@ -47,7 +47,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -66,9 +66,11 @@ from seedcoder.metrics import MetricsLogger, plot_loss_curve
 from seedcoder.model import ModelConfig, Transformer, check_cu_seqlens, model_config
 from seedcoder.optim import OptimizerStep, build_optimizer
 from seedcoder.parallelize import (
+    MeshCoordinates,
     build_mesh,
-    data_parallel_coordinates,
+    context_parallel_batch,
     describe,
+    mesh_coordinates,
     mesh_shape,
     parallelize,
     reduce_replicated_gradients,
@@ -90,9 +92,15 @@ class Distributed:
     world_size: int
     device: torch.device
     mesh: DeviceMesh
-    dp_rank: int = 0  # which rows this rank reads, among dp_size readers (the tp ranks of a group read the same)
-    dp_size: int = 1
-    tp_rank: int = 0
+    where: MeshCoordinates = field(default_factory=MeshCoordinates)  # which rows / sequence shard this rank reads
+
+    @property
+    def dp_rank(self) -> int:
+        return self.where.dp_rank
+
+    @property
+    def dp_size(self) -> int:
+        return self.where.dp_size
 
     @property
     def is_main(self) -> bool:
@@ -135,12 +143,13 @@ def init_distributed(device_kind: str, parallel: ParallelSection | None = None) 
         dist.init_process_group("gloo")
     parallel = parallel or ParallelSection()
     try:
-        shape = mesh_shape(world_size, dp_replicate=parallel.dp_replicate, dp_shard=parallel.dp_shard, tp=parallel.tp)
+        shape = mesh_shape(world_size, dp_replicate=parallel.dp_replicate, dp_shard=parallel.dp_shard, cp=parallel.cp,
+                           tp=parallel.tp)
     except ValueError as error:
         dist.destroy_process_group()
-        raise ConfigError(f"config section [parallel] (dp_replicate, dp_shard, tp): {error}") from None
-    mesh = build_mesh(device.type, world_size, dp_replicate=shape[0], dp_shard=shape[1], tp=shape[2])
-    return Distributed(rank, local_rank, world_size, device, mesh, *data_parallel_coordinates(mesh))
+        raise ConfigError(f"config section [parallel] (dp_replicate, dp_shard, cp, tp): {error}") from None
+    mesh = build_mesh(device.type, world_size, dp_replicate=shape[0], dp_shard=shape[1], cp=shape[2], tp=shape[3])
+    return Distributed(rank, local_rank, world_size, device, mesh, mesh_coordinates(mesh))
 
 
 _STOP_REQUESTED = False
@@ -312,11 +321,11 @@ def _pretrain(cfg: TrainConfig, dist_env: Distributed) -> int:
     bounds = _stage_bounds(stages)
     total_steps = cfg.train.steps
     for index, stage in enumerate(stages):
-        tp_size = dist_env.world_size // dist_env.dp_size
-        if stage.seq_len % tp_size:
+        cp, tp = dist_env.where.cp_size, dist_env.where.tp_size
+        if stage.seq_len % (2 * cp) or (stage.seq_len // cp) % tp:
             key = f"stages[{index}].seq_len" if cfg.stages else "data.seq_len"
-            raise ConfigError(f"config key {key!r}: {stage.seq_len} tokens cannot be split into parallel.tp {tp_size} "
-                              "sequence slices")
+            raise ConfigError(f"config key {key!r}: {stage.seq_len} tokens cannot be split into 2 x parallel.cp {cp} "
+                              f"zig-zag chunks, then parallel.tp {tp} sequence slices")
         if stage.batch_size % (stage.micro_batch_size * dist_env.dp_size):
             key = f"stages[{index}].batch_size" if cfg.stages else "train.batch_size"
             raise ConfigError(f"config key {key!r}: {stage.batch_size} rows is not a multiple of micro_batch_size "
@@ -415,13 +424,13 @@ def _pretrain(cfg: TrainConfig, dist_env: Distributed) -> int:
                     raise ConfigError(f"--resume: the [data] section no longer matches the checkpoint: {error}") from None
             loader_state = None
             accumulation = stage.batch_size // (stage.micro_batch_size * dist_env.dp_size)
-            tp_size = dist_env.world_size // dist_env.dp_size
+            tp_size = dist_env.world_size // dist_env.dp_size  # the cp x tp ranks that share each row
             tokens_per_step = stage.batch_size * stage.seq_len
             logger.flops_per_token = model.flops_per_token(stage.seq_len)
             logger.print(f"stage {stage.name}: steps {bounds[stage_index][0]}-{bounds[stage_index][1]}, seq_len "
                          f"{stage.seq_len}, {stage.batch_size} rows/step ({tokens_per_step:,} tokens) = "
                          f"{stage.micro_batch_size} row(s) x {dist_env.dp_size} rank(s) x {accumulation} micro-batch(es)"
-                         + (f" (each row on {tp_size} tp ranks)" if tp_size > 1 else ""))
+                         + (f" (each row on {tp_size} cp x tp ranks)" if tp_size > 1 else ""))
 
             while step < bounds[stage_index][1]:
                 step_start = time.perf_counter()
@@ -431,10 +440,10 @@ def _pretrain(cfg: TrainConfig, dist_env: Distributed) -> int:
                     fetch_start = time.perf_counter()
                     batch = next(loader)
                     data_time += time.perf_counter() - fetch_start
-                    micro_batches.append(_to_device(batch, dist_env.device))
+                    micro_batches.append(context_parallel_batch(_to_device(batch, dist_env.device), dist_env.mesh))
                 # the global count of loss tokens, once per step and before any backward (no host sync); the tp
                 # ranks of a group hold the same rows and loss: only the first of them counts (sums below are over all)
-                counts = dist_env.tp_rank == 0
+                counts = dist_env.where.tp_rank == 0
                 local_tokens = sum((mb["labels"] != IGNORE_INDEX).sum() for mb in micro_batches) * counts
                 global_tokens = local_tokens.to(torch.float64).reshape(1)
                 dist.all_reduce(global_tokens)

@@ -95,10 +95,11 @@ class ParallelSection:
     compile: bool = False  # torch.compile each block
     param_dtype: str = "auto"  # compute dtype of parameters: "auto" (bfloat16 on CUDA, float32 on CPU), "bfloat16", "float32"
     reduce_dtype: str = "float32"  # gradient reduce-scatter dtype
-    # The device mesh: ranks = dp_replicate x dp_shard x tp (seedcoder.parallelize.build_mesh)
+    # The device mesh: ranks = dp_replicate x dp_shard x cp x tp (seedcoder.parallelize.build_mesh)
     dp_replicate: int = 1  # HSDP: replicas of the sharded model (usually across nodes); gradients all-reduced over them
     dp_shard: int = -1  # FSDP2 sharding degree; -1: the ranks the other dimensions leave
-    tp: int = 1  # tensor parallel (column/row-wise attention and MLP); within a node
+    cp: int = 1  # context parallel: each row's sequence split over cp ranks (ring attention); seq_len % (2 cp) == 0
+    tp: int = 1  # tensor parallel (column/row-wise attention and MLP, sequence-parallel norms); within a node
 
 
 @dataclass
@@ -251,6 +252,7 @@ def validate(cfg: TrainConfig) -> None:
             fail(f"data.mixture.{key}", f"weights must be finite and >= 0, got {weight}")
     positive("parallel.dp_replicate", cfg.parallel.dp_replicate)
     positive("parallel.tp", cfg.parallel.tp)
+    positive("parallel.cp", cfg.parallel.cp)
     if cfg.parallel.dp_shard != -1 and cfg.parallel.dp_shard < 1:
         fail("parallel.dp_shard", f"must be >= 1, or -1 for the ranks the other dimensions leave, got {cfg.parallel.dp_shard}")
     positive("train.steps", cfg.train.steps)

@@ -63,7 +63,9 @@ def train(out_dir, dataset, *extra, ranks=1, env=None, check=True, wait=True, st
                *COMMON, *extra]
     if ranks > 1:
         command[1:3] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "-m", "seedcoder.train"]
-    environment = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    # TRITON_INTERPRET (set by conftest for the kernel tests) stays out: a CPU run takes the torch paths, as a user's does
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TRITON_INTERPRET")}
     environment.update(OMP_NUM_THREADS="1", **(env or {}))
     if not wait:
         return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=stdout, stderr=subprocess.STDOUT,
@@ -118,38 +120,37 @@ def test_two_ranks_match_one_process_then_resume_on_one_rank(dataset, reference,
     np.testing.assert_allclose(resumed, reference[1], rtol=1e-5)
 
 
-def test_tensor_parallel_and_hsdp_meshes_match_one_process_and_resume_across_meshes(dataset, reference_run, reference,
-                                                                                     tmp_path):
-    """dp 2 x tp 2 (4 ranks) trains as one process does (losses and gradient norms); its step-4 checkpoint resumes on
-    HSDP (dp_replicate 2 x dp_shard 2), whose step-4 checkpoint resumes on tp 2 alone: DCP reshards between meshes."""
+def test_meshes_match_one_process_and_resume_across_meshes(dataset, reference_run, reference, tmp_path):
+    """dp 2 x tp 2 (4 ranks, sequence-parallel) trains as one process does (losses and gradient norms); its step-4
+    checkpoint resumes on HSDP (dp_replicate 2 x dp_shard 2), on HSDP x cp (dp_replicate 2 x cp 2: ring attention
+    over zig-zag shards, FSDP over dp_shard x cp) and on cp 2 x tp 2: DCP reshards between meshes, and every mesh
+    continues the single-process run."""
     out_dir = tmp_path / "tp"
     result = train(out_dir, dataset, "--parallel.tp=2", ranks=4)
-    assert "mesh dp_replicate 1 x dp_shard 2 x tp 2" in result.stdout
-    assert "1 row(s) x 2 rank(s) x 2 micro-batch(es) (each row on 2 tp ranks)" in result.stdout
+    assert "mesh dp_replicate 1 x dp_shard 2 x cp 1 x tp 2" in result.stdout
+    assert "1 row(s) x 2 rank(s) x 2 micro-batch(es) (each row on 2 cp x tp ranks)" in result.stdout
     steps, tp_losses = losses(out_dir)
     assert steps == reference[0]
     np.testing.assert_allclose(tp_losses, reference[1], rtol=1e-5)
     np.testing.assert_allclose(grad_norms(out_dir), grad_norms(reference_run), rtol=1e-4)
 
-    shutil.rmtree(os.path.join(out_dir, "checkpoints", "step-00000006"))
-    result = train(out_dir, dataset, "--parallel.dp_replicate=2", "--resume", ranks=4)
-    assert "mesh dp_replicate 2 x dp_shard 2 x tp 1" in result.stdout and "step 4, written by 4 rank(s)" in result.stdout
-    np.testing.assert_allclose(losses(out_dir)[1], reference[1], rtol=1e-5)
-
-    shutil.rmtree(os.path.join(out_dir, "checkpoints", "step-00000006"))
-    result = train(out_dir, dataset, "--parallel.tp=2", "--resume", ranks=2)
-    assert "mesh dp_replicate 1 x dp_shard 1 x tp 2" in result.stdout
-    np.testing.assert_allclose(losses(out_dir)[1], reference[1], rtol=1e-5)
-    np.testing.assert_allclose(grad_norms(out_dir), grad_norms(reference_run), rtol=1e-4)
+    for mesh, flags in (("dp_replicate 2 x dp_shard 2 x cp 1 x tp 1", ["--parallel.dp_replicate=2"]),
+                        ("dp_replicate 2 x dp_shard 1 x cp 2 x tp 1", ["--parallel.dp_replicate=2", "--parallel.cp=2"]),
+                        ("dp_replicate 1 x dp_shard 1 x cp 2 x tp 2", ["--parallel.cp=2", "--parallel.tp=2"])):
+        shutil.rmtree(os.path.join(out_dir, "checkpoints", "step-00000006"))
+        result = train(out_dir, dataset, *flags, "--resume", ranks=4)
+        assert f"mesh {mesh}" in result.stdout and "step 4, written by 4 rank(s)" in result.stdout, result.stdout
+        np.testing.assert_allclose(losses(out_dir)[1], reference[1], rtol=1e-5, err_msg=mesh)
+        np.testing.assert_allclose(grad_norms(out_dir), grad_norms(reference_run), rtol=1e-4, err_msg=mesh)
 
 
 def test_mesh_shapes():
-    assert mesh_shape(8) == (1, 8, 1)
-    assert mesh_shape(8, dp_replicate=2, tp=2) == (2, 2, 2)
-    assert mesh_shape(4, dp_shard=2, tp=2) == (1, 2, 2)
-    with pytest.raises(ValueError, match="dp_replicate 1 x dp_shard 3 x tp 2 = 6 ranks, but there are 8"):
+    assert mesh_shape(8) == (1, 8, 1, 1)
+    assert mesh_shape(8, dp_replicate=2, tp=2) == (2, 2, 1, 2)
+    assert mesh_shape(16, dp_replicate=2, cp=2, tp=2) == (2, 2, 2, 2)
+    with pytest.raises(ValueError, match="dp_replicate 1 x dp_shard 3 x cp 1 x tp 2 = 6 ranks, but there are 8"):
         mesh_shape(8, dp_shard=3, tp=2)
-    with pytest.raises(ValueError, match="8 ranks are not a multiple of dp_replicate 3 x tp 1"):
+    with pytest.raises(ValueError, match="8 ranks are not a multiple of dp_replicate 3 x cp 1 x tp 1"):
         mesh_shape(8, dp_replicate=3)
     with pytest.raises(ValueError, match="tp must be >= 1"):
         mesh_shape(8, tp=0)
@@ -158,8 +159,11 @@ def test_mesh_shapes():
 def test_a_mesh_that_does_not_fit_is_one_line(dataset, tmp_path):
     """A mesh that does not multiply to the ranks, or a tp size that does not divide the heads: one line from rank 0
     naming the key (torchrun's own failure report follows), exit 2."""
-    for extra, expected in ((["--parallel.tp=3"], "seedcoder.train: config section [parallel] (dp_replicate, "
-                                                  "dp_shard, tp): 2 ranks are not a multiple of dp_replicate 1 x tp 3"),
+    for extra, expected in ((["--parallel.tp=3"], "seedcoder.train: config section [parallel] (dp_replicate, dp_shard, "
+                                                  "cp, tp): 2 ranks are not a multiple of dp_replicate 1 x cp 1 x tp 3"),
+                            (["--parallel.cp=2", "--data.seq_len=30"],
+                             "seedcoder.train: config key 'data.seq_len': 30 tokens cannot be split into 2 x parallel.cp 2 "
+                             "zig-zag chunks, then parallel.tp 1 sequence slices"),
                             (["--parallel.tp=2", "--model.overrides.n_kv_heads=1"],
                              "seedcoder.train: config key 'parallel.tp': tp 2 does not divide the model's n_kv_heads (1)")):
         result = train(tmp_path / "bad", dataset, *extra, ranks=2, check=False)
