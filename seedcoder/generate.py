@@ -14,16 +14,27 @@ seedcoder/serve.py) drives the lower-level API: `add_request` (thread-safe), `ab
 engine iteration, returning `SequenceUpdate`s with new text safe to stream) and `has_unfinished`. What is sampled
 and what each Completion reports: seedcoder/sampling.py.
 
-KV cache and batching. Every running sequence owns a slot of the model's `KVCache`, per layer of shape
-(max_batch, n_kv_heads, capacity, head_dim) (per-sequence blocks; capacity grows by doubling up to
-`max_seq_len`). Running sequences occupy slots 0..B-1: when one finishes, the last running sequence moves
-into its slot (one copy of its K/V), so every decode step attends over a plain slice of the cache, with a
-padding mask for the shorter sequences. New requests are admitted whenever slots are free (continuous
+KV cache and batching. The model's `KVCache` is paged: per layer a pool of blocks of `kv_block_size` (256)
+positions, and per running sequence a block table; a sequence holds ceil(length / 256) blocks, taken as it
+grows and freed when it finishes, so a batch of 64 rollouts of which one reaches 32K holds the sum of their
+lengths, not 64 x 32K. `kv_cache_tokens` is the pool's budget, allocated on the first step (the memory the
+user grants, as in vLLM); without it the budget is room for max_batch sequences of max_seq_len (which never
+preempts) and the pool starts small and doubles as blocks are needed (a growth briefly holds both pools).
+Running sequences occupy slots (block-table rows) 0..B-1: when one finishes, the last running sequence's table
+moves into its row (no K/V is copied), so a decode step reads rows 0..B-1 through their tables, with a padding
+mask for the shorter sequences. New requests are admitted whenever slots are free and the blocks of their
+prompt and first token fit beside those the running sequences need for their next token (continuous
 batching), up to `max_prefill_tokens` prompt tokens per step: their prompts are prefilled together as one
-packed row (document-masked attention from cu_seqlens: the model's forward pass as in training), computing the
-output head only at each prompt's last position. The n samples of a request share one prefill (its K/V is
-copied to their slots). Prefill and decode are the model's own forward pass with the cache as an argument
-(`Transformer.forward(..., kv_cache=...)`), so cached decoding reproduces the full forward pass.
+packed row (document-masked attention from cu_seqlens: the model's forward pass as in training), computing
+the output head only at each prompt's last position. The n samples of a request share one prefill and its
+full blocks (the last partial block is copied). When a decode step needs more blocks than are free, the
+newest running sequences are preempted as in vLLM's recompute preemption: their blocks are freed and they go
+back to the front of the queue, to be prefilled again later over prompt + the tokens sampled so far (their
+sampling state, generator included, is kept, so a seeded request samples the same tokens, its log-probs equal
+up to rounding; `stats["preempted"]`, `stats["recomputed_tokens"]`). A request whose prompt + max_tokens
+could exceed the whole budget is refused at `add_request`. Prefill and decode are the model's own forward
+pass with the cache as an argument (`Transformer.forward(..., kv_cache=...)`), so cached decoding reproduces
+the full forward pass.
 """
 
 from __future__ import annotations
@@ -45,7 +56,7 @@ from seedcoder.sampling import Completion, SampledTokens, SamplingParams, sample
 from seedcoder.tokenizer import EOS_NAMES
 from seedcoder.vllm_engine import VLLMEngine, vllm_unavailable_reason
 
-CACHE_ALIGN = 256  # cache capacity grows in multiples of this many positions
+KV_BLOCK_SIZE = 256  # positions per block of the paged KV cache
 
 
 class GenerationError(ValueError):
@@ -92,6 +103,7 @@ class _Sequence:
     generator: torch.Generator | None
     slot: int = -1
     cached: int = 0  # positions of this sequence whose K/V are in the cache
+    admitted: int = -1  # admission order (the newest running sequence is preempted first)
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     model_logprobs: list[float] = field(default_factory=list)
@@ -105,6 +117,11 @@ class _Sequence:
     @property
     def length(self) -> int:
         return len(self.request.prompt_ids) + len(self.token_ids)
+
+    @property
+    def prefill_ids(self) -> list[int]:
+        """What a prefill of this sequence runs over: the prompt, plus the tokens sampled before a preemption."""
+        return self.request.prompt_ids + self.token_ids
 
 
 def _request_seed(seed: int, index: int) -> int:
@@ -120,16 +137,21 @@ class Engine:
 
     max_batch: cache slots, i.e. sequences decoded together; max_seq_len: the longest sequence (prompt +
     completion; default the model's max_seq_len); max_prefill_tokens: prompt tokens prefilled per step (a
-    longer prompt runs alone); seed: the shared generator of unseeded requests. `step` and `generate` run in one
-    thread at a time; `add_request` and `abort` may be called from any thread.
+    longer prompt runs alone); kv_cache_tokens: the paged KV cache's budget in positions (rounded up to whole
+    blocks of kv_block_size, the positions per block; default: max_batch sequences of max_seq_len, which never
+    preempts); seed: the shared generator of unseeded requests. `step` and `generate` run in one thread at a
+    time; `add_request` and `abort` may be called from any thread.
     """
 
     def __init__(self, model: Transformer, tokenizer: Any, *, max_batch: int = 32, max_seq_len: int | None = None,
-                 max_prefill_tokens: int = 8192, seed: int = 0):
+                 max_prefill_tokens: int = 8192, kv_cache_tokens: int | None = None, kv_block_size: int = KV_BLOCK_SIZE,
+                 seed: int = 0):
         if not isinstance(model, Transformer):
             raise TypeError(f"Engine: model must be a seedcoder.model.Transformer, got {type(model).__name__}")
         for name, value in (("max_batch", max_batch), ("max_prefill_tokens", max_prefill_tokens),
-                            ("max_seq_len", 1 if max_seq_len is None else max_seq_len)):
+                            ("max_seq_len", 1 if max_seq_len is None else max_seq_len),
+                            ("kv_cache_tokens", 1 if kv_cache_tokens is None else kv_cache_tokens),
+                            ("kv_block_size", kv_block_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Engine: {name} must be a positive integer, got {value!r}")
         self.model = model.eval()
@@ -146,6 +168,11 @@ class Engine:
         self.max_batch = max_batch
         self.max_seq_len = max_seq_len or self.cfg.max_seq_len
         self.max_prefill_tokens = max_prefill_tokens
+        self.kv_block_size = kv_block_size
+        blocks_per_sequence = -(-self.max_seq_len // kv_block_size)
+        self.kv_cache_blocks = -(-kv_cache_tokens // kv_block_size) if kv_cache_tokens else max_batch * blocks_per_sequence
+        self.kv_cache_tokens = self.kv_cache_blocks * kv_block_size
+        self._preallocate = kv_cache_tokens is not None
         self._generator = torch.Generator(device=self.device).manual_seed(seed)
         self._incoming: queue.SimpleQueue = queue.SimpleQueue()  # ("add", _Request) / ("abort", request_id)
         self._waiting: collections.deque[_Sequence] = collections.deque()
@@ -153,6 +180,7 @@ class Engine:
         self._cache: KVCache | None = None
         self._seen: torch.Tensor | None = None  # (max_batch, V) bool: tokens in each slot's sequence
         self._ids = itertools.count()
+        self._admissions = itertools.count()
         self.stats = collections.Counter()
 
     # -------------------------------------------------------------------------------- construction
@@ -197,6 +225,7 @@ class Engine:
         if not isinstance(params, SamplingParams):
             raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
         prompt_ids = self.encode_prompt(prompt)
+        self._check_budget(prompt_ids, params)
         request_id = next(self._ids) if request_id is None else request_id
         stop_ids = frozenset((self.eos_id,) if params.stop_token_ids is None else params.stop_token_ids)
         request = _Request(request_id, prompt_ids, params, stop_ids)
@@ -208,6 +237,14 @@ class Engine:
         self._incoming.put(("add", request))
         return request_id
 
+    def _check_budget(self, prompt_ids: list[int], params: SamplingParams, where: str = "prompt") -> None:
+        """A sequence must fit the whole KV budget alone (else preempting every other one would not help)."""
+        longest = min(len(prompt_ids) + params.max_tokens, self.max_seq_len)
+        if longest > self.kv_cache_tokens:
+            raise GenerationError(f"{where}: {len(prompt_ids)} prompt tokens + max_tokens {params.max_tokens} need up "
+                                  f"to {longest} positions of KV cache, over the engine's kv_cache_tokens budget "
+                                  f"{self.kv_cache_tokens}: lower max_tokens or raise kv_cache_tokens", "max_tokens")
+
     def abort(self, request_id: Hashable) -> None:
         """Drop a request (thread-safe): its sequences stop at the next step without a final update."""
         self._incoming.put(("abort", request_id))
@@ -217,11 +254,13 @@ class Engine:
 
     def fail_all(self) -> list[Hashable]:
         """Drop every queued and running request (after an error inside `step` left them in an unknown state);
-        returns their ids. The cache is kept."""
+        returns their ids. The cache's pool is kept, its blocks freed."""
         self._drain()
         request_ids = list(dict.fromkeys(s.request.request_id for s in itertools.chain(self._waiting, self._running)))
         self._waiting.clear()
         self._running.clear()
+        if self._cache is not None:
+            self._cache.reset()
         return request_ids
 
     def _drain(self) -> None:
@@ -245,10 +284,11 @@ class Engine:
         free slots, one sampled token each. Returns an update per sequence that got a token."""
         with torch.inference_mode():
             self._drain()
+            self._ensure_cache()
+            self._make_room()
             running = list(self._running)
             logits = []
             if running:
-                self._ensure_capacity(max(s.cached for s in running) + 1)
                 tokens = torch.tensor([[s.token_ids[-1]] for s in running], device=self.device)
                 positions = torch.tensor([s.cached for s in running], device=self.device)
                 cache = self._cache.decode(positions, max(s.cached for s in running))
@@ -271,22 +311,51 @@ class Engine:
                                     self._generator)
             self._seen[torch.arange(len(sequences), device=self.device),
                        torch.tensor(sampled.tokens, device=self.device)] = True
+            self.stats["peak_kv_blocks"] = max(self.stats["peak_kv_blocks"], self._cache.used_blocks)
             updates = [self._advance(s, i, sampled) for i, s in enumerate(sequences)]
             self._release([s.slot for s in sequences if s.finish_reason is not None])
             return updates
 
+    def _make_room(self) -> None:
+        """Preempt the newest running sequences until every one left has a block for its next position."""
+        cache = self._cache
+        while self._running:
+            needed = sum(cache.blocks_needed(s.slot, s.cached + 1) for s in self._running)
+            if needed <= cache.free_blocks:
+                return
+            if len(self._running) == 1:  # _check_budget makes this unreachable; say so rather than loop
+                raise RuntimeError(f"Engine: one sequence of {self._running[0].cached + 1} positions does not fit "
+                                   f"kv_cache_tokens {self.kv_cache_tokens}")
+            victim = max(self._running, key=lambda s: s.admitted)
+            self._release([victim.slot])
+            victim.cached, victim.slot = 0, -1
+            self._waiting.appendleft(victim)  # first in line again: recomputed as soon as it fits
+            self.stats["preempted"] += 1
+
     def _admit(self) -> list[_Sequence]:
         admitted: list[_Sequence] = []
         budget_used = 0
+        cache, block = self._cache, self.kv_block_size
+        # the blocks the running sequences need for their next token stay free: admission never preempts at once
+        free_blocks = cache.free_blocks - sum(cache.blocks_needed(s.slot, s.cached + 1) for s in self._running)
         while self._waiting and len(self._running) < self.max_batch:
             sequence = self._waiting[0]
-            shares_prefill = admitted and admitted[-1].request is sequence.request
-            cost = 0 if shares_prefill else len(sequence.request.prompt_ids)
+            length = len(sequence.prefill_ids)
+            shares_prefill = (admitted and admitted[-1].request is sequence.request and not sequence.token_ids
+                              and not admitted[-1].token_ids)
+            cost = 0 if shares_prefill else length
             if admitted and budget_used + cost > self.max_prefill_tokens:
                 break
+            # blocks for its positions and its first decoded token (a sample sharing a prefill shares the full
+            # blocks of the prompt and needs only the rest)
+            blocks = -(-(length + 1) // block) - (length // block if shares_prefill else 0)
+            if blocks > free_blocks:
+                break
+            free_blocks -= blocks
             budget_used += cost
             self._waiting.popleft()
             sequence.slot = len(self._running)
+            sequence.admitted = next(self._admissions)
             self._running.append(sequence)
             admitted.append(sequence)
         return admitted
@@ -294,21 +363,22 @@ class Engine:
     def _prefill(self, admitted: list[_Sequence]) -> torch.Tensor:
         groups: list[list[_Sequence]] = []
         for sequence in admitted:
-            if groups and groups[-1][0].request is sequence.request:
+            if (groups and groups[-1][0].request is sequence.request and not sequence.token_ids
+                    and not groups[-1][0].token_ids):
                 groups[-1].append(sequence)
             else:
                 groups.append([sequence])
-        self._ensure_capacity(max(len(g[0].request.prompt_ids) for g in groups))
-        first_logits = self._forward_prompts([g[0].request.prompt_ids for g in groups], [g[0].slot for g in groups])
-        self.stats["prefill_tokens"] += sum(len(g[0].request.prompt_ids) for g in groups)
+        prompts = [g[0].prefill_ids for g in groups]
+        first_logits = self._forward_prompts(prompts, [g[0].slot for g in groups])
+        self.stats["prefill_tokens"] += sum(len(p) for p in prompts)
+        self.stats["recomputed_tokens"] += sum(len(p) for g, p in zip(groups, prompts) if g[0].token_ids)
         rows = []
-        for group_index, group in enumerate(groups):
-            prompt = group[0].request.prompt_ids
+        for group_index, (group, prompt) in enumerate(zip(groups, prompts)):
             self._seen[group[0].slot] = False
             self._seen[group[0].slot, torch.tensor(prompt, device=self.device)] = True
             for sequence in group:
                 if sequence is not group[0]:  # the n samples of a request share the prompt's K/V
-                    self._cache.copy_slot(group[0].slot, sequence.slot, len(prompt))
+                    self._cache.fork(group[0].slot, sequence.slot, len(prompt))
                     self._seen[sequence.slot] = self._seen[group[0].slot]
                 sequence.cached = len(prompt)
                 rows.append(group_index)
@@ -326,27 +396,27 @@ class Engine:
         return self.model(ids, position_ids=positions[None], cu_seqlens=cu_seqlens, max_seqlen=max(lengths),
                           kv_cache=self._cache.prefill(slot_of_token, positions), logits_at=(cu_seqlens[1:] - 1).long())
 
-    def _ensure_capacity(self, needed: int) -> None:
+    def _ensure_cache(self) -> None:
         if self._seen is None:
             self._seen = torch.zeros(self.max_batch, self.cfg.vocab_size, dtype=torch.bool, device=self.device)
-        if self._cache is not None and self._cache.capacity >= needed:
-            return
-        current = self._cache.capacity if self._cache is not None else 0
-        capacity = min(self.max_seq_len, max(needed, 2 * current, CACHE_ALIGN))
-        capacity = min(self.max_seq_len, -(-capacity // CACHE_ALIGN) * CACHE_ALIGN)
-        if self._cache is None:
-            self._cache = KVCache(self.cfg, self.max_batch, capacity, self.device, self.dtype)
-        else:
-            self._cache.grow(capacity, used=current)
-        self.stats["cache_capacity"] = capacity
+        if self._cache is None:  # a given budget is allocated at once; the default one as blocks are needed
+            self._cache = KVCache(self.cfg, self.max_batch, self.max_seq_len, self.device, self.dtype,
+                                  block_size=self.kv_block_size, max_blocks=self.kv_cache_blocks,
+                                  initial_blocks=self.kv_cache_blocks if self._preallocate else 0)
+
+    @property
+    def kv_cache(self) -> KVCache | None:
+        """The paged KV cache (None before the first step): its pool, block tables and free list."""
+        return self._cache
 
     def _release(self, slots: Sequence[int]) -> None:
-        """Free finished (or aborted) sequences' slots, moving the last running sequence into each hole."""
+        """Free finished (or aborted) sequences' blocks, moving the last running sequence into each hole."""
         for slot in sorted(set(slots), reverse=True):  # from the top: the last running sequence is never freed here
             last = len(self._running) - 1
+            self._cache.free(slot)
             if slot != last:
                 moved = self._running[last]
-                self._cache.copy_slot(last, slot, moved.cached)
+                self._cache.move(last, slot)
                 self._seen[slot] = self._seen[last]
                 self._running[slot] = moved
                 moved.slot = slot
@@ -426,6 +496,8 @@ class Engine:
         if self.has_unfinished():
             raise RuntimeError("Engine.generate: the engine is serving other requests (step() is driven elsewhere)")
         encoded = [self.encode_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]  # all checked before any runs
+        for i, (ids, sp) in enumerate(zip(encoded, params)):
+            self._check_budget(ids, sp, f"prompts[{i}]")
         ids = [self.add_request(p, sp) for p, sp in zip(encoded, params)]
         results: dict[Hashable, list[Completion | None]] = {rid: [None] * sp.n for rid, sp in zip(ids, params)}
         remaining = sum(sp.n for sp in params)

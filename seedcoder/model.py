@@ -283,8 +283,16 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMas
 
 # ------------------------------------------------------------------------------------------ KV cache
 class KVCache:
-    """Keys and values of the tokens generated so far: keys[layer] and values[layer] are (slots, n_kv_heads,
-    capacity, head_dim), one slot per sequence (the generation engine owns the slots and the capacity).
+    """Keys and values of the tokens generated so far, paged: a pool of fixed-size blocks per layer and a block
+    table per sequence slot, so a sequence holds ceil(length / block_size) blocks and not a slot of the longest
+    length. keys[layer] and values[layer] are (num_blocks, block_size, n_kv_heads, head_dim) (vLLM's layout);
+    slot s's position p lives in block tables[s][p // block_size] at offset p % block_size. Blocks are taken from
+    a free list as positions are written and returned by `free(slot)`; `fork` lets a slot share another's full
+    blocks (reference counts: the n samples of a prompt hold its K/V once). The pool starts at `initial_blocks`
+    and grows by doubling up to max_blocks (default enough for every slot at `capacity`; a growth briefly holds
+    the old and the new pool); when it is exhausted a write raises RuntimeError, so a caller with a budget (the
+    generation engine) checks `blocks_needed` against `free_blocks` first and preempts. `capacity` bounds one
+    slot's positions (its block table's width).
 
     A forward pass with a cache (`Transformer.forward(..., kv_cache=cache.prefill(...) or cache.decode(...))`)
     writes its tokens' keys and values into the cache and attends in one of two ways, chosen by the call that
@@ -294,47 +302,148 @@ class KVCache:
       cu_seqlens). Token t of the flattened B*S tokens goes to slot slots[t] at position positions[t]; attention
       is the model's own (`attend`) over the pass, so prefill is exactly the forward pass without a cache.
     * `decode(positions, max_position)`: one new token per row, row b being the sequence in slot b. Its keys
-      and values go to position positions[b] and it attends over positions 0..positions[b] of its slot, in torch
-      SDPA with a padding mask for the shorter sequences (max_position = max(positions), known on the host).
+      and values go to position positions[b] and it attends over positions 0..positions[b] of its slot: each
+      layer gathers the rows' blocks through the block table into a contiguous (B, n_kv_heads, span, head_dim)
+      view and runs torch SDPA with a padding mask for the shorter sequences (max_position = max(positions),
+      known on the host). A GPU kernel would not gather: a paged-attention kernel (vLLM's, FlashAttention's
+      block_table argument) reads each row's blocks in place through the table inside the attention loop.
     """
 
-    def __init__(self, cfg: ModelConfig, slots: int, capacity: int, device: torch.device, dtype: torch.dtype):
-        self.shape = (slots, cfg.n_kv_heads, capacity, cfg.head_dim)
-        self.keys = [torch.zeros(self.shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
-        self.values = [torch.zeros(self.shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
-        self._slots = self._positions = self._keep = None  # where the current pass writes, what decode reads
+    def __init__(self, cfg: ModelConfig, slots: int, capacity: int, device: torch.device, dtype: torch.dtype, *,
+                 block_size: int = 256, max_blocks: int | None = None, initial_blocks: int = 0):
+        for name, value in (("slots", slots), ("capacity", capacity), ("block_size", block_size),
+                            ("max_blocks", 1 if max_blocks is None else max_blocks)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"KVCache: {name} must be a positive integer, got {value!r}")
+        if isinstance(initial_blocks, bool) or not isinstance(initial_blocks, int) or initial_blocks < 0:
+            raise ValueError(f"KVCache: initial_blocks must be an integer >= 0, got {initial_blocks!r}")
+        self.block_size, self.capacity = block_size, capacity
+        self.max_blocks = slots * -(-capacity // block_size) if max_blocks is None else max_blocks
+        self.tables: list[list[int]] = [[] for _ in range(slots)]  # slot -> its blocks, in position order
+        self._refs: list[int] = []  # block -> how many slots hold it
+        self._free: list[int] = []  # unused blocks, popped from the end, where the lowest ids of a growth are
+        self._block_shape = (block_size, cfg.n_kv_heads, cfg.head_dim)
+        self.keys = [torch.zeros((0, *self._block_shape), device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.values = [torch.zeros((0, *self._block_shape), device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self._write = self._gather = self._keep = None  # where the current pass writes, what decode reads
+        if initial_blocks:
+            self._grow(min(initial_blocks, self.max_blocks))
+
+    # ---------------------------------------------------------------- blocks
+    @property
+    def num_blocks(self) -> int:
+        """Blocks allocated in the pool (used or free)."""
+        return self.keys[0].shape[0] if self.keys else 0
 
     @property
-    def capacity(self) -> int:
-        return self.shape[2]
+    def used_blocks(self) -> int:
+        return self.num_blocks - len(self._free)
 
-    def grow(self, capacity: int, used: int) -> None:
-        """Reallocate with room for `capacity` positions, keeping the first `used` of every slot."""
-        shape = (*self.shape[:2], capacity, self.shape[3])
-        for tensors in (self.keys, self.values):
-            for layer, old in enumerate(tensors):
-                new = torch.zeros(shape, device=old.device, dtype=old.dtype)
-                new[:, :, :used] = old[:, :, :used]
-                tensors[layer] = new
-        self.shape = shape
+    @property
+    def free_blocks(self) -> int:
+        """Blocks that can still be handed out: free ones in the pool plus those the pool may still grow by."""
+        return self.max_blocks - self.used_blocks
 
-    def copy_slot(self, source: int, target: int, length: int) -> None:
-        for tensors in (self.keys, self.values):
-            for t in tensors:
-                t[target, :, :length] = t[source, :, :length]
+    def blocks_needed(self, slot: int, length: int) -> int:
+        """New blocks slot `slot` needs to hold positions 0..length-1."""
+        return max(0, -(-length // self.block_size) - len(self.tables[slot]))
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
+    def bytes_per_block(self) -> int:
+        return 2 * len(self.keys) * math.prod(self._block_shape) * self.keys[0].element_size() if self.keys else 0
+
+    def _grow(self, new: int) -> None:
+        old = self.num_blocks
+        for tensors in (self.keys, self.values):
+            for layer, pool in enumerate(tensors):
+                tensors[layer] = torch.cat([pool, pool.new_zeros((new - old, *self._block_shape))])
+        self._refs += [0] * (new - old)
+        self._free = list(range(new - 1, old - 1, -1)) + self._free  # the new blocks are handed out last
+
+    def _take(self) -> int:
+        if not self._free:
+            if self.num_blocks >= self.max_blocks:
+                raise RuntimeError(f"KVCache: all {self.max_blocks} blocks of {self.block_size} positions are in use")
+            self._grow(min(self.max_blocks, max(2 * self.num_blocks, 4)))
+        block = self._free.pop()
+        self._refs[block] = 1
+        return block
+
+    def _ensure(self, slot: int, length: int) -> None:
+        if length > self.capacity:
+            raise ValueError(f"KVCache: slot {slot} needs {length} positions, over the capacity {self.capacity}")
+        table = self.tables[slot]
+        while len(table) * self.block_size < length:
+            table.append(self._take())
+
+    def free(self, slot: int) -> None:
+        """Return slot `slot`'s blocks (those no other slot shares) to the free list."""
+        for block in reversed(self.tables[slot]):
+            self._refs[block] -= 1
+            if self._refs[block] == 0:
+                self._free.append(block)
+        self.tables[slot] = []
+
+    def reset(self) -> None:
+        """Free every slot."""
+        for slot in range(len(self.tables)):
+            self.free(slot)
+
+    def move(self, source: int, target: int) -> None:
+        """Slot `source`'s blocks become slot `target`'s (target must hold none): no K/V is copied."""
+        if self.tables[target]:
+            raise ValueError(f"KVCache.move: target slot {target} still holds blocks")
+        self.tables[target], self.tables[source] = self.tables[source], []
+
+    def fork(self, source: int, target: int, length: int) -> None:
+        """Give slot `target` (holding no blocks) positions 0..length-1 of slot `source`: full blocks are shared,
+        a last partial block is copied (both slots write after `length` into it)."""
+        if self.tables[target]:
+            raise ValueError(f"KVCache.fork: target slot {target} still holds blocks")
+        full, partial = divmod(length, self.block_size)
+        shared = self.tables[source][:full]
+        for block in shared:
+            self._refs[block] += 1
+        self.tables[target] = list(shared)
+        if partial:
+            block, own = self.tables[source][full], self._take()
+            for tensors in (self.keys, self.values):
+                for pool in tensors:
+                    pool[own, :partial] = pool[block, :partial]
+            self.tables[target].append(own)
+
+    # ---------------------------------------------------------------- a forward pass
+    def _locate(self, slots: list[int], positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        blocks = [self.tables[s][p // self.block_size] for s, p in zip(slots, positions)]
+        offsets = [p % self.block_size for p in positions]
+        device = self.keys[0].device
+        return torch.tensor(blocks, device=device), torch.tensor(offsets, device=device)
+
     def prefill(self, slots: torch.Tensor, positions: torch.Tensor) -> KVCache:
-        """Set up the next pass to write token t at (slots[t], positions[t]) and attend over the pass only."""
-        self._slots, self._positions, self._keep = slots, positions, None
+        """Set up the next pass to write token t at (slots[t], positions[t]) and attend over the pass only;
+        blocks are taken for the positions written."""
+        slot_list, position_list = slots.tolist(), positions.tolist()
+        ends: dict[int, int] = {}
+        for s, p in zip(slot_list, position_list):
+            ends[s] = max(ends.get(s, 0), p + 1)
+        for s, end in ends.items():
+            self._ensure(s, end)
+        self._write, self._gather, self._keep = self._locate(slot_list, position_list), None, None
         return self
 
     def decode(self, positions: torch.Tensor, max_position: int) -> KVCache:
         """Set up the next pass (B, 1) to write row b at (b, positions[b]) and attend over its slot's 0..positions[b]."""
         batch, span = positions.shape[0], max_position + 1
-        self._slots, self._positions = torch.arange(batch, device=positions.device), positions
+        position_list = positions.tolist()
+        for slot, p in enumerate(position_list):
+            self._ensure(slot, p + 1)
+        self._write = self._locate(list(range(batch)), position_list)
+        width = -(-span // self.block_size)
+        # rows with fewer blocks read block 0 past their end: finite K/V that the mask drops
+        table = [self.tables[slot][:width] + [0] * (width - min(width, len(self.tables[slot]))) for slot in range(batch)]
+        self._gather = (torch.tensor(table, device=positions.device), span)
         self._keep = (torch.arange(span, device=positions.device)[None, :] <= positions[:, None]).view(batch, 1, 1, span)
         return self
 
@@ -342,15 +451,19 @@ class KVCache:
         """Attention's step with a cache: q (B, S, Hq, D), k and v (B, S, Hkv, D) -> (B, S, Hq, D)."""
         batch, seqlen, n_heads, head_dim = q.shape
         keys, values = self.keys[layer], self.values[layer]
-        keys[self._slots, :, self._positions] = k.reshape(batch * seqlen, -1, head_dim)
-        values[self._slots, :, self._positions] = v.reshape(batch * seqlen, -1, head_dim)
+        blocks, offsets = self._write
+        keys[blocks, offsets] = k.reshape(batch * seqlen, -1, head_dim)
+        values[blocks, offsets] = v.reshape(batch * seqlen, -1, head_dim)
         if self._keep is None:
             return attend(q, k, v, mask)
+        table, span = self._gather
+        n_kv_heads = k.shape[2]
+        gathered_keys = keys[table].flatten(1, 2)[:, :span].transpose(1, 2)  # (B, Hkv, span, D)
+        gathered_values = values[table].flatten(1, 2)[:, :span].transpose(1, 2)
         # GQA without repeating K/V: the `group` query heads of a K/V head become `group` query rows of it
         # (query head j reads K/V head j // group, as in `attend`'s SDPA with enable_gqa).
-        n_kv_heads, span = k.shape[2], self._keep.shape[-1]
         out = F.scaled_dot_product_attention(q.reshape(batch, n_kv_heads, n_heads // n_kv_heads, head_dim),
-                                             keys[:batch, :, :span], values[:batch, :, :span], attn_mask=self._keep)
+                                             gathered_keys, gathered_values, attn_mask=self._keep)
         return out.reshape(batch, seqlen, n_heads, head_dim)
 
 
@@ -388,6 +501,7 @@ class Attention(nn.Module):
         self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+        self.attend = attend  # the attention of whole sequences; context parallelism swaps in ring attention
 
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor | None, mask: AttentionMask,
                 kv_cache: KVCache | None = None) -> torch.Tensor:
@@ -397,7 +511,7 @@ class Attention(nn.Module):
         k = self.wk(x).view(batch, seqlen, -1, self.head_dim)
         v = self.wv(x).view(batch, seqlen, -1, self.head_dim)
         q, k = apply_rotary(q, k, position_ids, theta=self.rope_theta, backend=_backend(q, self.kernels))
-        out = attend(q, k, v, mask) if kv_cache is None else kv_cache.attend(self.layer_id, q, k, v, mask)
+        out = self.attend(q, k, v, mask) if kv_cache is None else kv_cache.attend(self.layer_id, q, k, v, mask)
         return self.wo(out.reshape(batch, seqlen, -1))
 
 

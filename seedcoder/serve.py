@@ -552,6 +552,7 @@ def add_serve_commands(groups: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-batch", type=int, default=32, help="sequences decoded together (default 32)")
     serve.add_argument("--max-seq-len", type=int, help="longest prompt + completion (default: the model's max_seq_len)")
     serve.add_argument("--max-prefill-tokens", type=int, default=8192, help="prompt tokens prefilled per step (default 8192)")
+    serve.add_argument("--kv-cache-tokens", type=int, help="paged KV cache budget in positions (default max-batch x context)")
     serve.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
                        help=f"max_tokens when a request omits it (default {DEFAULT_MAX_TOKENS})")
     serve.add_argument("--max-n", type=int, default=DEFAULT_MAX_N,
@@ -584,7 +585,8 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         engine = Engine.from_checkpoint(args.checkpoint, args.device, DTYPES[args.dtype] if args.dtype else None,
                                         tokenizer=args.tokenizer, max_batch=args.max_batch, max_seq_len=args.max_seq_len,
-                                        max_prefill_tokens=args.max_prefill_tokens, seed=args.seed)
+                                        max_prefill_tokens=args.max_prefill_tokens, kv_cache_tokens=args.kv_cache_tokens,
+                                        seed=args.seed)
     except (UserError, GenerationError, ValueError, OSError) as error:  # UserError: the checkpoint or its tokenizer
         print(f"seedcoder serve: {error}", file=sys.stderr)
         return 1

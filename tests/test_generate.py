@@ -142,7 +142,7 @@ def test_greedy_with_repetition_penalty_and_n_samples_sharing_one_prefill(model,
     expected, _ = reference_greedy(model, prompt, 12, penalty=1.7)
     assert expected != reference_greedy(model, prompt, 12)[0]  # the penalty changes this output
     assert [c.token_ids for c in outs[0]] == [expected] * 3
-    assert eng.stats["prefill_tokens"] == len(prompt)  # one prefill, copied to the other two slots
+    assert eng.stats["prefill_tokens"] == len(prompt)  # one prefill, its K/V blocks shared with the other two samples
 
 
 def test_sampled_logprobs_match_a_fresh_forward_pass(model, tokenizer):
