@@ -314,3 +314,10 @@ def test_progressive_length_stages(tokenizer, tmp_path):
     records = grpo_train(model, tokenizer, toy_problems(), prefix_reward_fn, config)
     assert [(r["max_tokens"], r["group_size"]) for r in records] == [(1, 4), (1, 4), (2, 8)]
     assert all(r["response_tokens_mean"] <= r["max_tokens"] for r in records)
+
+
+def test_kv_cache_budget_is_checked():
+    assert GRPOConfig(kv_cache_tokens=4096).kv_cache_tokens == 4096
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ValueError, match="kv_cache_tokens"):
+            GRPOConfig(kv_cache_tokens=bad)

@@ -304,6 +304,9 @@ class GRPOConfig:
     filter_overlong: bool = True
     parity_tolerance: float = 1e-3
     fused_logprobs: bool = False  # response_logprobs(fused=True): no (B, S, V) logits on a GPU
+    # the embedded engine's paged KV budget in positions (None: grows as needed): long rollouts then share a bounded
+    # pool and the engine preempts and recomputes instead of holding every sample at the longest length
+    kv_cache_tokens: int | None = None
     seed: int = 0
     # progressive length: GRPOStage tables (or dicts), sorted by start_step here; before the first stage (or with
     # none) max_tokens / group_size. The paper: 16K x 16 from step 1, then 32K x 32 from step 301.
@@ -324,6 +327,9 @@ class GRPOConfig:
                 raise ValueError(f"GRPOConfig.{f.name}: must be a finite number >= 0, got {value!r}")
         if self.lr <= 0:
             raise ValueError(f"GRPOConfig.lr: must be > 0, got {self.lr!r}")
+        if self.kv_cache_tokens is not None and (isinstance(self.kv_cache_tokens, bool)
+                                                 or not isinstance(self.kv_cache_tokens, int) or self.kv_cache_tokens < 1):
+            raise ValueError(f"GRPOConfig.kv_cache_tokens: must be a positive integer or None, got {self.kv_cache_tokens!r}")
         stages = self.stages
         if isinstance(stages, (list, tuple)):
             stages = [dataclasses.asdict(stage) if isinstance(stage, GRPOStage) else stage for stage in stages]
@@ -391,7 +397,7 @@ def grpo_train(model: torch.nn.Module, tokenizer: Any, problems: Sequence[dict],
         widest = max([config.group_size] + [stage.group_size for stage in config.stages])
         engine_model = unsharded_copy(model) if world > 1 else copy.deepcopy(model)
         engine = Engine(engine_model, tokenizer, max_batch=max(1, min(64, -(-config.prompts_per_step // world) * widest)),
-                        seed=config.seed)
+                        seed=config.seed, kv_cache_tokens=config.kv_cache_tokens)
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
         raise ValueError(f"checkpoint_every: must be an integer >= 0, got {checkpoint_every!r}")
     if config.kl_coef > 0 and ref_model is None:
