@@ -317,9 +317,9 @@ struct Stats {
   long blocks = 0, inline_count = 0, chars = 0;
 };
 
-// The words of inline code, and which of them the main text has: a small open-addressing table of FNV-1a hashes
-// with a 4096-bit filter in front, so the scan of the text hashes each word as it reads it and looks up only the
-// rare word whose filter bit is set; the scan stops once every word is found.
+// The words of inline code, and which of them the main text has: a small open-addressing table of FNV-1a hashes.
+// The scan of the text hashes a word only when its length and first character could be a needed word's, looks it
+// up only when its bit of a 4096-bit filter is set, and stops once every word is found.
 class NeededWords {
  public:
   static uint64_t next(uint64_t hash, uint32_t c) { return (hash ^ c) * 0x100000001b3ULL; }
@@ -333,26 +333,27 @@ class NeededWords {
     entries_.push_back({word, hash, false});
     insert(entries_.size() - 1);
     filter_[hash >> 52 & 63] |= uint64_t(1) << (hash >> 46 & 63);
+    lengths_ |= uint64_t(1) << std::min<size_t>(word.size(), 63);
+    uint32_t first = word[0];
+    firsts_[first < 128 ? first / 64 : 2] |= uint64_t(1) << (first < 128 ? first % 64 : 0);
   }
 
   void find_in(U32View text) {
     size_t missing = entries_.size();
-    uint64_t hash = kSeed;
-    size_t start = 0;
-    for (size_t i = 0; i <= text.size(); ++i) {
-      if (i < text.size() && !is_separator(text[i])) {
-        hash = next(hash, text[i]);
-        continue;
+    for (size_t i = 0, n = text.size(); i < n;) {
+      while (i < n && is_separator(text[i])) ++i;
+      size_t start = i;
+      while (i < n && !is_separator(text[i])) ++i;
+      size_t length = i - start;
+      if (length == 0 || !(lengths_ >> std::min<size_t>(length, 63) & 1) || !first_may_be(text[start])) continue;
+      uint64_t hash = kSeed;  // hashed only when its length and first character could be a needed word's
+      for (size_t k = start; k < i; ++k) hash = next(hash, text[k]);
+      if (!(filter_[hash >> 52 & 63] >> (hash >> 46 & 63) & 1)) continue;
+      Entry* entry = find(text.substr(start, length), hash);
+      if (entry != nullptr && !entry->found) {
+        entry->found = true;
+        if (--missing == 0) return;
       }
-      if (i > start && (filter_[hash >> 52 & 63] >> (hash >> 46 & 63) & 1)) {
-        Entry* entry = find(text.substr(start, i - start), hash);
-        if (entry != nullptr && !entry->found) {
-          entry->found = true;
-          if (--missing == 0) return;
-        }
-      }
-      hash = kSeed;
-      start = i + 1;
     }
   }
 
@@ -392,9 +393,13 @@ class NeededWords {
     for (size_t index = 0; index < entries_.size(); ++index) insert(index);
   }
 
+  bool first_may_be(uint32_t c) const { return c < 128 ? firsts_[c / 64] >> (c % 64) & 1 : firsts_[2] & 1; }
+
   std::vector<Entry> entries_;
   std::vector<int32_t> slots_;  // indices into entries_, -1: empty; a power of two, at most half full
   uint64_t filter_[64] = {};
+  uint64_t lengths_ = 0;  // bit n: a word of n characters (63: 63 or more)
+  uint64_t firsts_[3] = {0, 0, 0};  // ASCII first characters, and bit 0 of [2]: any other
 };
 
 template <typename C>
