@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -73,14 +74,11 @@ from seedcoder.posttrain.policy import (
     all_reduce_sum,
     data_parallel_rank,
     global_step,
-    init_data_parallel,
-    load_policy,
-    load_sharded_policy,
     prompt_token_ids,
     reshard,
     response_logprobs,
     resume_checkpoint,
-    under_torchrun,
+    run_with_policy,
     unsharded_copy,
 )
 from seedcoder.posttrain.rewards import prefix_reward_fn, unit_test_rewards
@@ -408,13 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_from_config(config_path: str | None, overrides: Sequence[str]) -> int:
     """`main` after the command line: mine pairs if needed, then train (raises ConfigError and other user errors)."""
     cfg = load_sections(DPORunConfig, config_path, overrides)
-    if not under_torchrun():
-        return _run(cfg, *load_policy(cfg.model), main_rank=True)
-    dist_env = init_data_parallel()
-    try:
-        return _run(cfg, *load_sharded_policy(cfg.model, dist_env), main_rank=dist_env.is_main)
-    finally:
-        dist.destroy_process_group()
+    return run_with_policy(cfg.model, functools.partial(_run, cfg))
 
 
 def _run(cfg: DPORunConfig, model: torch.nn.Module, tokenizer: Any, *, main_rank: bool) -> int:

@@ -62,6 +62,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -74,7 +75,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from seedcoder.checkpoint import save_checkpoint
 from seedcoder.config import ConfigError, load_sections, parse_stages, sections_of, to_toml
@@ -91,15 +91,12 @@ from seedcoder.posttrain.policy import (
     data_parallel_rank,
     full_state_dict,
     global_step,
-    init_data_parallel,
-    load_policy,
-    load_sharded_policy,
     prompt_token_ids,
     reshard,
     response_logprobs,
     resume_checkpoint,
+    run_with_policy,
     sharded_copy,
-    under_torchrun,
     unsharded_copy,
 )
 from seedcoder.posttrain.rewards import make_unit_test_reward_fn, prefix_reward_fn
@@ -606,13 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_from_config(config_path: str | None, overrides: Sequence[str]) -> int:
     """`main` after the command line (raises ConfigError and other user errors)."""
     cfg = load_sections(GRPORunConfig, config_path, overrides)
-    if not under_torchrun():
-        return _run(cfg, *load_policy(cfg.model), main_rank=True)
-    dist_env = init_data_parallel()
-    try:
-        return _run(cfg, *load_sharded_policy(cfg.model, dist_env), main_rank=dist_env.is_main)
-    finally:
-        dist.destroy_process_group()
+    return run_with_policy(cfg.model, functools.partial(_run, cfg))
 
 
 def _run(cfg: GRPORunConfig, model: torch.nn.Module, tokenizer: Any, *, main_rank: bool) -> int:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy as copy_module
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,6 +143,18 @@ def load_sharded_policy(section: PolicySection, dist_env: Distributed) -> tuple[
         weights = read_hf_weights(hf_dir, cfg) if dist_env.rank == 0 else {}
         set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     return model.train(), tokenizer
+
+
+def run_with_policy(section: PolicySection, run: Callable[..., int]) -> int:
+    """run(model, tokenizer, main_rank=...) with the policy of `section`: loaded whole in one process, or sharded
+    over torchrun's ranks (the process group made before and destroyed after); DPO's and GRPO's command lines."""
+    if not under_torchrun():
+        return run(*load_policy(section), main_rank=True)
+    dist_env = init_data_parallel()
+    try:
+        return run(*load_sharded_policy(section, dist_env), main_rank=dist_env.is_main)
+    finally:
+        dist.destroy_process_group()
 
 
 def reshard(model: torch.nn.Module) -> None:
