@@ -45,7 +45,7 @@ from seedcoder.checkpoint import (
 )
 from seedcoder.config import ConfigError
 from seedcoder.hf_format import read_hf_config, read_hf_weights
-from seedcoder.model import PRESETS, Transformer, model_config
+from seedcoder.model import PRESETS, ModelConfig, Transformer, model_config
 from seedcoder.optim import OptimizerStep, StepOutcome
 from seedcoder.parallelize import apply_fsdp, parallelize
 from seedcoder.tokenizer import toy_tokenizer
@@ -80,12 +80,18 @@ def load_policy(section: PolicySection) -> tuple[torch.nn.Module, Any]:
         except CheckpointError as error:
             raise ConfigError(f"config key 'model.init_from': {error}") from None
     else:
-        if section.preset not in PRESETS:
-            raise ConfigError(f"config key 'model.preset': unknown preset {section.preset!r} (presets: {', '.join(PRESETS)})")
-        tokenizer = toy_tokenizer()
-        model = Transformer(model_config(section.preset, vocab_size=tokenizer.get_vocab_size(), init_std=section.init_std))
+        cfg, tokenizer = _fresh_preset(section)
+        model = Transformer(cfg)
         model.init_weights(seed=section.seed)
     return model.train(), tokenizer
+
+
+def _fresh_preset(section: PolicySection) -> tuple[ModelConfig, Any]:
+    """init_from "": the `preset`'s config at the toy tokenizer's vocabulary, and that tokenizer."""
+    if section.preset not in PRESETS:
+        raise ConfigError(f"config key 'model.preset': unknown preset {section.preset!r} (presets: {', '.join(PRESETS)})")
+    tokenizer = toy_tokenizer()
+    return model_config(section.preset, vocab_size=tokenizer.get_vocab_size(), init_std=section.init_std), tokenizer
 
 
 # ------------------------------------------------------------------------------------------ many ranks
@@ -124,10 +130,7 @@ def load_sharded_policy(section: PolicySection, dist_env: Distributed) -> tuple[
         except CheckpointError as error:
             raise ConfigError(f"config key 'model.init_from': {error}") from None
     else:
-        if section.preset not in PRESETS:
-            raise ConfigError(f"config key 'model.preset': unknown preset {section.preset!r} (presets: {', '.join(PRESETS)})")
-        tokenizer = toy_tokenizer()
-        cfg = model_config(section.preset, vocab_size=tokenizer.get_vocab_size(), init_std=section.init_std)
+        cfg, tokenizer = _fresh_preset(section)
     with torch.device("meta"):  # no rank ever holds the whole model
         model = Transformer(cfg)
     parallelize(model, dist_env.mesh)  # fp32 parameters and gradient sums: the loops' numerics are one process's
