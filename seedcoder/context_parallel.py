@@ -400,14 +400,16 @@ def _merge(acc_out, acc_lse, out, lse, q_lo: int, q_hi: int) -> None:
 
 
 # ================================================================================================ ring
-def _ring_exchange(tensors: Sequence[torch.Tensor], group: dist.ProcessGroup) -> tuple[list[torch.Tensor], list]:
+def _ring_exchange(tensors: Sequence[torch.Tensor], group: dist.ProcessGroup,
+                   first_tag: int = 0) -> tuple[list[torch.Tensor], list]:
     """Start sending tensors to the next rank and receiving the previous rank's; (receive buffers, pending).
 
-    pending holds the requests and the ops (whose tensors must live until the requests complete)."""
+    pending holds the requests and the ops (whose tensors must live until the requests complete). Exchanges in
+    flight together take different tags (first_tag), so no receive can be matched with another exchange's send."""
     rank, size = dist.get_rank(group), dist.get_world_size(group)
     received = [torch.empty_like(t) for t in tensors]
     ops = []
-    for tag, (send, recv) in enumerate(zip(tensors, received)):
+    for tag, (send, recv) in enumerate(zip(tensors, received), start=first_tag):
         ops.append(dist.P2POp(dist.isend, send.contiguous(), group=group, tag=tag, group_peer=(rank + 1) % size))
         ops.append(dist.P2POp(dist.irecv, recv, group=group, tag=tag, group_peer=(rank - 1) % size))
     return received, [dist.batch_isend_irecv(ops), ops]
@@ -500,7 +502,7 @@ class _RingAttention(torch.autograd.Function):
                 dv_step += dkv[1]
             # Pass them on with their K/V: after the last step they go one hop more, to the owner.
             if size > 1:
-                dkv, dkv_requests = _ring_exchange((dk_step, dv_step), group)
+                dkv, dkv_requests = _ring_exchange((dk_step, dv_step), group, first_tag=2)  # beside K/V's 0, 1
             else:
                 dkv = (dk_step, dv_step)
             if step < size - 1:
