@@ -208,6 +208,11 @@ def is_finished(dataset_dir: str) -> bool:
     return os.path.exists(os.path.join(dataset_dir, SUCCESS_FILE))
 
 
+def part_columns(dataset_dir: str, index: int) -> list[str]:
+    """The column names of shard `index` (its Parquet schema only, no rows read)."""
+    return pq.read_schema(part_path(dataset_dir, index)).names
+
+
 def finished_parts(dataset_dir: str) -> list[int]:
     """The shard indices of a finished dataset (CurateStateError naming it when it is missing or unfinished)."""
     success = success_record(dataset_dir)
@@ -301,7 +306,7 @@ def iter_tables(dataset_dir: str, columns: Sequence[str] | None = None, *, dropp
 
 __all__ = [
     "BASE_COLUMNS", "BASE_SCHEMA", "DROP_REASON", "SOURCES", "base_table", "canonical_record", "clear_unfinished",
-    "drop_category", "dropped_path", "finish_dataset", "finished_parts", "input_fingerprint", "is_finished",
+    "drop_category", "dropped_path", "finish_dataset", "finished_parts", "part_columns", "input_fingerprint", "is_finished",
     "iter_tables", "marker_path",
     "part_done", "part_name", "part_path", "part_stats", "prepare_output", "read_dropped", "read_json", "read_part",
     "read_table", "split_rows", "stable_id", "step_record", "success_record", "with_columns", "work_path",

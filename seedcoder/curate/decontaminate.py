@@ -46,7 +46,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from seedcoder.config import option
 from seedcoder.curate import dataset as ds
@@ -303,7 +302,7 @@ def run_decontaminate(ctx: StepContext) -> dict[str, Any]:
         raise CurateConfigError(f"decontaminate: benchmark file(s) not found: {missing}")
     parts = ds.finished_parts(ctx.inputs["in"])
     if parts:  # the columns to check, before any work
-        names = pq.read_schema(ds.part_path(ctx.inputs["in"], parts[0])).names
+        names = ds.part_columns(ctx.inputs["in"], parts[0])
         absent = [name for name in ctx.options["columns"] if name not in names]
         if absent:
             raise CurateConfigError(f"{ctx.name}.columns: the input {ctx.inputs['in']} has no column(s) "

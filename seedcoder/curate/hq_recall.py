@@ -75,7 +75,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from seedcoder.config import build_section, option
 from seedcoder.curate import dataset as ds
@@ -771,7 +770,7 @@ def run_hq_recall(ctx: StepContext) -> dict[str, Any]:
         # checked here, not with the options: it may be a file an earlier step of the pipeline writes
         raise CurateConfigError(f"{ctx.name}.tokenizer: {options['tokenizer']} does not exist")
     for index in parts[:1]:  # a clear error now, not from inside a task
-        if options["score_column"] not in pq.read_schema(ds.part_path(in_dir, index)).names:
+        if options["score_column"] not in ds.part_columns(in_dir, index):
             raise CurateStateError(f"{ctx.name}: {ds.part_path(in_dir, index)} has no `{options['score_column']}` "
                                    "column (score_column); run the score step (or an oracle rating every row) before it")
     done = ctx.prepare()

@@ -46,7 +46,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from seedcoder.config import option
 from seedcoder.curate import dataset as ds
@@ -209,7 +208,7 @@ def run_oracle(ctx: StepContext) -> dict[str, Any]:
     parts = ds.finished_parts(in_dir)
     # the strata: languages of files; categories of web pages (when the input has them)
     stratum = "language"
-    if rubric == "web" and parts and "category" in pq.read_schema(ds.part_path(in_dir, parts[0])).names:
+    if rubric == "web" and parts and "category" in ds.part_columns(in_dir, parts[0]):
         stratum = "category"
     located, strata = [], []
     for part in parts:

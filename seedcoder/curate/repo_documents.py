@@ -53,7 +53,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from seedcoder.config import option
 from seedcoder.curate import dataset as ds
@@ -493,7 +492,7 @@ def run_repo_documents(ctx: StepContext) -> dict[str, Any]:
     by_repo: dict[str, list[tuple[int, int]]] = {}
     sizes: dict[str, int] = {}
     for part in parts:
-        has_sizes = "size_bytes" in pq.read_schema(ds.part_path(in_dir, part)).names
+        has_sizes = "size_bytes" in ds.part_columns(in_dir, part)
         table = ds.read_part(in_dir, part, ["repo", "size_bytes"] if has_sizes else ["repo"])
         for row, (repo, size) in enumerate(zip(column(table, "repo"), column(table, "size_bytes"))):
             if repo:  # files without a repository make no repository document

@@ -168,7 +168,7 @@ def _score_histogram(step_dir: str) -> dict[str, Any] | None:
     per_language: dict[str, np.ndarray] = {}
     values = []
     for index in ds.finished_parts(step_dir):
-        names = pq.read_schema(ds.part_path(step_dir, index)).names
+        names = ds.part_columns(step_dir, index)
         if "score" not in names:
             return None
         table = ds.read_part(step_dir, index, ["score", "language"])
@@ -220,7 +220,7 @@ def _sft_tags(step_dir: str) -> dict[str, Any] | None:
     topics: dict[str, int] = {}
     untagged = rows = 0
     for index in ds.finished_parts(step_dir):
-        names = pq.read_schema(ds.part_path(step_dir, index)).names
+        names = ds.part_columns(step_dir, index)
         if "difficulty" not in names:
             return None
         table = ds.read_part(step_dir, index, ["difficulty", *(["topic"] if "topic" in names else [])])

@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from seedcoder.chat_template import DEFAULT_SYSTEM_PROMPT
 from seedcoder.config import option
@@ -136,7 +135,7 @@ def run_sft_chats(ctx: StepContext) -> dict[str, Any]:
     in_dir = ctx.inputs["in"]
     parts = ds.finished_parts(in_dir)
     if parts:  # the columns, before any work
-        check_columns(pq.read_schema(ds.part_path(in_dir, parts[0])).names, in_dir)
+        check_columns(ds.part_columns(in_dir, parts[0]), in_dir)
     done = ctx.prepare()
     if done is not None:
         return done

@@ -48,7 +48,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from seedcoder.config import option
 from seedcoder.curate import dataset as ds
@@ -362,7 +361,7 @@ def run_sft_filter(ctx: StepContext) -> dict[str, Any]:
     in_dir = ctx.inputs["in"]
     parts = ds.finished_parts(in_dir)
     if parts:  # the columns, before any work
-        check_columns(pq.read_schema(ds.part_path(in_dir, parts[0])).names, in_dir)
+        check_columns(ds.part_columns(in_dir, parts[0]), in_dir)
     options = ctx.options
     if options["judge"] and options["judge_backend"] == "logprob" and not (
             {"checkpoint", "base_url"} & set(rater_settings(options, ctx.out_dir))):

@@ -62,7 +62,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from seedcoder.config import option
 from seedcoder.curate import dataset as ds
@@ -410,7 +409,7 @@ def run_sft_self_correct(ctx: StepContext) -> dict[str, Any]:
     in_dir = ctx.inputs["in"]
     parts = ds.finished_parts(in_dir)
     if parts:  # the columns, before any work
-        check_columns(pq.read_schema(ds.part_path(in_dir, parts[0])).names, in_dir)
+        check_columns(ds.part_columns(in_dir, parts[0]), in_dir)
     done = ctx.prepare()
     if done is not None:
         return done

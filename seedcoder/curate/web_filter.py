@@ -42,7 +42,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from seedcoder.config import option
 from seedcoder.curate import dataset as ds
@@ -288,7 +287,7 @@ def run_web_filter(ctx: StepContext) -> dict[str, Any]:
     parts = ds.finished_parts(in_dir)
     score_column = ctx.options["score_column"]
     if parts:  # the columns, before any work
-        check_columns(pq.read_schema(ds.part_path(in_dir, parts[0])).names, score_column, in_dir)
+        check_columns(ds.part_columns(in_dir, parts[0]), score_column, in_dir)
     done = ctx.prepare()
     if done is not None:
         return done

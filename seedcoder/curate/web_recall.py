@@ -53,7 +53,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from seedcoder.config import option
 from seedcoder.curate import dataset as ds
@@ -189,7 +188,7 @@ def match_gold(pages: Sequence[GoldPage], in_dir: str, parts: Sequence[int], opt
         return []
     say(f"{option_name}: matching {len(wanted):,} gold URLs against the {len(parts)} shard(s) of {in_dir}")
     for index in parts:
-        names = pq.read_schema(ds.part_path(in_dir, index)).names
+        names = ds.part_columns(in_dir, index)
         if "url" not in names:
             raise CurateConfigError(f"{option_name}: the gold set names pages by URL but {in_dir} (shard {index}) has "
                                     "no `url` column; give the gold pages' text instead")

@@ -63,7 +63,7 @@ def ratings_by_id(ratings_dir: str) -> dict[str, float]:
     unrounded mean, the log-prob rater's expectation) where the dataset has it, else the integer `rating`."""
     ratings: dict[str, float] = {}
     for index in ds.finished_parts(ratings_dir):
-        names = pq.read_schema(ds.part_path(ratings_dir, index)).names
+        names = ds.part_columns(ratings_dir, index)
         name = "rating_score" if "rating_score" in names else "rating"
         table = ds.read_part(ratings_dir, index, ["id", name])
         for row_id, rating in zip(table.column("id").to_pylist(), table.column(name).to_pylist()):
