@@ -268,4 +268,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from seedcoder.processes import exit_process
+
+    exit_process(main())

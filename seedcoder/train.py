@@ -44,7 +44,6 @@ import contextlib
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -76,7 +75,7 @@ from seedcoder.parallelize import (
     reduce_replicated_gradients,
 )
 from seedcoder.posttrain.sft import sft
-from seedcoder.processes import die_with_parent
+from seedcoder.processes import die_with_parent, exit_process, init_process_group
 from seedcoder.train_config import ParallelSection, StageSection, TrainConfig, load_config
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -137,10 +136,10 @@ def init_distributed(device_kind: str, parallel: ParallelSection | None = None) 
             raise ConfigError("config key 'train.device': 'cuda' but no CUDA device is available")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
+        init_process_group("nccl", device_id=device)
     else:
         device = torch.device("cpu")
-        dist.init_process_group("gloo")
+        init_process_group("gloo")
     parallel = parallel or ParallelSection()
     try:
         shape = mesh_shape(world_size, dp_replicate=parallel.dp_replicate, dp_shard=parallel.dp_shard, cp=parallel.cp,
@@ -536,4 +535,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     with contextlib.suppress(BrokenPipeError):
-        sys.exit(main())
+        exit_process(main())

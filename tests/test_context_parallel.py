@@ -31,6 +31,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from seedcoder import context_parallel as cp
 from seedcoder.kernels import flash_attention, flash_attention_reference
 from seedcoder.model import document_ids
+from seedcoder.processes import exit_process, init_process_group
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -157,8 +158,7 @@ def _worker(rank: int, world: int, store: str, cases: list[Case], results_dir: s
     torch.set_num_threads(1)
     if os.environ.get("TRITON_INTERPRET") == "1":  # the kernels were defined for the interpreter: patch it
         interpreter_fixes.apply()
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world,
-                            timeout=timedelta(seconds=120))
+    init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world, timeout=timedelta(seconds=120))
     results = {}
     try:
         for case in cases:
@@ -173,6 +173,7 @@ def _worker(rank: int, world: int, store: str, cases: list[Case], results_dir: s
         dist.barrier()  # no rank tears its connections down while a peer still talks to it
     finally:
         dist.destroy_process_group()
+    exit_process(0)  # no interpreter finalization racing gloo's threads (seedcoder.processes)
 
 
 def _spawn(world: int, cases: list[Case], tmp_path) -> dict[str, dict[str, float]]:

@@ -202,7 +202,8 @@ import sys, torch, torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 from seedcoder.model import Transformer, model_config
 from seedcoder.checkpoint import load_model_only, save_model_only
-dist.init_process_group("gloo")
+from seedcoder.processes import exit_process, init_process_group
+init_process_group("gloo")
 plain_dir, out_dir, loss_prefix = sys.argv[1], sys.argv[2], sys.argv[3]
 with torch.device("meta"):
     model = Transformer(model_config("debug", vocab_size=250))
@@ -216,6 +217,7 @@ ids = torch.arange(32).view(2, 16) % 250
 with open(f"{loss_prefix}{dist.get_rank()}", "w") as f:  # a file per rank: torchrun may interleave stdout lines
     f.write(repr(model(ids, labels=ids).item()))
 dist.destroy_process_group()
+exit_process(0)
 """
 
 

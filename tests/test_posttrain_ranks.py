@@ -37,6 +37,7 @@ from seedcoder.posttrain.policy import (
     load_sharded_policy,
     response_logprobs,
 )
+from seedcoder.processes import exit_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
@@ -103,6 +104,7 @@ def _gradient_worker(rank: int, world: int, port: int, out: str) -> None:
             torch.save(result, out)
     finally:
         dist.destroy_process_group()
+    exit_process(0)  # no interpreter finalization racing gloo's threads (seedcoder.processes)
 
 
 def _free_port() -> int:

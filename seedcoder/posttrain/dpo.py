@@ -51,7 +51,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -83,6 +82,7 @@ from seedcoder.posttrain.policy import (
 )
 from seedcoder.posttrain.rewards import prefix_reward_fn, unit_test_rewards
 from seedcoder.posttrain.run_config import OutputSection, check_reward, read_input, read_problems, toy_problems
+from seedcoder.processes import exit_process
 from seedcoder.sampling import SamplingParams
 from seedcoder.train_config import OptimizerSection
 
@@ -455,4 +455,4 @@ __all__ = ["LOSS_TYPES", "DPODataSection", "DPORunConfig", "DPOSection", "MineSe
 
 
 if __name__ == "__main__":  # torchrun -m seedcoder.posttrain.dpo
-    sys.exit(main())
+    exit_process(main())

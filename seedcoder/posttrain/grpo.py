@@ -67,7 +67,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -102,6 +101,7 @@ from seedcoder.posttrain.policy import (
 from seedcoder.posttrain.rewards import make_unit_test_reward_fn, prefix_reward_fn
 from seedcoder.posttrain.rollout_server import ServerRollouts
 from seedcoder.posttrain.run_config import OutputSection, check_reward, read_input, read_problems, toy_problems
+from seedcoder.processes import exit_process
 from seedcoder.sampling import SamplingParams
 from seedcoder.train_config import OptimizerSection
 from seedcoder.vllm_engine import VLLMEngine
@@ -635,4 +635,4 @@ __all__ = ["CurriculumFilter", "GRPOConfig", "GRPOStage", "ParityMonitor", "grou
 
 
 if __name__ == "__main__":  # torchrun -m seedcoder.posttrain.grpo
-    sys.exit(main())
+    exit_process(main())
