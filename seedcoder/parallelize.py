@@ -26,10 +26,13 @@ the root unit (embedding, final norm, head) comes last.
   row-wise shards. Between them the activations are sequence-parallel: from the first block's input on, a tp rank
   holds S/tp of the tokens (the residual stream, the norms, the head and its loss work on that slice); attention
   and the MLP all-gather the sequence on entry and reduce-scatter it on exit (the backward swaps the two), the same
-  traffic as plain Megatron's all-reduces with 1/tp of the norm and residual activations. The loss of the slices
-  is summed over tp in the head, so every tp rank returns the whole batch's loss. Norms, the embedding and the
-  head are replicated over tp; each rank's gradient of them covers its tokens only, so the trainer sums them over
-  tp after backward (`reduce_replicated_gradients`). FSDP shards them over the data-parallel dims.
+  traffic as plain Megatron's all-reduces with 1/tp of the norm and residual activations. The embedding and the
+  head are split by vocabulary rows (V/tp each): the embedding's partial outputs are reduce-scattered into the
+  sequence slices; the head all-gathers the slices and computes every token's loss on its rows (loss parallel:
+  per-token log-sum-exp and label logit combined over tp, no rank holds all logits), so every tp rank returns the
+  whole batch's loss. The norms are replicated over tp; each rank's gradient of them covers its tokens only, so
+  the trainer sums them over tp after backward (`reduce_replicated_gradients`). FSDP shards every parameter over
+  the data-parallel dims.
 * HSDP: with dp_replicate > 1 `fully_shard` gets the 2-D (dp_replicate, dp_shard) mesh: parameters sharded over
   dp_shard, gradients reduce-scattered there and all-reduced across replicas.
 
@@ -57,12 +60,13 @@ from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import DTensor, Replicate, Shard
+from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 from torch.distributed.tensor.parallel import ColwiseParallel, PrepareModuleInput, RowwiseParallel, parallelize_module
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 from seedcoder import context_parallel
 from seedcoder.kernels import flash_attention as _flash_attention  # noqa: F401  (registers torch.ops.seedcoder.flash_attn_fwd)
+from seedcoder.kernels.fused_linear_cross_entropy import default_chunk_size
 
 AC_MODES = ("none", "selective", "full")
 MESH_DIMS = ("dp_replicate", "dp_shard", "cp", "tp")
@@ -127,65 +131,115 @@ def mesh_coordinates(mesh: DeviceMesh) -> MeshCoordinates:
                            cp, mesh["cp"].size(), tp, mesh["tp"].size())
 
 
-class _SumOverGroup(torch.autograd.Function):
-    """All-reduce (sum) whose backward is the identity: every rank of the group computes the same sum and
-    backpropagates the same gradient into it, which each rank's own summand receives once."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, group) -> torch.Tensor:
-        x = x.clone()
-        dist.all_reduce(x, group=group)
-        return x
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return grad, None
-
-
 class _GatherSequence(torch.autograd.Function):
-    """(B, S/n) slices -> (B, S) on every rank of the group; backward: each rank's slice of the (equal) gradient."""
+    """(B, S/n, ...) slices -> (B, S, ...) on every rank of the group; backward: the ranks' gradients, each a partial
+    sum (its vocabulary shard's), summed and scattered back to the slices (reduce-scatter)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, group) -> torch.Tensor:
-        ctx.rank, ctx.size = dist.get_rank(group), dist.get_world_size(group)
+        ctx.group, ctx.size = group, dist.get_world_size(group)
         parts = [torch.empty_like(x) for _ in range(ctx.size)]
         dist.all_gather(parts, x.contiguous(), group=group)
         return torch.cat(parts, dim=1)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return grad.chunk(ctx.size, dim=1)[ctx.rank], None
+        parts = torch.stack(grad.chunk(ctx.size, dim=1))  # (n, B, S/n, ...): rank r's slice is parts[r]
+        out = torch.empty_like(parts[0])
+        dist.reduce_scatter_single(out, parts.flatten(0, 1), group=ctx.group)
+        return out, None
 
 
-def _sequence_slice(tp_mesh: DeviceMesh):
-    """The first block's forward pre-hook: this rank's slice of the sequence (dim 1)."""
-    size, rank = tp_mesh.size(), tp_mesh.get_local_rank()
+def _vocab_logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    # fp32 logits (float64 for float64): from the param-dtype matmul, as a plain bf16 linear + cross-entropy has them
+    return (hidden @ weight.t()).to(torch.promote_types(hidden.dtype, torch.float32))
+
+
+class _VocabParallelCrossEntropy(torch.autograd.Function):
+    """Per-token cross-entropy of `hidden @ weight.T` (N tokens) where `weight` is this rank's rows [start, start +
+    V_r) of the vocabulary, split over `group` (loss parallel): each rank's log-sum-exp of its shard and the label's
+    logit (0 unless the label falls in the shard) are all-gathered and combined. 0 at ignore_index. Logits exist a
+    chunk of rows at a time and are recomputed in backward: O(chunk x V_r) memory. The gradient of `hidden` is this
+    shard's part only; the sequence gather's backward sums the parts."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, start, ignore_index, group, chunk):
+        local = labels - start
+        in_shard = (local >= 0) & (local < weight.shape[0]) & (labels != ignore_index)
+        stats = hidden.new_zeros((2, hidden.shape[0]), dtype=torch.promote_types(hidden.dtype, torch.float32))
+        for lo in range(0, hidden.shape[0], chunk):
+            logits = _vocab_logits(hidden[lo:lo + chunk], weight)
+            stats[0, lo:lo + chunk] = torch.logsumexp(logits, dim=1)
+            picked = logits.gather(1, local[lo:lo + chunk].clamp(0, weight.shape[0] - 1).unsqueeze(1)).squeeze(1)
+            stats[1, lo:lo + chunk] = torch.where(in_shard[lo:lo + chunk], picked, 0.0)
+        gathered = [torch.empty_like(stats) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(gathered, stats, group=group)
+        gathered = torch.stack(gathered)
+        lse, target = torch.logsumexp(gathered[:, 0], dim=0), gathered[:, 1].sum(0)
+        ctx.save_for_backward(hidden, weight, local, in_shard, lse, labels != ignore_index)
+        ctx.chunk = chunk
+        return torch.where(labels != ignore_index, lse - target, 0.0)
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        hidden, weight, local, in_shard, lse, valid = ctx.saved_tensors
+        grad_loss = torch.where(valid, grad_loss, 0.0)
+        grad_hidden, grad_weight = torch.empty_like(hidden), torch.zeros_like(weight)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        for lo in range(0, hidden.shape[0], ctx.chunk):
+            hi = min(lo + ctx.chunk, hidden.shape[0])
+            grad_logits = _vocab_logits(hidden[lo:hi], weight).sub_(lse[lo:hi, None]).exp_()  # softmax, in place
+            hit = in_shard[lo:hi]
+            grad_logits[rows[: hi - lo][hit], local[lo:hi][hit]] -= 1.0  # minus the one-hot label
+            grad_logits = grad_logits.mul_(grad_loss[lo:hi, None]).to(hidden.dtype)
+            grad_hidden[lo:hi] = grad_logits @ weight
+            grad_weight += grad_logits.t() @ hidden[lo:hi]
+        return grad_hidden, grad_weight, None, None, None, None, None
+
+
+def _vocab_parallel_head(head: nn.Module, tp_mesh: DeviceMesh) -> None:
+    """The head's weight split by vocabulary rows over tp (Shard(0)); its forward all-gathers the sequence slices
+    of the hidden states and computes the loss of every token on this rank's rows (`_VocabParallelCrossEntropy`),
+    so each tp rank returns the whole batch's loss without any rank holding all logits. Logits are not gathered:
+    generation runs on an unsharded model."""
+    group, size, rank = tp_mesh.get_group(), tp_mesh.size(), tp_mesh.get_local_rank()
+    head.weight = nn.Parameter(distribute_tensor(head.weight.data, tp_mesh, [Shard(0)]))
+
+    def vocab_parallel_forward(hidden, labels=None, reduction="sum"):
+        if labels is None:
+            raise ValueError("a tensor-parallel model returns losses only (labels=None asks for logits): generate with "
+                             "an unsharded model")
+        weight = head.weight.to_local()
+        rows_per_rank = -(-head.weight.shape[0] // size)  # DTensor's Shard(0): torch.chunk's split
+        device_type = hidden.device.type
+        if torch.is_autocast_enabled(device_type):  # as OutputHead: cast like a matmul would be
+            dtype = torch.get_autocast_dtype(device_type)
+            hidden, weight = hidden.to(dtype), weight.to(dtype)
+        elif weight.dtype != hidden.dtype:
+            hidden = hidden.to(weight.dtype)
+        whole = _GatherSequence.apply(hidden, group)
+        flat = whole.reshape(-1, whole.shape[-1])
+        chunk = default_chunk_size(flat.shape[0], weight.shape[0], torch.float32)
+        losses = _VocabParallelCrossEntropy.apply(flat, weight, labels.reshape(-1), rank * rows_per_rank, IGNORE_INDEX,
+                                                  group, chunk).view(labels.shape)
+        if reduction == "none":
+            return losses
+        total = losses.sum()
+        return total if reduction == "sum" else total / (labels != IGNORE_INDEX).sum().clamp(min=1)
+
+    head.forward = vocab_parallel_forward
+
+
+def _sequence_slice(size: int):
+    """The first block's forward pre-hook: this rank's slice of the sequence, from the embedding's output (a
+    DTensor of the whole sequence, Shard(1) over tp, so that the model sizes its attention mask for the whole)."""
 
     def hook(module, args):
         h = args[0]
         if h.shape[1] % size:
             raise ValueError(f"tensor parallelism: the sequence length {h.shape[1]} is not a multiple of tp {size}")
-        return (h.chunk(size, dim=1)[rank], *args[1:])
+        return (h.to_local(), *args[1:])
     return hook
-
-
-def _sequence_parallel_head(head: nn.Module, tp_mesh: DeviceMesh) -> None:
-    """The head on this rank's slice of the hidden states: the labels sliced the same way, the loss summed (or the
-    per-token losses gathered) over tp. Logits are not gathered: generation runs on an unsharded model."""
-    forward, group = head.forward, tp_mesh.get_group()
-    size, rank = tp_mesh.size(), tp_mesh.get_local_rank()
-
-    def sequence_parallel_forward(hidden, labels=None, reduction="sum"):
-        if labels is None:
-            raise ValueError("a tensor-parallel model returns losses only (labels=None asks for logits): generate with "
-                             "an unsharded model")
-        local = labels.chunk(size, dim=1)[rank]
-        if reduction == "none":
-            return _GatherSequence.apply(forward(hidden, local, "none"), group)
-        total = _SumOverGroup.apply(forward(hidden, local, "sum"), group)
-        return total if reduction == "sum" else total / (labels != IGNORE_INDEX).sum().clamp(min=1)
-
-    head.forward = sequence_parallel_forward
 
 
 def apply_tp(model: nn.Module, tp_mesh: DeviceMesh) -> None:
@@ -200,14 +254,16 @@ def apply_tp(model: nn.Module, tp_mesh: DeviceMesh) -> None:
     for _, block in blocks:
         parallelize_module(block, tp_mesh, TP_PLAN)
     if blocks:
-        blocks[0][1].register_forward_pre_hook(_sequence_slice(tp_mesh))
-        _sequence_parallel_head(model.output, tp_mesh)
+        parallelize_module(model.tok_embeddings, tp_mesh, RowwiseParallel(input_layouts=Replicate(),
+                                                                           output_layouts=Shard(1), use_local_output=False))
+        blocks[0][1].register_forward_pre_hook(_sequence_slice(size))
+        _vocab_parallel_head(model.output, tp_mesh)
     model.tp_mesh = tp_mesh  # for reduce_replicated_gradients
 
 
 def reduce_replicated_gradients(model: nn.Module) -> None:
-    """Sum over tp the gradients of the parameters tensor parallelism replicates (norms, embedding, head: each tp
-    rank's covers its sequence slice only); after backward, before clipping. A no-op without tensor parallelism."""
+    """Sum over tp the gradients of the parameters tensor parallelism replicates (the norms: each tp rank's covers
+    its sequence slice only); after backward, before clipping. A no-op without tensor parallelism."""
     tp_mesh = getattr(model, "tp_mesh", None)
     if tp_mesh is None:
         return

@@ -36,7 +36,8 @@ temporaries); each phase sums its components' maxima, so the total is an upper e
 * attention workspace: flash backward's fp32 dQ accumulator and delta for one layer; with cp > 1 the ring's K/V
   receive buffers (double-buffered) and the fp32 partial output and lse merged by log-sum-exp.
 * loss buffers: the fused linear cross-entropy's logits chunk and its param-dtype grad_weight of the head (kept
-  from forward to backward); the cpu path keeps the fp32 logits (counted as activations) and its backward makes
+  from forward to backward); under tp, loss parallel's two fp32 (chunk, V/tp) logits buffers and the head shard's
+  grad_weight; the cpu path keeps the fp32 logits (counted as activations) and its backward makes
   four more (N, V) fp32 tensors at once.
 
 FLOPs per step (model FLOPs, what MFU counts): (6 N + 6 L H D S) x tokens, N the parameters without the input
@@ -52,6 +53,9 @@ all-gather or reduce-scatter, 2 (n-1)/n for an all-reduce), every micro-batch (F
 * TP with sequence parallelism (t = tp): per block an all-gather before attention and the MLP and a reduce-scatter
   after each, forward and backward (and again in the recomputed forward under "full"):
   (8 or 12) x L x (t-1)/t x T x d x b_act, T = micro-batch tokens / cp (the rank's cp shard).
+* TP's vocabulary-parallel embedding and head (loss parallel): the embedding's reduce-scatter into the sequence
+  slices and the head's all-gather of them, forward and backward: 4 x (t-1)/t x T x d x b_act, and the all-gather
+  of each token's log-sum-exp and label logit (fp32) over the vocabulary shards: (t-1) x T x 2 x 4.
 * CP ring (c = cp): per layer, forward passes K and V around the ring (c-1 hops of the local shard), backward passes
   K, V and the fp32 dK, dV: L x (c-1) x T x 2 H_kv D / t x (2 b_act [+ b_act under "full"] + 2 x 4).
 """
@@ -359,10 +363,13 @@ def plan_memory(cfg: ModelConfig, mesh: Mesh, *, seq_len: int, micro_batch: int,
         workspace = tokens * (heads * cfg.head_dim * 4 + heads * 4)  # flash backward: fp32 dQ accumulator, delta
         if mesh.cp > 1:  # ring: K/V receive buffers (x2, double-buffered), fp32 partial out + lse to merge
             workspace += tokens * (2 * 2 * kv * b_param + heads * cfg.head_dim * 4 + heads * 4)
-        # loss-parallel under tp: every tp rank takes all the tokens of its cp shard on its slice of the vocabulary
         rows, vocab = max(1, micro_batch * seq_len // mesh.cp), cfg.vocab_size // mesh.tp
-        chunk = min(rows, default_chunk_size(rows, vocab, torch.bfloat16 if b_param == 2 else torch.float32))
-        loss = chunk * vocab * b_param + vocab * cfg.dim * b_param  # logits chunk + the head's grad_weight
+        if mesh.tp == 1:  # the fused linear CE: its logits chunk + the head's grad_weight
+            chunk = min(rows, default_chunk_size(rows, vocab, torch.bfloat16 if b_param == 2 else torch.float32))
+            loss = chunk * vocab * b_param + vocab * cfg.dim * b_param
+        else:  # loss parallel (every token of the cp shard on V/tp rows): two fp32 logits chunks + grad_weight
+            chunk = default_chunk_size(rows, vocab, torch.float32)
+            loss = 2 * chunk * vocab * 4 + vocab * cfg.dim * b_param
     else:  # the reference CE's backward: the gather's scatter gradient, z - lse, its exp, and their product (N x V fp32)
         loss = 4 * tokens * cfg.vocab_size * 4
     return MemoryPlan(params=params, grads=grads, optimizer=optimizer, optimizer_workspace=optimizer_workspace,
@@ -384,6 +391,7 @@ def comm_bytes(cfg: ModelConfig, mesh: Mesh, counts: ParamCounts, *, seq_len: in
         "fsdp_reduce_scatter": accumulation * (n - 1) / n * params_tp * b_reduce,
         "hsdp_all_reduce": accumulation * 2 * (r - 1) / r * params_tp / n * b_reduce,
         "tp_sequence_parallel": accumulation * (12 if full else 8) * cfg.n_layers * (t - 1) / t * tokens * cfg.dim * b_param,
+        "tp_vocab_parallel": accumulation * ((t - 1) / t * 4 * tokens * cfg.dim * b_param + (t - 1) * tokens * 2 * 4),
         "cp_ring_kv": accumulation * cfg.n_layers * (c - 1) * tokens * 2 * cfg.n_kv_heads * cfg.head_dim / t
         * ((3 if full else 2) * b_param + 2 * 4),
     }
@@ -514,11 +522,13 @@ memory per rank (GiB): params = 4 P/(fsdp tp) fp32 master + param-dtype root uni
   grads = 4 P/(fsdp tp) + one block in reduce dtype; optim = 8 P/(fsdp tp) (AdamW moments); acts = bytes autograd
   keeps after a micro-batch's forward (per-op count, see `seedcoder.plan.block_saved`); recomp = one block rebuilt
   in backward; attn ws = flash dQ fp32 accumulator + delta (+ cp ring K/V buffers, fp32 partial out/lse);
-  loss = fused CE logits chunk + head grad_weight; fsdp = dp_shard * cp. fits: total <= {margin:.0%} of the card.
+  loss = fused CE logits chunk (tp: 2 fp32 loss-parallel chunks) + head grad_weight; fsdp = dp_shard * cp.
+  fits: total <= {margin:.0%} of the card.
 FLOPs/step (model) = (6 N + 6 L H D S) * tokens (attention halved for causal); s/step = per-rank hardware FLOPs
   (+ recomputed forward) / {tflops:g} TFLOP/s sustained.
 comm per rank per step (ring): FSDP all-gather 2 (n-1)/n P/tp b_param + reduce-scatter (n-1)/n P/tp b_reduce per
   micro-batch; HSDP all-reduce 2 (r-1)/r P/(tp n) b_reduce; TP-SP 8 L (t-1)/t T d b_act (12 with full AC);
+  TP vocabulary-parallel embedding + head 4 (t-1)/t T d b_act + (t-1) T 8;
   CP ring L (c-1) T 2 Hkv D/t (2 b_act [+1 full AC] + 8); T = micro-batch tokens / cp."""
 
 

@@ -197,6 +197,7 @@ def test_communication_formulas(plans_8b):
     assert comm["fsdp_reduce_scatter"] == pytest.approx(3 * 7 / 8 * p_tp * 4)
     assert comm["hsdp_all_reduce"] == pytest.approx(3 * 2 * 1 / 2 * p_tp / 8 * 4)
     assert comm["tp_sequence_parallel"] == pytest.approx(3 * 8 * 32 * 0.5 * 4096 * 4096 * 2)
+    assert comm["tp_vocab_parallel"] == pytest.approx(3 * (0.5 * 4 * 4096 * 4096 * 2 + 1 * 4096 * 8))
     single = plan.comm_bytes(cfg, plan.Mesh(), counts, seq_len=8192, micro_batch=1, accumulation=1,
                              activation_checkpoint="full")
     assert all(v == 0 for v in single.values())
