@@ -65,8 +65,10 @@ class ProcessCounter:
 
     def _loop(self, interval: float) -> None:
         while not self._stop.is_set():
-            per_run = collections.Counter(_uid_of(pid) for pid in sandbox_processes(program_only=True))
-            # per uid: each run has its own uid and its own limit; an earlier run's programs may still be dying
+            # per uid: each run has its own uid and its own limit; an earlier run's programs may still be dying.
+            # A process gone since the listing has no uid (-1): not counted (the programs of concurrent runs,
+            # vanishing together on a loaded machine, could add up under -1)
+            per_run = collections.Counter(uid for uid in map(_uid_of, sandbox_processes(program_only=True)) if uid >= 0)
             self.maximum = max(self.maximum, max(per_run.values(), default=0))
             time.sleep(interval)
 
