@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
+from toy_models import toy_model, toy_tokenizer_file
 
 from seedcoder.checkpoint import save_model_only
 from seedcoder.config import ConfigError
@@ -39,9 +40,7 @@ from seedcoder.curate.rating import (
 )
 from seedcoder.generate import Engine
 from seedcoder.hf_convert import convert_to_hf
-from seedcoder.model import Transformer, model_config
 from seedcoder.serve import create_app
-from seedcoder.tokenizer import train_tokenizer
 
 openai = pytest.importorskip("openai")
 testclient = pytest.importorskip("starlette.testclient")
@@ -61,9 +60,7 @@ def requests(count=3):
 
 @pytest.fixture(scope="module")
 def tokenizer_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
-    train_tokenizer(CORPUS, str(path), vocab_size=400, min_frequency=1)
-    return str(path)
+    return str(toy_tokenizer_file(tmp_path_factory.mktemp("tokenizer"), CORPUS, vocab_size=400))
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +70,7 @@ def tokenizer(tokenizer_path):
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    cfg = model_config("debug", vocab_size=tokenizer.get_vocab_size() + EXTRA_VOCAB, init_std=0.3, max_seq_len=4096)
-    model = Transformer(cfg)
-    model.init_weights(seed=3)
-    return model.eval()
+    return toy_model(tokenizer.get_vocab_size() + EXTRA_VOCAB, seed=3, max_seq_len=4096)
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import math
 
 import pytest
 import torch
+from toy_models import toy_model, toy_tokenizer
 
 from seedcoder.generate import Engine
-from seedcoder.model import Transformer, model_config
 from seedcoder.posttrain.dpo import (
     dpo_loss,
     dpo_train,
@@ -32,7 +32,6 @@ from seedcoder.posttrain.rewards import (
     unit_test_rewards,
 )
 from seedcoder.sampling import Completion, SamplingParams
-from seedcoder.tokenizer import train_tokenizer
 
 CORPUS = ["def add(a, b):\n    return a + b\n", "print(7)\nprint(3)\n", "x = [1, 2, 3]\n"] * 8
 
@@ -45,17 +44,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore:torch.distributed is disabled:U
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    from tokenizers import Tokenizer
-
-    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    train_tokenizer(CORPUS, str(path), vocab_size=300, min_frequency=1)
-    return Tokenizer.from_file(str(path))
-
-
-def tiny_model(vocab_size: int, seed: int = 0) -> Transformer:
-    model = Transformer(model_config("debug", vocab_size=vocab_size, init_std=0.3))
-    model.init_weights(seed=seed)
-    return model
+    return toy_tokenizer(tmp_path_factory.mktemp("tok"), CORPUS, vocab_size=300)
 
 
 # ------------------------------------------------------------------------------------------ losses
@@ -127,7 +116,7 @@ def test_loss_arguments_are_checked():
 
 # ------------------------------------------------------------------------------------------ log-probs
 def test_response_logprobs_match_unpadded_forward():
-    model = tiny_model(64).eval()
+    model = toy_model(64)
     prompts = [[1, 2, 3], [4], [5, 6]]
     responses = [[7, 8], [9, 10, 11, 12], []]
     with torch.no_grad():
@@ -146,7 +135,7 @@ def test_response_logprobs_match_unpadded_forward():
 
 
 def test_response_logprobs_exclude_prompt_tokens_and_check_input():
-    model = tiny_model(64).eval()
+    model = toy_model(64)
     with torch.no_grad():
         a = sequence_logprobs(model, [[1, 2, 3]], [[4, 5]])
         # the same tokens split differently: the moved token's log-prob is no longer counted
@@ -228,7 +217,7 @@ def test_mine_pairs_judges_in_sandbox_and_writes_jsonl(tmp_path):
 def test_prompt_token_ids_text_ids_and_chat(tokenizer):
     from seedcoder.chat_template import tokenize_chat
 
-    engine = Engine(tiny_model(tokenizer.get_vocab_size()), tokenizer, max_batch=2)
+    engine = Engine(toy_model(tokenizer.get_vocab_size()), tokenizer, max_batch=2)
     chat = [{"role": "user", "content": "Write add(a, b)."}]
     assert prompt_token_ids(engine, chat) == tokenize_chat(chat, tokenizer).input_ids
     assert prompt_token_ids(engine, "def add(a, b):") == tokenizer.encode("def add(a, b):").ids
@@ -238,7 +227,7 @@ def test_prompt_token_ids_text_ids_and_chat(tokenizer):
 
 
 def test_mine_pairs_with_the_real_engine(tmp_path, tokenizer):
-    engine = Engine(tiny_model(tokenizer.get_vocab_size()), tokenizer, max_batch=8)
+    engine = Engine(toy_model(tokenizer.get_vocab_size()), tokenizer, max_batch=8)
     out = tmp_path / "pairs.jsonl"
     # the test program passes whatever the code defines, unless the code itself fails: random-model text almost
     # always is a syntax error, so outcomes are judged per sample and written whatever they are
@@ -252,7 +241,7 @@ def test_mine_pairs_with_the_real_engine(tmp_path, tokenizer):
 # ------------------------------------------------------------------------------------------ training
 def test_dpo_train_starts_at_log2_and_learns(tmp_path):
     torch.manual_seed(0)
-    model = tiny_model(64, seed=3)
+    model = toy_model(64, seed=3)
     pairs = [{"prompt_ids": [1, 2, 3 + i], "chosen_ids": [10 + i, 11, 2], "rejected_ids": [20 + i, 21, 22, 2]}
              for i in range(6)]
     reference = reference_logprobs(model, pairs)
@@ -273,11 +262,11 @@ def test_dpo_train_starts_at_log2_and_learns(tmp_path):
 def test_dpo_resumes_from_its_checkpoint(tmp_path):
     pairs = [{"prompt_ids": [1, 2 + i], "chosen_ids": [10 + i, 2], "rejected_ids": [20 + i, 21, 2]} for i in range(5)]
     kwargs = dict(batch_size=2, beta=0.5, lr=3e-3, seed=7)
-    straight = tiny_model(64, seed=4)
+    straight = toy_model(64, seed=4)
     full = dpo_train(straight, pairs, steps=6, **kwargs)
-    interrupted = tiny_model(64, seed=4)
+    interrupted = toy_model(64, seed=4)
     first = dpo_train(interrupted, pairs, steps=3, checkpoint_dir=tmp_path / "ckpt", **kwargs)
-    resumed_model = tiny_model(64, seed=4)  # a restart: the same init, then the checkpoint
+    resumed_model = toy_model(64, seed=4)  # a restart: the same init, then the checkpoint
     rest = dpo_train(resumed_model, pairs, steps=6, checkpoint_dir=tmp_path / "ckpt", **kwargs)
     assert [r["step"] for r in rest] == [4, 5, 6]
     assert [r["loss"] for r in first + rest] == pytest.approx([r["loss"] for r in full], abs=1e-6)
@@ -319,7 +308,7 @@ def test_command_line_mines_and_trains_the_demo_config(tmp_path):
 
 
 def test_fused_response_logprobs_match_logits_path_with_gradients():
-    model = tiny_model(64, seed=9)
+    model = toy_model(64, seed=9)
     prompts, responses = [[1, 2, 3], [4]], [[7, 8], [9, 10, 11]]
     lp, mask = response_logprobs(model, prompts, responses)
     (lp * torch.tensor([[1.0, 2.0, 0.0], [3.0, 1.0, 0.5]])).sum().backward()

@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 import torch
+from toy_models import toy_model, toy_tokenizer_file
 
 from seedcoder.chat_template import (
     CHAT_TEMPLATE_JINJA,
@@ -32,7 +33,6 @@ from seedcoder.sampling import (
     process_logits,
     sample_tokens,
 )
-from seedcoder.tokenizer import train_tokenizer
 from seedcoder.vllm_engine import BackendUnavailable, VLLMEngine, write_hf_tokenizer_files
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -49,9 +49,7 @@ PROMPTS = ["def add(a, b):", "import os\n", "class Point:\n    def __init__(self
 
 @pytest.fixture(scope="module")
 def tokenizer_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
-    train_tokenizer(CORPUS, str(path), vocab_size=320, min_frequency=1)
-    return path
+    return toy_tokenizer_file(tmp_path_factory.mktemp("tokenizer"), CORPUS, vocab_size=320)
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +61,7 @@ def tokenizer(tokenizer_path):
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    # init_std 0.3: logits spread far enough apart that argmax comparisons are not decided by rounding
-    model = Transformer(model_config("debug", vocab_size=tokenizer.get_vocab_size(), init_std=0.3))
-    model.init_weights(seed=0)
-    return model.eval()
+    return toy_model(tokenizer.get_vocab_size(), seed=0)
 
 
 def engine(model, tokenizer, **kwargs):

@@ -7,11 +7,11 @@ Small blocks (3 to 16 positions) make a few dozen tokens span many blocks, share
 
 import pytest
 import torch
+from toy_models import toy_model, toy_tokenizer
 
 from seedcoder.generate import Engine, GenerationError
-from seedcoder.model import KVCache, Transformer, model_config
+from seedcoder.model import KVCache
 from seedcoder.sampling import SamplingParams
-from seedcoder.tokenizer import train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -24,19 +24,12 @@ CORPUS = [
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    from tokenizers import Tokenizer
-
-    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
-    train_tokenizer(CORPUS, str(path), vocab_size=300, min_frequency=1)
-    return Tokenizer.from_file(str(path))
+    return toy_tokenizer(tmp_path_factory.mktemp("tokenizer"), CORPUS, vocab_size=300)
 
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    # init_std 0.3: logits far enough apart that sampled tokens are not decided by rounding
-    model = Transformer(model_config("debug", vocab_size=tokenizer.get_vocab_size(), init_std=0.3))
-    model.init_weights(seed=0)
-    return model.eval()
+    return toy_model(tokenizer.get_vocab_size(), seed=0)
 
 
 def prompts_of(lengths, vocab, seed=0):

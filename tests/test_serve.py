@@ -18,12 +18,12 @@ import torch
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
 
+from toy_models import toy_model, toy_tokenizer  # noqa: E402
+
 from seedcoder.chat_template import tokenize_chat  # noqa: E402
 from seedcoder.generate import Engine  # noqa: E402
-from seedcoder.model import Transformer, model_config  # noqa: E402
 from seedcoder.sampling import SamplingParams  # noqa: E402
 from seedcoder.serve import DEFAULT_MAX_N, DEFAULT_MAX_REQUEST_BYTES, add_serve_commands, create_app  # noqa: E402
-from seedcoder.tokenizer import train_tokenizer  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -37,18 +37,12 @@ MODEL = "tiny-test"
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    from tokenizers import Tokenizer
-
-    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
-    train_tokenizer(CORPUS, str(path), vocab_size=300, min_frequency=1)
-    return Tokenizer.from_file(str(path))
+    return toy_tokenizer(tmp_path_factory.mktemp("tokenizer"), CORPUS, vocab_size=300)
 
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    model = Transformer(model_config("debug", vocab_size=tokenizer.get_vocab_size(), init_std=0.3))
-    model.init_weights(seed=1)
-    return model.eval()
+    return toy_model(tokenizer.get_vocab_size(), seed=1)
 
 
 @pytest.fixture(scope="module")

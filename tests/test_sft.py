@@ -14,6 +14,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from toy_models import toy_tokenizer_file
 
 from seedcoder.chat_template import DEFAULT_SYSTEM_PROMPT
 from seedcoder.config import ConfigError
@@ -35,7 +36,6 @@ from seedcoder.posttrain.sft import (
     steps_for_epochs,
     weight_to_score,
 )
-from seedcoder.tokenizer import train_tokenizer
 from seedcoder.train_config import StageSection, load_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -53,11 +53,9 @@ def chat(i, system="Be brief."):
 
 @pytest.fixture(scope="module")
 def tokenizer_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
     corpus = [f"system\nuser\nassistant\nBe brief. Color of item {i}? {c}" for i in range(20) for c in COLORS]
     corpus += [DEFAULT_SYSTEM_PROMPT, "def add(a, b):\n    return a + b\n", "Write fib(n). Sure: def fib(n): ..."]
-    train_tokenizer(corpus, str(path), vocab_size=320, min_frequency=1)
-    return str(path)
+    return str(toy_tokenizer_file(tmp_path_factory.mktemp("tok"), corpus, vocab_size=320))
 
 
 @pytest.fixture(scope="module")
