@@ -53,7 +53,7 @@ def init_process_group(backend: str, **kwargs) -> None:
     _process_group_started = True
 
 
-def exit_process(code: int) -> NoReturn:
+def exit_process(code: int | None) -> NoReturn:
     """Exit with `code`: sys.exit, or, once this process started a process group (`init_process_group`), the atexit
     handlers, stdout and stderr flushed, and os._exit, so that no interpreter finalization races gloo's threads.
     Only for an entry point's `if __name__ == "__main__"`: it ends the process."""
@@ -67,4 +67,4 @@ def exit_process(code: int) -> NoReturn:
                 stream.flush()
             except (OSError, ValueError):  # a closed pipe (`| head`) or stream: nothing left to write to
                 pass
-        os._exit(code)
+        os._exit(code or 0)  # None is success, as for sys.exit
