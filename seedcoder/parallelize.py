@@ -184,7 +184,10 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         hidden, weight, local, in_shard, lse, valid = ctx.saved_tensors
         grad_loss = torch.where(valid, grad_loss, 0.0)
-        grad_hidden, grad_weight = torch.empty_like(hidden), torch.zeros_like(weight)
+        grad_hidden = torch.empty_like(hidden)
+        # summed over the chunks in fp32 (a bf16 sum would round at every chunk), cast once at the end
+        grad_weight = torch.zeros(weight.shape, dtype=torch.promote_types(weight.dtype, torch.float32),
+                                  device=weight.device)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         for lo in range(0, hidden.shape[0], ctx.chunk):
             hi = min(lo + ctx.chunk, hidden.shape[0])
@@ -193,8 +196,8 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
             grad_logits[rows[: hi - lo][hit], local[lo:hi][hit]] -= 1.0  # minus the one-hot label
             grad_logits = grad_logits.mul_(grad_loss[lo:hi, None]).to(hidden.dtype)
             grad_hidden[lo:hi] = grad_logits @ weight
-            grad_weight += grad_logits.t() @ hidden[lo:hi]
-        return grad_hidden, grad_weight, None, None, None, None, None
+            grad_weight += (grad_logits.t() @ hidden[lo:hi]).to(grad_weight.dtype)
+        return grad_hidden, grad_weight.to(weight.dtype), None, None, None, None, None
 
 
 def _vocab_parallel_head(head: nn.Module, tp_mesh: DeviceMesh) -> None:
