@@ -9,8 +9,8 @@ Processes that ran torch.distributed end without interpreter finalization (`init
 gloo's worker threads outlive `destroy_process_group` (DTensor's sharding caches keep the group alive) and can still
 be dropping a finished collective's tensors when the main thread reaches the end. Dropping a tensor that Python has
 seen takes the GIL; during finalization Python 3.11 ends such a thread with pthread_exit, whose unwinding through
-a C++ noexcept destructor aborts the rank ("terminate called without an active exception", SIGABRT). On a loaded
-machine that was a few runs in a thousand; a run with collectives still in flight at the end aborts most times
+a C++ noexcept destructor aborts the rank ("terminate called without an active exception", SIGABRT): rare on a
+loaded machine (a CI run, a fresh clone), most runs when collectives are still in flight at the end
 (tests/test_processes.py). multiprocessing ends its children the same way, and for the same kind of reason.
 """
 
