@@ -164,8 +164,8 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, labels, start, ignore_index, group, chunk):
-        local = labels - start
-        in_shard = (local >= 0) & (local < weight.shape[0]) & (labels != ignore_index)
+        local, valid = labels - start, labels != ignore_index
+        in_shard = (local >= 0) & (local < weight.shape[0]) & valid
         stats = hidden.new_zeros((2, hidden.shape[0]), dtype=torch.promote_types(hidden.dtype, torch.float32))
         for lo in range(0, hidden.shape[0], chunk):
             logits = _vocab_logits(hidden[lo:lo + chunk], weight)
@@ -176,9 +176,9 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         dist.all_gather(gathered, stats, group=group)
         gathered = torch.stack(gathered)
         lse, target = torch.logsumexp(gathered[:, 0], dim=0), gathered[:, 1].sum(0)
-        ctx.save_for_backward(hidden, weight, local, in_shard, lse, labels != ignore_index)
+        ctx.save_for_backward(hidden, weight, local, in_shard, lse, valid)
         ctx.chunk = chunk
-        return torch.where(labels != ignore_index, lse - target, 0.0)
+        return torch.where(valid, lse - target, 0.0)
 
     @staticmethod
     def backward(ctx, grad_loss):
@@ -206,6 +206,7 @@ def _vocab_parallel_head(head: nn.Module, tp_mesh: DeviceMesh) -> None:
     so each tp rank returns the whole batch's loss without any rank holding all logits. Logits are not gathered:
     generation runs on an unsharded model."""
     group, size, rank = tp_mesh.get_group(), tp_mesh.size(), tp_mesh.get_local_rank()
+    start = rank * -(-head.weight.shape[0] // size)  # this rank's first row: DTensor's Shard(0) splits as torch.chunk
     head.weight = nn.Parameter(distribute_tensor(head.weight.data, tp_mesh, [Shard(0)]))
 
     def vocab_parallel_forward(hidden, labels=None, reduction="sum"):
@@ -213,7 +214,6 @@ def _vocab_parallel_head(head: nn.Module, tp_mesh: DeviceMesh) -> None:
             raise ValueError("a tensor-parallel model returns losses only (labels=None asks for logits): generate with "
                              "an unsharded model")
         weight = head.weight.to_local()
-        rows_per_rank = -(-head.weight.shape[0] // size)  # DTensor's Shard(0): torch.chunk's split
         device_type = hidden.device.type
         if torch.is_autocast_enabled(device_type):  # as OutputHead: cast like a matmul would be
             dtype = torch.get_autocast_dtype(device_type)
@@ -223,7 +223,7 @@ def _vocab_parallel_head(head: nn.Module, tp_mesh: DeviceMesh) -> None:
         whole = _GatherSequence.apply(hidden, group)
         flat = whole.reshape(-1, whole.shape[-1])
         chunk = default_chunk_size(flat.shape[0], weight.shape[0], torch.float32)
-        losses = _VocabParallelCrossEntropy.apply(flat, weight, labels.reshape(-1), rank * rows_per_rank, IGNORE_INDEX,
+        losses = _VocabParallelCrossEntropy.apply(flat, weight, labels.reshape(-1), start, IGNORE_INDEX,
                                                   group, chunk).view(labels.shape)
         if reduction == "none":
             return losses
